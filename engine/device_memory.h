@@ -1,0 +1,21 @@
+// The only place that allocates device memory or copies between devices. The CUDA half lives in
+// engine/device_memory_cuda.cu and exists only in builds with the CUDA backend.
+#pragma once
+#include <cstddef>
+#include "engine/tensor.h"
+
+namespace ppo {
+
+bool cuda_compiled();           // the CUDA backend was built
+int cuda_device_count();        // 0 when not compiled or no GPU answers
+size_t cuda_free_bytes();       // free memory of the current device
+std::string cuda_device_name(); // e.g. "NVIDIA H100 80GB HBM3"
+
+void* device_alloc(DeviceKind device, size_t bytes);  // 256-byte aligned; throws on failure
+void device_free(DeviceKind device, void* p);
+// Copies `bytes` between any two devices; synchronous.
+void copy_bytes(void* dst, DeviceKind dst_device, const void* src, DeviceKind src_device, size_t bytes);
+// Copies a tensor's bytes into another of the same dtype and element count (any devices).
+void copy_tensor(const Tensor& dst, const Tensor& src);
+
+}  // namespace ppo

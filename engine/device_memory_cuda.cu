@@ -1,0 +1,68 @@
+// CUDA half of engine/device_memory.h and the CUDA error checks.
+#include <cstdlib>
+#include <string>
+#include "engine/cuda_check.h"
+#include "engine/device_memory.h"
+
+namespace ppo {
+
+void cuda_fail(const char* what, const char* stmt, const char* file, int line) {
+  int dev = -1;
+  cudaGetDevice(&dev);
+  fail_at(file, line, std::string("CUDA error on device ") + std::to_string(dev) + ": " + what + " in " + stmt);
+}
+
+void check_launch(const char* kernel, const char* file, int line) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel, file, line);
+  static const bool sync = [] {
+    const char* s = std::getenv("PPO_SYNC_LAUNCHES");
+    return s && std::string(s) == "1";
+  }();
+  if (sync) {
+    err = cudaDeviceSynchronize();
+    if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel, file, line);
+  }
+}
+
+const char* cublas_status_name(cublasStatus_t s) { return cublasGetStatusString(s); }
+
+bool cuda_compiled() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device / no driver" error
+    return 0;
+  }
+  return n;
+}
+
+size_t cuda_free_bytes() {
+  size_t free_b = 0, total_b = 0;
+  PPO_CHECK_CUDA(cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
+}
+
+std::string cuda_device_name() {
+  if (cuda_device_count() == 0) return "none";
+  cudaDeviceProp prop{};
+  int dev = 0;
+  PPO_CHECK_CUDA(cudaGetDevice(&dev));
+  PPO_CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
+  return prop.name;
+}
+
+void* cuda_alloc(size_t bytes) {
+  void* p = nullptr;
+  PPO_CHECK_CUDA(cudaMalloc(&p, bytes));
+  return p;
+}
+
+void cuda_free(void* p) { cudaFree(p); }
+
+void cuda_copy(void* dst, const void* src, size_t bytes) {
+  PPO_CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+}  // namespace ppo

@@ -1,0 +1,893 @@
+// Backend: checks every op's tensors once (device, dtype, shape; errors name the op, the argument
+// and the tensor) and dispatches to the CPU reference (float or double) or to the CUDA launchers.
+#include "kernels/backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include "engine/device_memory.h"
+#include "kernels/cpu/ops.h"
+
+#ifdef PPO_HAS_CUDA
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/ops.h"
+#else
+namespace ppo {
+struct CudaContext {};
+}  // namespace ppo
+#endif
+
+namespace ppo {
+
+namespace {
+
+constexpr int64_t kAny = -1;
+
+// Checks one argument of an op: present, on the backend's device, of the dtype, of the shape
+// (kAny matches any extent).
+void expect(const char* op, const char* arg, const Tensor& t, DeviceKind device, DType dtype,
+            std::initializer_list<int64_t> shape) {
+  PPO_ASSERT(!t.empty(), op, ": argument '", arg, "' is missing");
+  PPO_ASSERT(t.device == device, op, ": argument '", arg, "' (tensor '", t.name, "') is on ",
+             device_name(t.device), ", the backend runs on ", device_name(device));
+  PPO_ASSERT(t.dtype == dtype, op, ": argument '", arg, "' (tensor '", t.name, "') ",
+             t.shape_str(), " should have dtype ", dtype_name(dtype));
+  bool ok = t.ndim == int(shape.size());
+  int i = 0;
+  for (int64_t d : shape) {
+    if (ok && d != kAny && t.shape[i] != d) ok = false;
+    ++i;
+  }
+  if (!ok) {
+    std::string want = "[";
+    i = 0;
+    for (int64_t d : shape) want += (i++ ? "," : "") + (d == kAny ? std::string("*") : std::to_string(d));
+    PPO_FAIL(op, ": argument '", arg, "' (tensor '", t.name, "') has shape ", t.shape_str(),
+             ", expected ", want, "]");
+  }
+}
+
+// The same, for an optional argument: an empty tensor passes.
+void expect_optional(const char* op, const char* arg, const Tensor& t, DeviceKind device, DType dtype,
+                     std::initializer_list<int64_t> shape) {
+  if (!t.empty()) expect(op, arg, t, device, dtype, shape);
+}
+
+template <class T>
+T* opt(const Tensor& t) {
+  return t.empty() ? nullptr : t.ptr<T>();
+}
+
+// Runs f(T{}) with T = double for Precision::F64, float otherwise.
+template <class F>
+void with_cpu_float(Precision p, F&& f) {
+  if (p == Precision::F64) f(double{});
+  else f(float{});
+}
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F64 || t == DType::BF16; }
+
+}  // namespace
+
+// ---- construction ---------------------------------------------------------------------------------
+
+Backend::Backend(DeviceKind device, Precision precision) : device_(device), precision_(precision) {
+  if (device == DeviceKind::CPU) {
+    PPO_ASSERT(precision != Precision::BF16, "the CPU backend computes in f32 or f64, not bf16");
+    return;
+  }
+  PPO_ASSERT(precision == Precision::BF16, "the CUDA backend computes in bf16 (f32 accumulation)");
+#ifdef PPO_HAS_CUDA
+  PPO_ASSERT(cuda_device_count() > 0, "--device cuda: no GPU answers on this machine");
+  cuda_ = std::make_unique<CudaContext>();
+#else
+  PPO_FAIL("--device cuda: this build has no CUDA backend");
+#endif
+}
+
+Backend::~Backend() = default;
+
+DType Backend::act_dtype() const {
+  switch (precision_) {
+    case Precision::F32: return DType::F32;
+    case Precision::F64: return DType::F64;
+    case Precision::BF16: return DType::BF16;
+  }
+  return DType::F32;
+}
+DType Backend::grad_dtype() const { return precision_ == Precision::F64 ? DType::F64 : DType::F32; }
+DType Backend::stat_dtype() const { return grad_dtype(); }
+
+void Backend::set_scratch(Carver scratch) {
+  scratch_ = std::make_unique<Carver>(scratch);
+#ifdef PPO_HAS_CUDA
+  if (cuda_) cuda_->scratch = scratch_.get();
+#endif
+}
+
+size_t Backend::scratch_bytes(Precision precision, int64_t max_rows, int64_t vocab) {
+#ifdef PPO_HAS_CUDA
+  if (precision == Precision::BF16) return cuda_scratch_bytes(max_rows, vocab);
+#endif
+  (void)max_rows;
+  return align_up(size_t(cpu::lm_scratch_elems(vocab)) * (precision == Precision::F64 ? 8 : 4));
+}
+
+void Backend::synchronize() {
+#ifdef PPO_HAS_CUDA
+  if (cuda_) PPO_CHECK_CUDA(cudaStreamSynchronize(cuda_->stream));
+#endif
+}
+
+// Takes `elems` elements of the active float type from the scratch region; rewound on scope exit.
+namespace {
+struct ScratchLease {
+  Carver* carver;
+  size_t mark;
+  Tensor t;
+  ScratchLease(Carver* c, const char* op, DType dtype, int64_t elems) : carver(c) {
+    PPO_ASSERT(c != nullptr, op, " needs scratch memory: call Backend::set_scratch first");
+    mark = c->mark();
+    t = c->take(dtype, {elems}, "scratch");
+  }
+  ~ScratchLease() { carver->rewind(mark); }
+};
+}  // namespace
+
+// ---- memory --------------------------------------------------------------------------------------
+
+void Backend::zero(Tensor t) { fill(t, 0.0f); }
+
+void Backend::fill(Tensor t, float value) {
+  PPO_ASSERT(!t.empty() && t.device == device_, "fill: tensor '", t.name, "' missing or on another device");
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::fill(*cuda_, t.data, t.dtype, t.numel(), value);
+#endif
+    return;
+  }
+  const int64_t n = t.numel();
+  switch (t.dtype) {
+    case DType::F32: std::fill_n(t.ptr<float>(), n, value); break;
+    case DType::F64: std::fill_n(t.ptr<double>(), n, double(value)); break;
+    case DType::BF16: std::fill_n(t.ptr<bf16>(), n, bf16_from_f32(value)); break;
+    case DType::I32: std::fill_n(t.ptr<int32_t>(), n, int32_t(value)); break;
+  }
+}
+
+namespace {
+// Host-side element conversion between float dtypes.
+double load_host(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(p)[i];
+    case DType::F64: return static_cast<const double*>(p)[i];
+    case DType::BF16: return f32_from_bf16(static_cast<const bf16*>(p)[i]);
+    case DType::I32: return static_cast<const int32_t*>(p)[i];
+  }
+  return 0;
+}
+void store_host(void* p, DType t, int64_t i, double x) {
+  switch (t) {
+    case DType::F32: static_cast<float*>(p)[i] = float(x); break;
+    case DType::F64: static_cast<double*>(p)[i] = x; break;
+    case DType::BF16: static_cast<bf16*>(p)[i] = bf16_from_f32(float(x)); break;
+    case DType::I32: static_cast<int32_t*>(p)[i] = int32_t(x); break;
+  }
+}
+}  // namespace
+
+void Backend::convert(Tensor dst, Tensor src) {
+  PPO_ASSERT(dst.numel() == src.numel(), "convert: tensor '", src.name, "' ", src.shape_str(),
+             " into '", dst.name, "' ", dst.shape_str(), ": element counts differ");
+  PPO_ASSERT(is_float(dst.dtype) && is_float(src.dtype), "convert: float tensors only ('", src.name, "' -> '", dst.name, "')");
+  if (dst.dtype == src.dtype) return copy_tensor(dst, src);
+  if (dst.device == DeviceKind::CPU && src.device == DeviceKind::CPU) {
+    for (int64_t i = 0; i < src.numel(); ++i) store_host(dst.data, dst.dtype, i, load_host(src.data, src.dtype, i));
+    return;
+  }
+#ifdef PPO_HAS_CUDA
+  PPO_ASSERT(cuda_ != nullptr, "convert across devices needs the CUDA backend");
+  if (dst.device == DeviceKind::CUDA && src.device == DeviceKind::CUDA) {
+    cuda::convert(*cuda_, dst.data, dst.dtype, src.data, src.dtype, src.numel());
+    return;
+  }
+  // Across devices: convert on the host side, copy the bytes.
+  std::vector<char> host(dst.bytes());
+  if (src.device == DeviceKind::CPU) {
+    for (int64_t i = 0; i < src.numel(); ++i) store_host(host.data(), dst.dtype, i, load_host(src.data, src.dtype, i));
+    copy_bytes(dst.data, dst.device, host.data(), DeviceKind::CPU, dst.bytes());
+  } else {
+    std::vector<char> raw(src.bytes());
+    synchronize();
+    copy_bytes(raw.data(), DeviceKind::CPU, src.data, src.device, src.bytes());
+    for (int64_t i = 0; i < src.numel(); ++i) store_host(dst.data, dst.dtype, i, load_host(raw.data(), src.dtype, i));
+  }
+#else
+  PPO_FAIL("convert: tensor on a CUDA device in a build without CUDA");
+#endif
+}
+
+std::vector<float> Backend::to_host(Tensor src) {
+  PPO_ASSERT(is_float(src.dtype), "to_host: tensor '", src.name, "' is not a float tensor");
+  std::vector<float> out(size_t(src.numel()));
+  Tensor dst(out.data(), DType::F32, DeviceKind::CPU, {src.numel()}, src.name);
+  synchronize();
+  convert(dst, src.reshape({src.numel()}));
+  return out;
+}
+
+void Backend::from_host(Tensor dst, const std::vector<float>& src) {
+  PPO_ASSERT(int64_t(src.size()) == dst.numel(), "from_host: ", src.size(), " values for tensor '",
+             dst.name, "' ", dst.shape_str());
+  Tensor s(const_cast<float*>(src.data()), DType::F32, DeviceKind::CPU, {dst.numel()}, dst.name);
+  convert(dst.reshape({dst.numel()}), s);
+}
+
+void Backend::from_host_ids(Tensor dst, const std::vector<int32_t>& src) {
+  PPO_ASSERT(dst.dtype == DType::I32 && int64_t(src.size()) == dst.numel(), "from_host_ids: ",
+             src.size(), " ids for tensor '", dst.name, "' ", dst.shape_str());
+  copy_bytes(dst.data, dst.device, src.data(), DeviceKind::CPU, dst.bytes());
+}
+
+std::vector<int32_t> Backend::to_host_ids(Tensor src) {
+  PPO_ASSERT(src.dtype == DType::I32, "to_host_ids: tensor '", src.name, "' is not i32");
+  std::vector<int32_t> out(size_t(src.numel()));
+  synchronize();
+  copy_bytes(out.data(), DeviceKind::CPU, src.data, src.device, src.bytes());
+  return out;
+}
+
+void Backend::slice_columns(Tensor dst, Tensor src, int64_t start) {
+  const char* op = "slice_columns";
+  const int64_t B = src.dim(0), T = src.dim(1), W = dst.dim(1);
+  expect(op, "src", src, device_, src.dtype, {B, T});
+  expect(op, "dst", dst, device_, src.dtype, {B, W});
+  PPO_ASSERT(start >= 0 && start + W <= T, op, ": columns [", start, ",", start + W, ") outside ", T);
+  const size_t es = dtype_size(src.dtype);
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::slice_columns(*cuda_, dst.data, src.data, es, B, T, W, start);
+#endif
+    return;
+  }
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(static_cast<char*>(dst.data) + size_t(b * W) * es,
+                static_cast<const char*>(src.data) + size_t(b * T + start) * es, size_t(W) * es);
+}
+
+// ---- embedding ------------------------------------------------------------------------------------
+
+void Backend::embedding_forward(Tensor out, Tensor tokens, Tensor pos, Tensor wte, Tensor wpe) {
+  const char* op = "embedding_forward";
+  const int64_t B = tokens.dim(0), T = tokens.dim(1), V = wte.dim(0), C = wte.dim(1);
+  expect(op, "tokens", tokens, device_, DType::I32, {B, T});
+  expect(op, "pos", pos, device_, DType::I32, {B, T});
+  expect(op, "wte", wte, device_, act_dtype(), {V, C});
+  expect_optional(op, "wpe", wpe, device_, act_dtype(), {kAny, C});
+  expect(op, "out", out, device_, act_dtype(), {B, T, C});
+  // Token ids and positions come from user data: check their range here, on the host.
+  for (int32_t id : to_host_ids(tokens))
+    PPO_ASSERT(id >= 0 && id < V, op, ": token id ", id, " in '", tokens.name, "' is outside the vocabulary [0,", V, ")");
+  const int64_t P = wpe.empty() ? INT32_MAX : wpe.dim(0);
+  for (int32_t p : to_host_ids(pos))
+    PPO_ASSERT(p >= 0 && p < P, op, ": position ", p, " in '", pos.name, "' is outside [0,", P, ")");
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::embedding_forward(*cuda_, out.ptr<bf16>(), tokens.ptr<int32_t>(), pos.ptr<int32_t>(),
+                            wte.ptr<bf16>(), opt<bf16>(wpe), B * T, C);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::embedding_forward<F>(out.ptr<F>(), tokens.ptr<int32_t>(), pos.ptr<int32_t>(), wte.ptr<F>(), opt<F>(wpe), B * T, C);
+  });
+}
+
+void Backend::embedding_backward(Tensor dwte, Tensor dwpe, Tensor dout, Tensor tokens, Tensor pos) {
+  const char* op = "embedding_backward";
+  const int64_t B = tokens.dim(0), T = tokens.dim(1), V = dwte.dim(0), C = dwte.dim(1);
+  expect(op, "tokens", tokens, device_, DType::I32, {B, T});
+  expect(op, "pos", pos, device_, DType::I32, {B, T});
+  expect(op, "dwte", dwte, device_, grad_dtype(), {V, C});
+  expect_optional(op, "dwpe", dwpe, device_, grad_dtype(), {kAny, C});
+  expect(op, "dout", dout, device_, act_dtype(), {B, T, C});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::embedding_backward(*cuda_, dwte.ptr<float>(), opt<float>(dwpe), dout.ptr<bf16>(), tokens.ptr<int32_t>(),
+                             pos.ptr<int32_t>(), B * T, C, V, dwpe.empty() ? 0 : dwpe.dim(0));
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::embedding_backward<F>(dwte.ptr<F>(), opt<F>(dwpe), dout.ptr<F>(), tokens.ptr<int32_t>(), pos.ptr<int32_t>(), B * T, C);
+  });
+}
+
+// ---- normalization --------------------------------------------------------------------------------
+
+namespace {
+// Rows of a (..., C) tensor.
+int64_t rows(const Tensor& t) { return t.numel() / t.dim(-1); }
+}  // namespace
+
+void Backend::norm_forward(NormKind kind, Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight,
+                           Tensor bias, float eps) {
+  residual_norm_forward(kind, Tensor{}, out, mean, rstd, inp, Tensor{}, weight, bias, eps);
+}
+
+void Backend::residual_norm_forward(NormKind kind, Tensor res_out, Tensor out, Tensor mean, Tensor rstd,
+                                    Tensor a, Tensor b, Tensor weight, Tensor bias, float eps) {
+  const char* op = res_out.empty() ? "norm_forward" : "residual_norm_forward";
+  const int64_t C = a.dim(-1), N = rows(a);
+  PPO_ASSERT(res_out.empty() == b.empty(), op, ": res_out and b go together");
+  expect(op, "inp", a.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect_optional(op, "b", b.empty() ? b : b.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect_optional(op, "res_out", res_out.empty() ? res_out : res_out.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "out", out.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "rstd", rstd, device_, stat_dtype(), {N});
+  expect(op, "weight", weight, device_, act_dtype(), {C});
+  if (kind == NormKind::LayerNorm) {
+    expect(op, "mean", mean, device_, stat_dtype(), {N});
+    expect_optional(op, "bias", bias, device_, act_dtype(), {C});
+  } else {
+    PPO_ASSERT(mean.empty() && bias.empty(), op, ": RMSNorm takes no mean and no bias");
+  }
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::norm_forward(*cuda_, kind, opt<bf16>(res_out), out.ptr<bf16>(), opt<float>(mean), rstd.ptr<float>(),
+                       a.ptr<bf16>(), opt<bf16>(b), weight.ptr<bf16>(), opt<bf16>(bias), N, C, eps);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    const F* x = a.ptr<F>();
+    if (!res_out.empty()) {
+      cpu::residual_forward<F>(res_out.ptr<F>(), a.ptr<F>(), b.ptr<F>(), N * C);
+      x = res_out.ptr<F>();
+    }
+    cpu::norm_forward<F>(kind, out.ptr<F>(), opt<F>(mean), rstd.ptr<F>(), x, weight.ptr<F>(), opt<F>(bias), N, C, eps);
+  });
+}
+
+void Backend::norm_backward(NormKind kind, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp,
+                            Tensor weight, Tensor mean, Tensor rstd) {
+  const char* op = "norm_backward";
+  const int64_t C = inp.dim(-1), N = rows(inp);
+  expect(op, "inp", inp.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "dinp", dinp.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "dout", dout.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "weight", weight, device_, act_dtype(), {C});
+  expect_optional(op, "dweight", dweight, device_, grad_dtype(), {C});
+  expect(op, "rstd", rstd, device_, stat_dtype(), {N});
+  if (kind == NormKind::LayerNorm) {
+    expect(op, "mean", mean, device_, stat_dtype(), {N});
+    expect_optional(op, "dbias", dbias, device_, grad_dtype(), {C});
+  } else {
+    PPO_ASSERT(mean.empty() && dbias.empty(), op, ": RMSNorm takes no mean and no bias");
+  }
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::norm_backward(*cuda_, kind, dinp.ptr<bf16>(), opt<float>(dweight), opt<float>(dbias), dout.ptr<bf16>(),
+                        inp.ptr<bf16>(), weight.ptr<bf16>(), opt<float>(mean), rstd.ptr<float>(), N, C);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::norm_backward<F>(kind, dinp.ptr<F>(), opt<F>(dweight), opt<F>(dbias), dout.ptr<F>(), inp.ptr<F>(),
+                          weight.ptr<F>(), opt<F>(mean), rstd.ptr<F>(), N, C);
+  });
+}
+
+void Backend::residual_forward(Tensor out, Tensor a, Tensor b) {
+  const char* op = "residual_forward";
+  const int64_t n = a.numel();
+  expect(op, "a", a.reshape({n}), device_, act_dtype(), {n});
+  expect(op, "b", b.reshape({n}), device_, act_dtype(), {n});
+  expect(op, "out", out.reshape({n}), device_, act_dtype(), {n});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::residual_forward(*cuda_, out.ptr<bf16>(), a.ptr<bf16>(), b.ptr<bf16>(), n);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::residual_forward<F>(out.ptr<F>(), a.ptr<F>(), b.ptr<F>(), n);
+  });
+}
+
+// ---- matmul ---------------------------------------------------------------------------------------
+
+void Backend::matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
+  const char* op = "matmul_forward";
+  const int64_t C = inp.dim(-1), N = rows(inp), OC = weight.dim(0);
+  expect(op, "inp", inp.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "weight", weight, device_, act_dtype(), {OC, C});
+  expect_optional(op, "bias", bias, device_, act_dtype(), {OC});
+  expect(op, "out", out.reshape({out.numel() / OC, OC}), device_, act_dtype(), {N, OC});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::matmul_forward(*cuda_, out.ptr<bf16>(), inp.ptr<bf16>(), weight.ptr<bf16>(), opt<bf16>(bias), N, C, OC);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::matmul_forward<F>(out.ptr<F>(), inp.ptr<F>(), weight.ptr<F>(), opt<F>(bias), N, C, OC);
+  });
+}
+
+void Backend::matmul_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
+  const char* op = "matmul_backward";
+  const int64_t C = inp.dim(-1), N = rows(inp), OC = weight.dim(0);
+  expect(op, "inp", inp.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "weight", weight, device_, act_dtype(), {OC, C});
+  expect(op, "dout", dout.reshape({dout.numel() / OC, OC}), device_, act_dtype(), {N, OC});
+  expect_optional(op, "dinp", dinp.empty() ? dinp : dinp.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect_optional(op, "dweight", dweight, device_, grad_dtype(), {OC, C});
+  expect_optional(op, "dbias", dbias, device_, grad_dtype(), {OC});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::matmul_backward(*cuda_, opt<bf16>(dinp), opt<float>(dweight), opt<float>(dbias), dout.ptr<bf16>(),
+                          inp.ptr<bf16>(), weight.ptr<bf16>(), N, C, OC);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::matmul_backward<F>(opt<F>(dinp), opt<F>(dweight), opt<F>(dbias), dout.ptr<F>(), inp.ptr<F>(), weight.ptr<F>(), N, C, OC);
+  });
+}
+
+// ---- activations ----------------------------------------------------------------------------------
+
+void Backend::gelu_forward(Tensor out, Tensor inp) {
+  const int64_t n = inp.numel();
+  expect("gelu_forward", "inp", inp.reshape({n}), device_, act_dtype(), {n});
+  expect("gelu_forward", "out", out.reshape({out.numel()}), device_, act_dtype(), {n});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::gelu_forward(*cuda_, out.ptr<bf16>(), inp.ptr<bf16>(), n);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::gelu_forward<F>(out.ptr<F>(), inp.ptr<F>(), n);
+  });
+}
+
+void Backend::gelu_backward(Tensor dinp, Tensor dout, Tensor inp) {
+  const int64_t n = inp.numel();
+  expect("gelu_backward", "inp", inp.reshape({n}), device_, act_dtype(), {n});
+  expect("gelu_backward", "dout", dout.reshape({dout.numel()}), device_, act_dtype(), {n});
+  expect("gelu_backward", "dinp", dinp.reshape({dinp.numel()}), device_, act_dtype(), {n});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::gelu_backward(*cuda_, dinp.ptr<bf16>(), dout.ptr<bf16>(), inp.ptr<bf16>(), n);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::gelu_backward<F>(dinp.ptr<F>(), dout.ptr<F>(), inp.ptr<F>(), n);
+  });
+}
+
+void Backend::swiglu_forward(Tensor out, Tensor inp) {
+  const int64_t F2 = inp.dim(-1), N = rows(inp), Fw = F2 / 2;
+  PPO_ASSERT(F2 % 2 == 0, "swiglu_forward: input '", inp.name, "' width ", F2, " is odd");
+  expect("swiglu_forward", "inp", inp.reshape({N, F2}), device_, act_dtype(), {N, F2});
+  expect("swiglu_forward", "out", out.reshape({out.numel() / Fw, Fw}), device_, act_dtype(), {N, Fw});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::swiglu_forward(*cuda_, out.ptr<bf16>(), inp.ptr<bf16>(), N, Fw);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::swiglu_forward<F>(out.ptr<F>(), inp.ptr<F>(), N, Fw);
+  });
+}
+
+void Backend::swiglu_backward(Tensor dinp, Tensor dout, Tensor inp) {
+  const int64_t F2 = inp.dim(-1), N = rows(inp), Fw = F2 / 2;
+  expect("swiglu_backward", "inp", inp.reshape({N, F2}), device_, act_dtype(), {N, F2});
+  expect("swiglu_backward", "dinp", dinp.reshape({dinp.numel() / F2, F2}), device_, act_dtype(), {N, F2});
+  expect("swiglu_backward", "dout", dout.reshape({dout.numel() / Fw, Fw}), device_, act_dtype(), {N, Fw});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::swiglu_backward(*cuda_, dinp.ptr<bf16>(), dout.ptr<bf16>(), inp.ptr<bf16>(), N, Fw);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::swiglu_backward<F>(dinp.ptr<F>(), dout.ptr<F>(), inp.ptr<F>(), N, Fw);
+  });
+}
+
+// ---- attention ------------------------------------------------------------------------------------
+
+namespace {
+void check_heads(const char* op, int NH, int NKV, int HS) {
+  PPO_ASSERT(NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0, op, ": heads NH=", NH, " must be a multiple of kv heads NKV=", NKV);
+}
+}  // namespace
+
+void Backend::rope_forward(Tensor qkv, Tensor pos, int NH, int NKV, int HS, float theta) {
+  const char* op = "rope_forward";
+  check_heads(op, NH, NKV, HS);
+  PPO_ASSERT(HS % 2 == 0, op, ": head size ", HS, " is odd");
+  const int64_t B = qkv.dim(0), T = qkv.dim(1);
+  expect(op, "qkv", qkv, device_, act_dtype(), {B, T, int64_t(NH + 2 * NKV) * HS});
+  expect(op, "pos", pos, device_, DType::I32, {B, T});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::rope(*cuda_, qkv.ptr<bf16>(), pos.ptr<int32_t>(), B, T, NH, NKV, HS, theta, false);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::rope_forward<F>(qkv.ptr<F>(), pos.ptr<int32_t>(), B, T, NH, NKV, HS, theta);
+  });
+}
+
+void Backend::rope_backward(Tensor dqkv, Tensor pos, int NH, int NKV, int HS, float theta) {
+  const char* op = "rope_backward";
+  check_heads(op, NH, NKV, HS);
+  const int64_t B = dqkv.dim(0), T = dqkv.dim(1);
+  expect(op, "dqkv", dqkv, device_, act_dtype(), {B, T, int64_t(NH + 2 * NKV) * HS});
+  expect(op, "pos", pos, device_, DType::I32, {B, T});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::rope(*cuda_, dqkv.ptr<bf16>(), pos.ptr<int32_t>(), B, T, NH, NKV, HS, theta, true);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::rope_backward<F>(dqkv.ptr<F>(), pos.ptr<int32_t>(), B, T, NH, NKV, HS, theta);
+  });
+}
+
+void Backend::attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor mask, int NH, int NKV, int HS) {
+  const char* op = "attention_forward";
+  check_heads(op, NH, NKV, HS);
+  const int64_t B = qkv.dim(0), T = qkv.dim(1);
+  expect(op, "qkv", qkv, device_, act_dtype(), {B, T, int64_t(NH + 2 * NKV) * HS});
+  expect(op, "mask", mask, device_, DType::I32, {B, T});
+  expect(op, "out", out, device_, act_dtype(), {B, T, int64_t(NH) * HS});
+  expect(op, "lse", lse, device_, stat_dtype(), {B, NH, T});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::attention_forward(*cuda_, out.ptr<bf16>(), lse.ptr<float>(), qkv.ptr<bf16>(), mask.ptr<int32_t>(), B, T, NH, NKV, HS);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::attention_forward<F>(out.ptr<F>(), lse.ptr<F>(), qkv.ptr<F>(), mask.ptr<int32_t>(), B, T, NH, NKV, HS);
+  });
+}
+
+void Backend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor mask,
+                                 int NH, int NKV, int HS) {
+  const char* op = "attention_backward";
+  check_heads(op, NH, NKV, HS);
+  const int64_t B = qkv.dim(0), T = qkv.dim(1), W = int64_t(NH + 2 * NKV) * HS;
+  expect(op, "qkv", qkv, device_, act_dtype(), {B, T, W});
+  expect(op, "dqkv", dqkv, device_, act_dtype(), {B, T, W});
+  expect(op, "mask", mask, device_, DType::I32, {B, T});
+  expect(op, "out", out, device_, act_dtype(), {B, T, int64_t(NH) * HS});
+  expect(op, "dout", dout, device_, act_dtype(), {B, T, int64_t(NH) * HS});
+  expect(op, "lse", lse, device_, stat_dtype(), {B, NH, T});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::attention_backward(*cuda_, dqkv.ptr<bf16>(), dout.ptr<bf16>(), qkv.ptr<bf16>(), out.ptr<bf16>(),
+                             lse.ptr<float>(), mask.ptr<int32_t>(), B, T, NH, NKV, HS);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::attention_backward<F>(dqkv.ptr<F>(), dout.ptr<F>(), qkv.ptr<F>(), out.ptr<F>(), lse.ptr<F>(),
+                               mask.ptr<int32_t>(), B, T, NH, NKV, HS);
+  });
+}
+
+void Backend::kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, int64_t start, int NH, int NKV, int HS) {
+  const char* op = "kv_cache_write";
+  check_heads(op, NH, NKV, HS);
+  const int64_t B = qkv.dim(0), T = qkv.dim(1), S = kcache.dim(1);
+  expect(op, "qkv", qkv, device_, act_dtype(), {B, T, int64_t(NH + 2 * NKV) * HS});
+  expect(op, "kcache", kcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
+  expect(op, "vcache", vcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
+  PPO_ASSERT(start >= 0 && start + T <= S, op, ": positions [", start, ",", start + T,
+             ") do not fit the KV cache of ", S, " positions");
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::kv_cache_write(*cuda_, kcache.ptr<bf16>(), vcache.ptr<bf16>(), qkv.ptr<bf16>(), B, T, S, start, NH, NKV, HS);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::kv_cache_write<F>(kcache.ptr<F>(), vcache.ptr<F>(), qkv.ptr<F>(), B, T, S, start, NH, NKV, HS);
+  });
+}
+
+void Backend::attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vcache, Tensor mask, int64_t length,
+                               int NH, int NKV, int HS) {
+  const char* op = "attention_decode";
+  check_heads(op, NH, NKV, HS);
+  const int64_t B = qkv.dim(0), S = kcache.dim(1);
+  expect(op, "qkv", qkv, device_, act_dtype(), {B, 1, int64_t(NH + 2 * NKV) * HS});
+  expect(op, "kcache", kcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
+  expect(op, "vcache", vcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
+  expect(op, "mask", mask, device_, DType::I32, {B, S});
+  expect(op, "out", out.reshape({B, out.numel() / B}), device_, act_dtype(), {B, int64_t(NH) * HS});
+  PPO_ASSERT(length >= 1 && length <= S, op, ": length ", length, " outside [1,", S, "]");
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::attention_decode(*cuda_, out.ptr<bf16>(), qkv.ptr<bf16>(), kcache.ptr<bf16>(), vcache.ptr<bf16>(),
+                           mask.ptr<int32_t>(), B, S, length, NH, NKV, HS);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::attention_decode<F>(out.ptr<F>(), qkv.ptr<F>(), kcache.ptr<F>(), vcache.ptr<F>(), mask.ptr<int32_t>(),
+                             B, S, length, NH, NKV, HS);
+  });
+}
+
+// ---- language-model head --------------------------------------------------------------------------
+
+void Backend::lm_logprob_entropy_forward(Tensor logp, Tensor entropy, Tensor lse, Tensor hidden, Tensor wte,
+                                         Tensor targets, float inv_temperature) {
+  const char* op = "lm_logprob_entropy_forward";
+  const int64_t C = hidden.dim(-1), N = rows(hidden), V = wte.dim(0);
+  expect(op, "hidden", hidden.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "wte", wte, device_, act_dtype(), {V, C});
+  expect(op, "targets", targets.reshape({targets.numel()}), device_, DType::I32, {N});
+  expect(op, "logp", logp.reshape({logp.numel()}), device_, stat_dtype(), {N});
+  expect(op, "entropy", entropy.reshape({entropy.numel()}), device_, stat_dtype(), {N});
+  expect(op, "lse", lse.reshape({lse.numel()}), device_, stat_dtype(), {N});
+  for (int32_t id : to_host_ids(targets))
+    PPO_ASSERT(id >= 0 && id < V, op, ": target id ", id, " in '", targets.name, "' is outside the vocabulary [0,", V, ")");
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::lm_logprob_entropy_forward(*cuda_, logp.ptr<float>(), entropy.ptr<float>(), lse.ptr<float>(), hidden.ptr<bf16>(),
+                                     wte.ptr<bf16>(), targets.ptr<int32_t>(), N, C, V, inv_temperature);
+#endif
+    return;
+  }
+  ScratchLease s(scratch_.get(), op, act_dtype(), cpu::lm_scratch_elems(V));
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::lm_logprob_entropy_forward<F>(logp.ptr<F>(), entropy.ptr<F>(), lse.ptr<F>(), hidden.ptr<F>(), wte.ptr<F>(),
+                                       targets.ptr<int32_t>(), N, C, V, inv_temperature, s.t.ptr<F>());
+  });
+}
+
+void Backend::lm_logprob_entropy_backward(Tensor dhidden, Tensor dwte, Tensor g_logp, Tensor g_entropy, Tensor hidden,
+                                          Tensor wte, Tensor targets, Tensor lse, Tensor entropy, float inv_temperature) {
+  const char* op = "lm_logprob_entropy_backward";
+  const int64_t C = hidden.dim(-1), N = rows(hidden), V = wte.dim(0);
+  expect(op, "hidden", hidden.reshape({N, C}), device_, act_dtype(), {N, C});
+  expect(op, "dhidden", dhidden.reshape({dhidden.numel() / C, C}), device_, act_dtype(), {N, C});
+  expect(op, "wte", wte, device_, act_dtype(), {V, C});
+  expect_optional(op, "dwte", dwte, device_, grad_dtype(), {V, C});
+  expect(op, "targets", targets.reshape({targets.numel()}), device_, DType::I32, {N});
+  expect_optional(op, "g_logp", g_logp.empty() ? g_logp : g_logp.reshape({g_logp.numel()}), device_, stat_dtype(), {N});
+  expect_optional(op, "g_entropy", g_entropy.empty() ? g_entropy : g_entropy.reshape({g_entropy.numel()}), device_, stat_dtype(), {N});
+  expect(op, "lse", lse.reshape({lse.numel()}), device_, stat_dtype(), {N});
+  expect(op, "entropy", entropy.reshape({entropy.numel()}), device_, stat_dtype(), {N});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::lm_logprob_entropy_backward(*cuda_, dhidden.ptr<bf16>(), opt<float>(dwte), opt<float>(g_logp), opt<float>(g_entropy),
+                                      hidden.ptr<bf16>(), wte.ptr<bf16>(), targets.ptr<int32_t>(), lse.ptr<float>(),
+                                      entropy.ptr<float>(), N, C, V, inv_temperature);
+#endif
+    return;
+  }
+  ScratchLease s(scratch_.get(), op, act_dtype(), cpu::lm_scratch_elems(V));
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::lm_logprob_entropy_backward<F>(dhidden.ptr<F>(), opt<F>(dwte), opt<F>(g_logp), opt<F>(g_entropy), hidden.ptr<F>(),
+                                        wte.ptr<F>(), targets.ptr<int32_t>(), lse.ptr<F>(), entropy.ptr<F>(), N, C, V,
+                                        inv_temperature, s.t.ptr<F>());
+  });
+}
+
+void Backend::sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv_temperature, int top_k, float top_p,
+                            uint64_t seed, uint64_t stream) {
+  const char* op = "sample_tokens";
+  const int64_t B = logits.dim(0), V = logits.dim(-1);
+  expect(op, "logits", logits.reshape({B, logits.numel() / B}), device_, act_dtype(), {B, V});
+  expect(op, "tokens", tokens.reshape({tokens.numel()}), device_, DType::I32, {B});
+  expect(op, "logp", logp.reshape({logp.numel()}), device_, stat_dtype(), {B});
+  PPO_ASSERT(inv_temperature > 0 && std::isfinite(inv_temperature), op, ": temperature must be positive");
+  PPO_ASSERT(top_k >= 0 && top_p > 0 && top_p <= 1, op, ": top_k must be >= 0 and top_p in (0,1]");
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::sample_tokens(*cuda_, tokens.ptr<int32_t>(), logp.ptr<float>(), logits.ptr<bf16>(), B, V, inv_temperature,
+                        top_k, top_p, seed, stream);
+#endif
+    return;
+  }
+  ScratchLease s(scratch_.get(), op, act_dtype(), cpu::lm_scratch_elems(V));
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::sample_tokens<F>(tokens.ptr<int32_t>(), logp.ptr<F>(), logits.ptr<F>(), B, V, inv_temperature, top_k, top_p,
+                          seed, stream, s.t.ptr<F>());
+  });
+}
+
+// ---- optimizer ------------------------------------------------------------------------------------
+
+void Backend::adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v, const AdamWParams& hp,
+                           uint64_t seed, uint64_t stream) {
+  const char* op = "adamw_update";
+  const int64_t n = param.numel();
+  expect(op, "param", param.reshape({n}), device_, act_dtype(), {n});
+  expect(op, "grad", grad.reshape({grad.numel()}), device_, grad_dtype(), {n});
+  expect(op, "m", m.reshape({m.numel()}), device_, grad_dtype(), {n});
+  expect(op, "v", v.reshape({v.numel()}), device_, grad_dtype(), {n});
+  PPO_ASSERT(hp.step >= 1, op, ": step counts from 1");
+  if (device_ == DeviceKind::CUDA) {
+    expect(op, "master", master.reshape({master.numel()}), device_, DType::F32, {n});
+#ifdef PPO_HAS_CUDA
+    cuda::adamw_update(*cuda_, param.ptr<bf16>(), master.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(),
+                       n, hp, seed, stream);
+#endif
+    return;
+  }
+  PPO_ASSERT(master.empty(), op, ": the CPU backend updates '", param.name, "' in place and keeps no master copy");
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::adamw_update<F>(param.ptr<F>(), grad.ptr<F>(), m.ptr<F>(), v.ptr<F>(), n, hp);
+  });
+}
+
+double Backend::sum_squares(Tensor grad) {
+  const int64_t n = grad.numel();
+  expect("sum_squares", "grad", grad.reshape({n}), device_, grad_dtype(), {n});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    return cuda::sum_squares(*cuda_, grad.ptr<float>(), n);
+#endif
+  }
+  double r = 0;
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    r = cpu::sum_squares<F>(grad.ptr<F>(), n);
+  });
+  return r;
+}
+
+// ---- PPO per-token math ---------------------------------------------------------------------------
+
+namespace {
+// All PPO per-token tensors share the (B,T) shape of the mask.
+void expect_tokens(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> args, const Tensor& mask,
+                   DeviceKind device, DType stat) {
+  PPO_ASSERT(mask.ndim == 2, op, ": mask '", mask.name, "' must be (B,T), is ", mask.shape_str());
+  expect(op, "mask", mask, device, DType::I32, {mask.shape[0], mask.shape[1]});
+  for (const auto& [arg, t] : args) expect(op, arg, *t, device, stat, {mask.shape[0], mask.shape[1]});
+}
+}  // namespace
+
+void Backend::kl_penalty(Tensor kl, Tensor logp, Tensor ref_logp, Tensor mask, KLEstimator estimator) {
+  expect_tokens("kl_penalty", {{"kl", &kl}, {"logp", &logp}, {"ref_logp", &ref_logp}}, mask, device_, stat_dtype());
+  const int64_t n = mask.numel();
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::kl_penalty(*cuda_, kl.ptr<float>(), logp.ptr<float>(), ref_logp.ptr<float>(), mask.ptr<int32_t>(), n, estimator);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::kl_penalty<F>(kl.ptr<F>(), logp.ptr<F>(), ref_logp.ptr<F>(), mask.ptr<int32_t>(), n, estimator);
+  });
+}
+
+void Backend::gae_reverse_scan(Tensor advantages, Tensor returns, Tensor rewards, Tensor values, Tensor mask,
+                               float gamma, float lambda) {
+  expect_tokens("gae_reverse_scan",
+                {{"advantages", &advantages}, {"returns", &returns}, {"rewards", &rewards}, {"values", &values}}, mask,
+                device_, stat_dtype());
+  const int64_t B = mask.dim(0), T = mask.dim(1);
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::gae_reverse_scan(*cuda_, advantages.ptr<float>(), returns.ptr<float>(), rewards.ptr<float>(), values.ptr<float>(),
+                           mask.ptr<int32_t>(), B, T, gamma, lambda);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::gae_reverse_scan<F>(advantages.ptr<F>(), returns.ptr<F>(), rewards.ptr<F>(), values.ptr<F>(), mask.ptr<int32_t>(),
+                             B, T, gamma, lambda);
+  });
+}
+
+MaskedMoments Backend::masked_moments(Tensor x, Tensor mask) {
+  expect_tokens("masked_moments", {{"x", &x}}, mask, device_, stat_dtype());
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    return cuda::masked_moments(*cuda_, x.ptr<float>(), mask.ptr<int32_t>(), mask.numel());
+#endif
+  }
+  MaskedMoments r;
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    r = cpu::masked_moments<F>(x.ptr<F>(), mask.ptr<int32_t>(), mask.numel());
+  });
+  return r;
+}
+
+void Backend::masked_affine(Tensor x, Tensor mask, float shift, float scale) {
+  expect_tokens("masked_affine", {{"x", &x}}, mask, device_, stat_dtype());
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::masked_affine(*cuda_, x.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), shift, scale);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::masked_affine<F>(x.ptr<F>(), mask.ptr<int32_t>(), mask.numel(), shift, scale);
+  });
+}
+
+PolicyLossSums Backend::ppo_policy_loss(Tensor dlogp, Tensor logp, Tensor old_logp, Tensor advantages, Tensor mask,
+                                        float clip_eps, float dual_clip, float token_weight) {
+  expect_tokens("ppo_policy_loss",
+                {{"dlogp", &dlogp}, {"logp", &logp}, {"old_logp", &old_logp}, {"advantages", &advantages}}, mask,
+                device_, stat_dtype());
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    return cuda::ppo_policy_loss(*cuda_, dlogp.ptr<float>(), logp.ptr<float>(), old_logp.ptr<float>(),
+                                 advantages.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), clip_eps, dual_clip,
+                                 token_weight);
+#endif
+  }
+  PolicyLossSums r;
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    r = cpu::ppo_policy_loss<F>(dlogp.ptr<F>(), logp.ptr<F>(), old_logp.ptr<F>(), advantages.ptr<F>(),
+                                mask.ptr<int32_t>(), mask.numel(), clip_eps, dual_clip, token_weight);
+  });
+  return r;
+}
+
+ValueLossSums Backend::ppo_value_loss(Tensor dvalues, Tensor values, Tensor old_values, Tensor returns, Tensor mask,
+                                      float clip_value, float token_weight) {
+  expect_tokens("ppo_value_loss",
+                {{"dvalues", &dvalues}, {"values", &values}, {"old_values", &old_values}, {"returns", &returns}}, mask,
+                device_, stat_dtype());
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    return cuda::ppo_value_loss(*cuda_, dvalues.ptr<float>(), values.ptr<float>(), old_values.ptr<float>(),
+                                returns.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), clip_value, token_weight);
+#endif
+  }
+  ValueLossSums r;
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    r = cpu::ppo_value_loss<F>(dvalues.ptr<F>(), values.ptr<F>(), old_values.ptr<F>(), returns.ptr<F>(),
+                               mask.ptr<int32_t>(), mask.numel(), clip_value, token_weight);
+  });
+  return r;
+}
+
+}  // namespace ppo

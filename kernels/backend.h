@@ -1,0 +1,218 @@
+// The op set. Every op the models and the PPO loop use is declared here once, with its math.
+// Models and ppo/ call these and never know which device runs them; Backend validates shapes and
+// dtypes (errors name the tensor) and dispatches to kernels/cpu/ (the reference) or kernels/cuda/.
+//
+// Legend: B batch, T time (sequence length), C channels (d_model), V vocabulary, NH query heads,
+// NKV key/value heads (NH % NKV == 0), HS head size, F feed-forward width, N = B*T rows,
+// OC output channels, S KV-cache capacity (positions).
+//
+// Dtypes, by role (see Precision):
+//   act  : weights, activations and activation gradients.   cpu: f32 (or f64)  cuda: bf16
+//   grad : parameter gradients, master weights, AdamW m, v.  cpu: f32 (or f64)  cuda: f32
+//   stat : per-row statistics and per-token PPO quantities.  cpu: f32 (or f64)  cuda: f32
+//   ids  : token ids, positions, masks: i32.
+// Gradient rule (as in llm.c): ops marked "+=" accumulate into their output (parameter gradients
+// and the residual stream); all others overwrite ("="). Optional tensors may be passed empty ({}).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+#include "engine/arena.h"
+#include "engine/tensor.h"
+
+namespace ppo {
+
+enum class Precision : uint8_t {
+  F32,   // cpu: everything f32 (the default reference)
+  F64,   // cpu: everything f64 (gradient checks)
+  BF16,  // cuda: bf16 act, f32 grad and stat
+};
+
+enum class NormKind : uint8_t { LayerNorm, RMSNorm };
+enum class KLEstimator : uint8_t { K1, K2, K3 };
+
+struct AdamWParams {
+  float lr = 1e-5f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  int64_t step = 1;         // 1-based step count for bias correction
+  float grad_scale = 1.0f;  // gradients are multiplied by this first (global-norm clipping)
+};
+
+// Sums over valid tokens (mask == 1) returned by the fused PPO loss ops; means are sum / count.
+struct PolicyLossSums {
+  double loss = 0, clipped = 0, approx_kl = 0, ratio = 0, count = 0;
+};
+struct ValueLossSums {
+  double loss = 0, clipped = 0, count = 0;
+};
+struct MaskedMoments {
+  double mean = 0, var = 0, count = 0;  // var: population variance over valid entries
+};
+
+struct CudaContext;  // kernels/cuda/context.h: stream, cuBLAS/cuBLASLt handles
+
+class Backend {
+ public:
+  // A CUDA backend needs a GPU; Precision must be F32/F64 on the CPU and BF16 on CUDA.
+  Backend(DeviceKind device, Precision precision);
+  ~Backend();
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  DeviceKind device() const { return device_; }
+  Precision precision() const { return precision_; }
+  DType act_dtype() const;
+  DType grad_dtype() const;
+  DType stat_dtype() const;
+  // Scratch for ops that need temporaries (vocabulary chunks, reductions, cuBLASLt workspace):
+  // a LIFO region of the arena, taken and given back inside each op.
+  void set_scratch(Carver scratch);
+  static size_t scratch_bytes(Precision precision, int64_t max_rows, int64_t vocab);
+  void synchronize();
+  CudaContext* cuda() const { return cuda_.get(); }
+
+  // ---- memory ---------------------------------------------------------------------------------
+  void zero(Tensor t);
+  void fill(Tensor t, float value);
+  // dst = src converted to dst's dtype (f32/f64/bf16; bf16 rounds to nearest even). Any devices.
+  void convert(Tensor dst, Tensor src);
+  // Host f32 copy of a float tensor of any float dtype and device; and the reverse.
+  std::vector<float> to_host(Tensor src);
+  void from_host(Tensor dst, const std::vector<float>& src);
+  void from_host_ids(Tensor dst, const std::vector<int32_t>& src);
+  std::vector<int32_t> to_host_ids(Tensor src);
+  // dst(B,W) = src(B,T)[:, start:start+W]   (stat or ids dtype, same for both)
+  void slice_columns(Tensor dst, Tensor src, int64_t start);
+
+  // ---- embedding ------------------------------------------------------------------------------
+  // out(B,T,C) = wte(V,C)[tokens(B,T)] + wpe(P,C)[pos(B,T)]   (wpe optional: RoPE models have none)
+  // Token ids outside [0,V) and positions outside [0,P) are errors.
+  void embedding_forward(Tensor out, Tensor tokens, Tensor pos, Tensor wte, Tensor wpe);
+  // dwte[tokens[b,t]] += dout[b,t];  dwpe[pos[b,t]] += dout[b,t]   (deterministic order)
+  void embedding_backward(Tensor dwte, Tensor dwpe, Tensor dout, Tensor tokens, Tensor pos);
+
+  // ---- normalization --------------------------------------------------------------------------
+  // LayerNorm: mean = avg_c x, rstd = 1/sqrt(avg_c (x-mean)^2 + eps), out = (x-mean)*rstd*w + b
+  // RMSNorm:   rstd = 1/sqrt(avg_c x^2 + eps), out = x*rstd*w       (mean, bias empty)
+  // inp, out (N,C) act; mean, rstd (N) stat; weight, bias (C) act.
+  void norm_forward(NormKind kind, Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight,
+                    Tensor bias, float eps);
+  // Fused residual add + norm: res_out = a + b; out = norm(res_out).  a, b, res_out (N,C) act.
+  void residual_norm_forward(NormKind kind, Tensor res_out, Tensor out, Tensor mean, Tensor rstd,
+                             Tensor a, Tensor b, Tensor weight, Tensor bias, float eps);
+  // dinp += dnorm/dx^T dout;  dweight += sum_n dout*xhat;  dbias += sum_n dout
+  // dinp (N,C) act +=; dweight, dbias (C) grad +=.
+  void norm_backward(NormKind kind, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout,
+                     Tensor inp, Tensor weight, Tensor mean, Tensor rstd);
+  // out = a + b   (N,C) act
+  void residual_forward(Tensor out, Tensor a, Tensor b);
+
+  // ---- matmul ---------------------------------------------------------------------------------
+  // out(N,OC) = inp(N,C) @ weight(OC,C)^T + bias(OC)       (bias optional)
+  void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
+  // dinp(N,C) = dout @ weight  (=, optional);  dweight(OC,C) += dout^T @ inp;  dbias(OC) += sum_n dout
+  void matmul_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
+
+  // ---- activations ----------------------------------------------------------------------------
+  // GELU, tanh approximation: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  void gelu_forward(Tensor out, Tensor inp);
+  void gelu_backward(Tensor dinp, Tensor dout, Tensor inp);
+  // SwiGLU: inp(N,2F) = [gate | up];  out(N,F) = silu(gate) * up,  silu(g) = g / (1 + exp(-g))
+  void swiglu_forward(Tensor out, Tensor inp);
+  void swiglu_backward(Tensor dinp, Tensor dout, Tensor inp);
+
+  // ---- attention ------------------------------------------------------------------------------
+  // qkv(B,T,(NH+2*NKV)*HS) packs per position [q heads | k heads | v heads], each head HS wide.
+  // RoPE in place on the q and k heads (the "rotate half" layout of Llama/Qwen2/HF):
+  //   for i < HS/2: f = pos * theta^(-2i/HS);  (x_i, x_{i+HS/2}) <- (x_i cos f - x_{i+HS/2} sin f,
+  //                                                                 x_{i+HS/2} cos f + x_i sin f)
+  void rope_forward(Tensor qkv, Tensor pos, int NH, int NKV, int HS, float theta);
+  // The transposed rotation (angle -f) applied in place to dqkv's q and k parts; v untouched.
+  void rope_backward(Tensor dqkv, Tensor pos, int NH, int NKV, int HS, float theta);
+  // Causal attention with grouped-query heads (query head h reads kv head h / (NH/NKV)) and a key
+  // mask: query t attends to key s iff s <= t and mask[b,s] == 1. scale = 1/sqrt(HS).
+  //   out[b,t,h] = sum_s softmax_s(q.k_s * scale) v_s;   lse[b,h,t] = log sum_s exp(q.k_s * scale)
+  // A query with no visible key (a left-padding position) gets out = 0 and lse = -inf.
+  // out (B,T,NH*HS) act; lse (B,NH,T) stat; mask (B,T) i32.
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor mask, int NH, int NKV, int HS);
+  // dqkv (=) from dout, recomputing probabilities from lse; masked queries give zero gradient.
+  void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor mask,
+                          int NH, int NKV, int HS);
+  // KV cache of one layer: kcache, vcache (B,S,NKV*HS) act. Writes the k and v heads of
+  // qkv(B,T,...) at cache positions [start, start+T).
+  void kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, int64_t start, int NH, int NKV, int HS);
+  // One new query per sequence over the cache: qkv(B,1,...) supplies q; keys are cache positions
+  // s < length with mask[b,s] == 1 (mask (B,S) i32). out (B,NH*HS) act.
+  void attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vcache, Tensor mask,
+                        int64_t length, int NH, int NKV, int HS);
+
+  // ---- language-model head: fused log-prob and entropy over the vocabulary ------------------------
+  // z(N,V) = (hidden(N,C) @ wte(V,C)^T) * inv_temperature, never stored whole (vocabulary chunks):
+  //   lse[n] = log sum_v exp z[n,v];   logp[n] = z[n,targets[n]] - lse[n];
+  //   entropy[n] = lse[n] - sum_v softmax(z)[n,v] z[n,v]
+  // logp, entropy, lse (N) stat; targets (N) i32 in [0,V).
+  void lm_logprob_entropy_forward(Tensor logp, Tensor entropy, Tensor lse, Tensor hidden, Tensor wte,
+                                  Tensor targets, float inv_temperature);
+  // Given per-token weights g_logp[n] = dL/dlogp[n] and g_ent[n] = dL/dentropy[n] (either empty
+  // means zero), with p = softmax(z):
+  //   dz[n,v] = g_logp (1[v==target] - p_v) - g_ent p_v (log p_v + entropy[n])
+  //   dhidden(N,C) = inv_temperature dz @ wte  (=);   dwte(V,C) += inv_temperature dz^T @ hidden
+  void lm_logprob_entropy_backward(Tensor dhidden, Tensor dwte, Tensor g_logp, Tensor g_entropy,
+                                   Tensor hidden, Tensor wte, Tensor targets, Tensor lse,
+                                   Tensor entropy, float inv_temperature);
+  // Sampling from logits(B,V) act at temperature 1/inv_temperature. p = softmax(logits*inv_temperature);
+  // top_k > 0 keeps the k most probable tokens (ties: lower id first); top_p < 1 keeps the smallest
+  // most-probable set whose mass reaches top_p; the kept set is renormalized and one uniform
+  // u = uniform_from_bits(philox_draw(seed, stream + b, 0).v[0]) picks by inverse CDF over kept
+  // tokens in id order. tokens (B) i32; logp (B) stat = log p[token] of the FULL distribution
+  // (not renormalized over the kept set).
+  void sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv_temperature, int top_k,
+                     float top_p, uint64_t seed, uint64_t stream);
+
+  // ---- optimizer --------------------------------------------------------------------------------
+  // AdamW on one parameter tensor, g = grad * grad_scale:
+  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  mhat = m/(1-b1^step);  vhat = v/(1-b2^step)
+  //   w = w - lr (mhat / (sqrt(vhat) + eps) + weight_decay w)
+  // grad, m, v (numel) grad dtype. On the CPU `master` is empty and `param` is updated in place;
+  // on CUDA `master` (f32) is updated and param (bf16) = stochastic_round(master) with bits
+  // philox_draw(seed, stream, i / 4).v[i % 4].
+  void adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v,
+                    const AdamWParams& hp, uint64_t seed, uint64_t stream);
+  // sum of grad^2 over every element (deterministic order), for global-norm clipping.
+  double sum_squares(Tensor grad);
+
+  // ---- PPO per-token math; all (B,T) stat tensors, mask (B,T) i32 -------------------------------------
+  // Per-token KL of policy vs reference, r = ref_logp - logp (0 where mask == 0):
+  //   k1 = -r;   k2 = r^2 / 2;   k3 = exp(r) - 1 - r
+  void kl_penalty(Tensor kl, Tensor logp, Tensor ref_logp, Tensor mask, KLEstimator estimator);
+  // GAE as a reverse scan over t, per row; valid tokens are mask == 1 (a prefix of each row):
+  //   delta_t = r_t + gamma m_{t+1} V_{t+1} - V_t;   A_t = delta_t + gamma lambda m_{t+1} A_{t+1}
+  //   returns_t = A_t + V_t;   A, returns = 0 where mask == 0.
+  void gae_reverse_scan(Tensor advantages, Tensor returns, Tensor rewards, Tensor values, Tensor mask,
+                        float gamma, float lambda);
+  // Mean and population variance of x over entries with mask == 1.
+  MaskedMoments masked_moments(Tensor x, Tensor mask);
+  // x = (x - shift) * scale where mask == 1, x = 0 elsewhere (whitening: shift = mean, scale = rstd).
+  void masked_affine(Tensor x, Tensor mask, float shift, float scale);
+  // Clipped surrogate, per valid token, ratio = exp(logp - old_logp):
+  //   l = max(-A ratio, -A clip(ratio, 1-clip_eps, 1+clip_eps));  if dual_clip > 1 and A < 0:
+  //   l = min(l, -dual_clip A).  dlogp = token_weight * dl/dlogp (0 where mask == 0).
+  //   approx_kl per token = (logp - old_logp)^2 / 2;  clipped counts tokens where the clip binds.
+  PolicyLossSums ppo_policy_loss(Tensor dlogp, Tensor logp, Tensor old_logp, Tensor advantages,
+                                 Tensor mask, float clip_eps, float dual_clip, float token_weight);
+  // Clipped value loss per valid token: vc = old_v + clip(v - old_v, -clip_value, clip_value)
+  //   l = 0.5 max((v - R)^2, (vc - R)^2);   dvalues = token_weight * dl/dv.
+  ValueLossSums ppo_value_loss(Tensor dvalues, Tensor values, Tensor old_values, Tensor returns,
+                               Tensor mask, float clip_value, float token_weight);
+
+ private:
+  DeviceKind device_;
+  Precision precision_;
+  std::unique_ptr<CudaContext> cuda_;
+  std::unique_ptr<Carver> scratch_;
+};
+
+}  // namespace ppo

@@ -1,0 +1,53 @@
+// The CPU reference ops: plain loops (OpenMP) and BLAS, templated on the float type so gradient
+// checks can run in double. Math, shapes and the "=" / "+=" rule are documented in
+// kernels/backend.h; arguments here are already validated by Backend. T is float or double.
+#pragma once
+#include <cstdint>
+#include "kernels/backend.h"
+
+namespace ppo::cpu {
+
+template <class T> void embedding_forward(T* out, const int32_t* tokens, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int64_t C);
+template <class T> void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C);
+
+template <class T> void norm_forward(NormKind kind, T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C, float eps);
+template <class T> void norm_backward(NormKind kind, T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const T* mean, const T* rstd, int64_t N, int64_t C);
+template <class T> void residual_forward(T* out, const T* a, const T* b, int64_t n);
+
+template <class T> void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C, int64_t OC);
+template <class T> void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int64_t N, int64_t C, int64_t OC);
+
+template <class T> void gelu_forward(T* out, const T* inp, int64_t n);
+template <class T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n);
+template <class T> void swiglu_forward(T* out, const T* inp, int64_t N, int64_t F);
+template <class T> void swiglu_backward(T* dinp, const T* dout, const T* inp, int64_t N, int64_t F);
+
+template <class T> void rope_forward(T* qkv, const int32_t* pos, int64_t B, int64_t T_, int NH, int NKV, int HS, float theta);
+template <class T> void rope_backward(T* dqkv, const int32_t* pos, int64_t B, int64_t T_, int NH, int NKV, int HS, float theta);
+template <class T> void attention_forward(T* out, T* lse, const T* qkv, const int32_t* mask, int64_t B, int64_t T_, int NH, int NKV, int HS);
+template <class T> void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, const int32_t* mask, int64_t B, int64_t T_, int NH, int NKV, int HS);
+template <class T> void kv_cache_write(T* kcache, T* vcache, const T* qkv, int64_t B, int64_t T_, int64_t S, int64_t start, int NH, int NKV, int HS);
+template <class T> void attention_decode(T* out, const T* qkv, const T* kcache, const T* vcache, const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS);
+
+// `scratch` holds at least lm_scratch_elems(V) elements of T.
+int64_t lm_scratch_elems(int64_t V);
+template <class T> void lm_logprob_entropy_forward(T* logp, T* entropy, T* lse, const T* hidden, const T* wte, const int32_t* targets, int64_t N, int64_t C, int64_t V, float inv_temperature, T* scratch);
+template <class T> void lm_logprob_entropy_backward(T* dhidden, T* dwte, const T* g_logp, const T* g_entropy, const T* hidden, const T* wte, const int32_t* targets, const T* lse, const T* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature, T* scratch);
+template <class T> void sample_tokens(int32_t* tokens, T* logp, const T* logits, int64_t B, int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream, T* scratch);
+
+template <class T> void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParams& hp);
+template <class T> double sum_squares(const T* x, int64_t n);
+
+template <class T> void kl_penalty(T* kl, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);
+template <class T> void gae_reverse_scan(T* advantages, T* returns, const T* rewards, const T* values, const int32_t* mask, int64_t B, int64_t T_, float gamma, float lambda);
+template <class T> MaskedMoments masked_moments(const T* x, const int32_t* mask, int64_t n);
+template <class T> void masked_affine(T* x, const int32_t* mask, int64_t n, float shift, float scale);
+template <class T> PolicyLossSums ppo_policy_loss(T* dlogp, const T* logp, const T* old_logp, const T* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip, float token_weight);
+template <class T> ValueLossSums ppo_value_loss(T* dvalues, const T* values, const T* old_values, const T* returns, const int32_t* mask, int64_t n, float clip_value, float token_weight);
+
+}  // namespace ppo::cpu
+
+// Explicit instantiation of a CPU op for float and double, at the end of the op's .cpp file.
+#define PPO_CPU_INSTANTIATE(fn) \
+  template decltype(fn<float>) fn<float>; \
+  template decltype(fn<double>) fn<double>;

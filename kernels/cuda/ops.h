@@ -1,0 +1,51 @@
+// The CUDA ops: launchers for the kernels in kernels/cuda/*.cu. Math, shapes and the "=" / "+="
+// rule are documented in kernels/backend.h; arguments are already validated by Backend. act
+// tensors are bf16, stat and grad tensors f32. Every launcher runs on ctx.stream.
+#pragma once
+#include <cstdint>
+#include "engine/dtype.h"
+#include "kernels/backend.h"
+
+namespace ppo::cuda {
+
+void embedding_forward(CudaContext& ctx, bf16* out, const int32_t* tokens, const int32_t* pos, const bf16* wte, const bf16* wpe, int64_t N, int64_t C);
+void embedding_backward(CudaContext& ctx, float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C, int64_t V, int64_t P);
+
+void norm_forward(CudaContext& ctx, NormKind kind, bf16* res_out, bf16* out, float* mean, float* rstd, const bf16* a, const bf16* b, const bf16* weight, const bf16* bias, int64_t N, int64_t C, float eps);  // b, res_out null: plain norm of a
+void norm_backward(CudaContext& ctx, NormKind kind, bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp, const bf16* weight, const float* mean, const float* rstd, int64_t N, int64_t C);
+void residual_forward(CudaContext& ctx, bf16* out, const bf16* a, const bf16* b, int64_t n);
+
+void matmul_forward(CudaContext& ctx, bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int64_t N, int64_t C, int64_t OC);
+void matmul_backward(CudaContext& ctx, bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp, const bf16* weight, int64_t N, int64_t C, int64_t OC);
+
+void gelu_forward(CudaContext& ctx, bf16* out, const bf16* inp, int64_t n);
+void gelu_backward(CudaContext& ctx, bf16* dinp, const bf16* dout, const bf16* inp, int64_t n);
+void swiglu_forward(CudaContext& ctx, bf16* out, const bf16* inp, int64_t N, int64_t F);
+void swiglu_backward(CudaContext& ctx, bf16* dinp, const bf16* dout, const bf16* inp, int64_t N, int64_t F);
+
+void rope(CudaContext& ctx, bf16* qkv, const int32_t* pos, int64_t B, int64_t T, int NH, int NKV, int HS, float theta, bool inverse);
+void attention_forward(CudaContext& ctx, bf16* out, float* lse, const bf16* qkv, const int32_t* mask, int64_t B, int64_t T, int NH, int NKV, int HS);
+void attention_backward(CudaContext& ctx, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const int32_t* mask, int64_t B, int64_t T, int NH, int NKV, int HS);
+void kv_cache_write(CudaContext& ctx, bf16* kcache, bf16* vcache, const bf16* qkv, int64_t B, int64_t T, int64_t S, int64_t start, int NH, int NKV, int HS);
+void attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const bf16* kcache, const bf16* vcache, const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS);
+
+void lm_logprob_entropy_forward(CudaContext& ctx, float* logp, float* entropy, float* lse, const bf16* hidden, const bf16* wte, const int32_t* targets, int64_t N, int64_t C, int64_t V, float inv_temperature);
+void lm_logprob_entropy_backward(CudaContext& ctx, bf16* dhidden, float* dwte, const float* g_logp, const float* g_entropy, const bf16* hidden, const bf16* wte, const int32_t* targets, const float* lse, const float* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature);
+void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream);
+
+void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, const AdamWParams& hp, uint64_t seed, uint64_t stream);
+double sum_squares(CudaContext& ctx, const float* x, int64_t n);
+
+void kl_penalty(CudaContext& ctx, float* kl, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);
+void gae_reverse_scan(CudaContext& ctx, float* advantages, float* returns, const float* rewards, const float* values, const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda);
+MaskedMoments masked_moments(CudaContext& ctx, const float* x, const int32_t* mask, int64_t n);
+void masked_affine(CudaContext& ctx, float* x, const int32_t* mask, int64_t n, float shift, float scale);
+PolicyLossSums ppo_policy_loss(CudaContext& ctx, float* dlogp, const float* logp, const float* old_logp, const float* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip, float token_weight);
+ValueLossSums ppo_value_loss(CudaContext& ctx, float* dvalues, const float* values, const float* old_values, const float* returns, const int32_t* mask, int64_t n, float clip_value, float token_weight);
+
+// memory helpers
+void fill(CudaContext& ctx, void* data, DType dtype, int64_t n, float value);
+void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
+void slice_columns(CudaContext& ctx, void* dst, const void* src, size_t elem_bytes, int64_t B, int64_t T, int64_t W, int64_t start);
+
+}  // namespace ppo::cuda

@@ -1,0 +1,9 @@
+// Subcommands of the `ppo` program; each add_* registers one on the app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace ppo::tools {
+
+void add_version_command(CLI::App& app);
+
+}  // namespace ppo::tools

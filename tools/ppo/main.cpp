@@ -1,0 +1,22 @@
+// The `ppo` command line: one subcommand per job.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "engine/device_memory.h"
+#include "engine/error.h"
+#include "tools/ppo/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ppo: PPO for RLHF on language models, in C++/CUDA with no deep-learning framework"};
+  app.require_subcommand(1);
+  ppo::tools::add_version_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ppo::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
