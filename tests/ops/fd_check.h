@@ -1,6 +1,6 @@
 // Helpers for the op tests: finite-difference gradient checks on a CPU Backend with
 // Precision::F64 (a scalar loss L = sum(out * weights) recomputed with each input element moved by
-// +-h), and a backend fixture for ops that need no scratch memory.
+// +-h).
 #pragma once
 #include <functional>
 #include <vector>
@@ -9,30 +9,6 @@
 #include "helpers.h"
 
 namespace ppo::test {
-
-// BackendFixture's interface without the scratch region: sizing scratch asks the LM-head op
-// (cpu::lm_scratch_elems), which the ops tested here do not use and which lands separately.
-struct OpsFixture {
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Pool> pool;
-  OpsFixture(DeviceKind device, Precision precision, size_t pool_bytes = size_t(16) << 20)
-      : backend(std::make_unique<Backend>(device, precision)), pool(std::make_unique<Pool>(device, pool_bytes)) {}
-  Tensor upload(const std::vector<float>& v, DType dtype, std::initializer_list<int64_t> dims, const char* name) {
-    Tensor t = pool->take(dtype, dims, name);
-    backend->from_host(t, v);
-    return t;
-  }
-  Tensor upload_ids(const std::vector<int32_t>& v, std::initializer_list<int64_t> dims, const char* name) {
-    Tensor t = pool->take(DType::I32, dims, name);
-    backend->from_host_ids(t, v);
-    return t;
-  }
-  Tensor poisoned(DType dtype, std::initializer_list<int64_t> dims, const char* name) {
-    Tensor t = pool->take(dtype, dims, name);
-    backend->fill(t, std::nanf(""));
-    return t;
-  }
-};
 
 // The f64 values of a CPU f64 tensor, as f32 for check_close.
 inline std::vector<float> f64_values(const Tensor& t) {

@@ -19,7 +19,7 @@ double silu(double g) { return g / (1 + std::exp(-g)); }
 }  // namespace
 
 TEST_CASE("gelu_forward and swiglu_forward match the formulas in double") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   // Wide inputs (sd 3) reach both tails, where tanh and exp saturate.
   const std::vector<float> x_h = randn(N * 2 * F, 1, 3.0f);
   Tensor inp = f.upload(x_h, DType::F32, {N, 2 * F}, "inp");
@@ -41,7 +41,7 @@ TEST_CASE("gelu_forward and swiglu_forward match the formulas in double") {
 }
 
 TEST_CASE("gelu_backward and swiglu_backward match finite differences in f64") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   Tensor inp = f.upload(randn(N * 2 * F, 11, 2.0f), DType::F64, {N, 2 * F}, "inp");
   // h = 1e-6 in f64: truncation O(h^2 |f'''|) ~ 1e-12 and rounding ~1e-16 |L| / h ~ 1e-9; the f32
   // view adds 6e-8 relative. Both grads are "=": the outputs are poisoned first.
@@ -70,7 +70,7 @@ TEST_CASE("gelu_backward and swiglu_backward match finite differences in f64") {
 }
 
 TEST_CASE("activations reject bad inputs, naming the argument") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   Tensor inp = f.upload(randn(N * 2 * F, 21), DType::F32, {N, 2 * F}, "inp");
   Tensor out64 = f.pool->take(DType::F64, {N, 2 * F}, "out64");
   CHECK_THROWS_WITH_AS(f.backend->gelu_forward(out64, inp), doctest::Contains("'out'"), Error);
@@ -85,7 +85,7 @@ TEST_CASE("activations reject bad inputs, naming the argument") {
 TEST_CASE("activations: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
-  OpsFixture cpu(DeviceKind::CPU, Precision::F32);
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
   constexpr int64_t Nb = 37, Fb = 301;  // odd sizes: no vector-width multiple
   const std::vector<float> x_h = bf16_rounded(randn(Nb * 2 * Fb, 31, 2.0f));
   const std::vector<float> dg_h = bf16_rounded(randn(Nb * 2 * Fb, 32)), ds_h = bf16_rounded(randn(Nb * Fb, 33));

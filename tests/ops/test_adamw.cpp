@@ -44,7 +44,7 @@ std::vector<float> as_float(const std::vector<double>& x) { return std::vector<f
 }  // namespace
 
 TEST_CASE("adamw_update: first step by hand") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   AdamWParams hp;
   hp.lr = 0.1f;
   hp.beta1 = 0.5f;  // binary-exact betas keep the hand values exact
@@ -68,7 +68,7 @@ TEST_CASE("adamw_update: three steps match the double loop, f32 and f64") {
   std::vector<float> v0 = randn(n, 3, 1e-3f);
   for (float& x : v0) x = x * x;  // v >= 0
   for (Precision p : {Precision::F32, Precision::F64}) {
-    OpsFixture f(DeviceKind::CPU, p);
+    BackendFixture f(DeviceKind::CPU, p);
     const DType dt = f.backend->grad_dtype();
     CAPTURE(dtype_name(dt));
     Tensor w = f.upload(w0, dt, {n}, "w"), m = f.upload(m0, dt, {n}, "m"), v = f.upload(v0, dt, {n}, "v");
@@ -90,7 +90,7 @@ TEST_CASE("adamw_update: three steps match the double loop, f32 and f64") {
 }
 
 TEST_CASE("sum_squares: the double sum, independent of the thread count") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   const int64_t big = 200003;  // several chunks and a ragged tail
   const std::vector<float> x_h = randn(big, 21);
   Tensor x = f.upload(x_h, DType::F32, {big}, "x");
@@ -108,7 +108,7 @@ TEST_CASE("sum_squares: the double sum, independent of the thread count") {
 }
 
 TEST_CASE("adamw rejects bad inputs, naming the argument") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   Tensor w = f.upload(randn(n, 31), DType::F32, {n}, "w"), g = f.upload(randn(n, 32), DType::F32, {n}, "g");
   Tensor m = f.upload(randn(n, 33), DType::F32, {n}, "m"), v = f.upload(randn(n, 34), DType::F32, {n}, "v");
   Tensor g64 = f.pool->take(DType::F64, {n}, "g64"), v_short = f.pool->take(DType::F32, {n - 1}, "v_short");
@@ -128,7 +128,7 @@ TEST_CASE("adamw rejects bad inputs, naming the argument") {
 TEST_CASE("adamw: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
-  OpsFixture cpu(DeviceKind::CPU, Precision::F32);
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
   const int64_t nb = 100003;
   // The CUDA master starts from the bf16 parameter value, as after loading bf16 weights.
   const std::vector<float> w0 = bf16_rounded(randn(nb, 41)), grad = randn(nb, 42), m0 = randn(nb, 43, 0.01f);

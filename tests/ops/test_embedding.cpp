@@ -33,7 +33,7 @@ std::vector<float> embedding_reference(const std::vector<int32_t>& tok, const st
 }  // namespace
 
 TEST_CASE("embedding_forward matches the plain loop, with and without wpe") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   const std::vector<int32_t> tok = sample_tokens(), pos = randint(B * T, 12, 0, P);
   const std::vector<float> wte_h = randn(V * C, 13), wpe_h = randn(P * C, 14);
   Tensor tokens = f.upload_ids(tok, {B, T}, "tokens"), positions = f.upload_ids(pos, {B, T}, "pos");
@@ -49,7 +49,7 @@ TEST_CASE("embedding_forward matches the plain loop, with and without wpe") {
 }
 
 TEST_CASE("embedding_backward matches finite differences in f64 and accumulates") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   const std::vector<int32_t> tok = sample_tokens(), pos = randint(B * T, 22, 0, P);
   Tensor tokens = f.upload_ids(tok, {B, T}, "tokens"), positions = f.upload_ids(pos, {B, T}, "pos");
   Tensor wte = f.upload(randn(V * C, 23), DType::F64, {V, C}, "wte");
@@ -80,7 +80,7 @@ TEST_CASE("embedding_backward matches finite differences in f64 and accumulates"
 }
 
 TEST_CASE("embedding rejects bad inputs, naming the argument") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   std::vector<int32_t> tok = sample_tokens();
   const std::vector<int32_t> pos = randint(B * T, 32, 0, P);
   Tensor positions = f.upload_ids(pos, {B, T}, "pos");
@@ -119,7 +119,7 @@ TEST_CASE("embedding rejects bad inputs, naming the argument") {
 TEST_CASE("embedding: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
-  OpsFixture cpu(DeviceKind::CPU, Precision::F32);
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
   const std::vector<int32_t> tok = sample_tokens(), pos = randint(B * T, 42, 0, P);
   const std::vector<float> wte_h = bf16_rounded(randn(V * C, 43)), wpe_h = bf16_rounded(randn(P * C, 44));
   const std::vector<float> dout_h = bf16_rounded(randn(B * T * C, 45)), dwte0 = randn(V * C, 46), dwpe0 = randn(P * C, 47);

@@ -30,7 +30,7 @@ std::vector<float> matmul_reference(const std::vector<float>& inp, const std::ve
 TEST_CASE("matmul_forward matches the plain double loop, (B,T,C) input, with and without bias") {
   const std::vector<float> x_h = randn(N * C, 1), w_h = randn(OC * C, 2, 0.3f), b_h = randn(OC, 3);
   for (Precision p : {Precision::F32, Precision::F64}) {
-    OpsFixture f(DeviceKind::CPU, p);
+    BackendFixture f(DeviceKind::CPU, p);
     const DType dt = f.backend->act_dtype();
     CAPTURE(dtype_name(dt));
     Tensor inp = f.upload(x_h, dt, {B, T, C}, "inp");
@@ -47,7 +47,7 @@ TEST_CASE("matmul_forward matches the plain double loop, (B,T,C) input, with and
 }
 
 TEST_CASE("matmul_backward matches finite differences in f64: dinp =, dweight and dbias +=") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   Tensor inp = f.upload(randn(N * C, 11), DType::F64, {N, C}, "inp");
   Tensor weight = f.upload(randn(OC * C, 12, 0.3f), DType::F64, {OC, C}, "weight");
   Tensor bias = f.upload(randn(OC, 13), DType::F64, {OC}, "bias");
@@ -81,7 +81,7 @@ TEST_CASE("matmul_backward matches finite differences in f64: dinp =, dweight an
 }
 
 TEST_CASE("matmul rejects bad inputs, naming the argument") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   Tensor inp = f.upload(randn(N * C, 21), DType::F32, {N, C}, "inp");
   Tensor weight = f.upload(randn(OC * C, 22), DType::F32, {OC, C}, "weight");
   Tensor out = f.pool->take(DType::F32, {N, OC}, "out");
@@ -99,7 +99,7 @@ TEST_CASE("matmul rejects bad inputs, naming the argument") {
 TEST_CASE("matmul: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
-  OpsFixture cpu(DeviceKind::CPU, Precision::F32);
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
   // Sizes past one tile in every direction, none a multiple of 8.
   constexpr int64_t Nb = 133, Cb = 200, OCb = 150;
   const std::vector<float> x_h = bf16_rounded(randn(Nb * Cb, 31)), w_h = bf16_rounded(randn(OCb * Cb, 32, 0.1f));

@@ -52,7 +52,7 @@ const char* kind_name(NormKind kind) { return kind == NormKind::LayerNorm ? "Lay
 }  // namespace
 
 TEST_CASE("norm_forward matches the plain double loop") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   const std::vector<float> x_h = sample_rows(1), w_h = randn(C, 2, 0.5f), b_h = randn(C, 3);
   Tensor inp = f.upload(x_h, DType::F32, {N, C}, "inp");
   Tensor weight = f.upload(w_h, DType::F32, {C}, "weight"), bias = f.upload(b_h, DType::F32, {C}, "bias");
@@ -76,7 +76,7 @@ TEST_CASE("norm_forward matches the plain double loop") {
 }
 
 TEST_CASE("residual_norm_forward adds then normalizes; residual_forward adds") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   const std::vector<float> a_h = sample_rows(11), b_h = randn(N * C, 12), w_h = randn(C, 13), bias_h = randn(C, 14);
   Tensor a = f.upload(a_h, DType::F32, {N, C}, "a"), b = f.upload(b_h, DType::F32, {N, C}, "b");
   Tensor weight = f.upload(w_h, DType::F32, {C}, "weight"), bias = f.upload(bias_h, DType::F32, {C}, "bias");
@@ -95,7 +95,7 @@ TEST_CASE("residual_norm_forward adds then normalizes; residual_forward adds") {
 }
 
 TEST_CASE("norm_backward matches finite differences in f64, accumulating into every gradient") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   for (NormKind kind : {NormKind::LayerNorm, NormKind::RMSNorm}) {
     CAPTURE(kind_name(kind));
     const bool ln = kind == NormKind::LayerNorm;
@@ -132,7 +132,7 @@ TEST_CASE("norm_backward matches finite differences in f64, accumulating into ev
 }
 
 TEST_CASE("norm rejects bad inputs, naming the argument") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   Tensor inp = f.upload(sample_rows(31), DType::F32, {N, C}, "inp"), out = f.pool->take(DType::F32, {N, C}, "out");
   Tensor weight = f.upload(randn(C, 32), DType::F32, {C}, "weight");
   Tensor mean = f.pool->take(DType::F32, {N}, "mean"), rstd = f.pool->take(DType::F32, {N}, "rstd");
@@ -159,7 +159,7 @@ TEST_CASE("norm rejects bad inputs, naming the argument") {
 TEST_CASE("norm: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
-  OpsFixture cpu(DeviceKind::CPU, Precision::F32);
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
   const std::vector<float> a_h = bf16_rounded(sample_rows(41)), b_h = bf16_rounded(randn(N * C, 42));
   const std::vector<float> w_h = bf16_rounded(randn(C, 43)), bias_h = bf16_rounded(randn(C, 44));
   const std::vector<float> dout_h = bf16_rounded(randn(N * C, 45)), dinp0 = bf16_rounded(randn(N * C, 46));

@@ -36,7 +36,7 @@ std::vector<int32_t> prefix_mask(int64_t B, int64_t T, uint64_t seed) {
 }  // namespace
 
 TEST_CASE("kl_penalty: k1, k2, k3 on known numbers, zero where masked") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   // r = ref - logp = {-0.5, 1, 0 | masked, 2, -3}
   Tensor logp = f.upload({-1.0f, -2.0f, -0.5f, -0.3f, -4.0f, -1.0f}, DType::F32, {2, 3}, "logp");
   Tensor ref = f.upload({-1.5f, -1.0f, -0.5f, kNaN, -2.0f, -4.0f}, DType::F32, {2, 3}, "ref_logp");
@@ -52,7 +52,7 @@ TEST_CASE("kl_penalty: k1, k2, k3 on known numbers, zero where masked") {
 }
 
 TEST_CASE("gae_reverse_scan: a short masked row by hand") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   // gamma = lambda = 0.5. Row 0 valid for t < 3 (padding holds NaN, which must not leak in):
   //   t=2: delta = 2 - (-1) = 3;                 A = 3;                        R = 2
   //   t=1: delta = 0 + 0.5*(-1) - 1 = -1.5;      A = -1.5 + 0.25*3 = -0.75;     R = 0.25
@@ -70,7 +70,7 @@ TEST_CASE("gae_reverse_scan: a short masked row by hand") {
 }
 
 TEST_CASE("gae_reverse_scan matches the forward sum A_t = sum_l (gamma lambda)^l delta_{t+l}") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   constexpr int64_t B = 5, T = 9;
   const float gamma = 0.97f, lambda = 0.9f;
   const std::vector<int32_t> mask_h = prefix_mask(B, T, 1);
@@ -101,7 +101,7 @@ TEST_CASE("gae_reverse_scan matches the forward sum A_t = sum_l (gamma lambda)^l
 }
 
 TEST_CASE("masked_moments and masked_affine: valid tokens only, no division by zero") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   // Valid {1, 2, 3, 6}: mean 3, population variance (4 + 1 + 0 + 9) / 4 = 3.5
   Tensor x = f.upload({1, 100, 2, 3, -50, 6}, DType::F32, {2, 3}, "x");
   Tensor mask = f.upload_ids({1, 0, 1, 1, 0, 1}, {2, 3}, "mask");
@@ -135,7 +135,7 @@ TEST_CASE("masked_moments and masked_affine: valid tokens only, no division by z
 }
 
 TEST_CASE("ppo_policy_loss: every clip regime by hand") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   const float eps = 0.2f, weight = 0.5f;
   // token: A, ratio  -> l, dl/dlogp (= -A ratio when the unclipped term is active), clip binds
   //  0: +1, 1.1  inside                 -> -1.1, -1.1, no
@@ -183,7 +183,7 @@ TEST_CASE("ppo_policy_loss: every clip regime by hand") {
 }
 
 TEST_CASE("ppo_value_loss: every clip regime by hand") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   // clip_value 0.2, weight 2. token: v, old, R -> vc, l = 0.5 max((v-R)^2, (vc-R)^2), dl/dv, clipped
   //  0: 1.1, 1.0, 1 -> vc 1.1 (inside);  l = 0.005;             0.1;  no
   //  1: 1.5, 1.0, 1 -> vc 1.2;            l = 0.5*0.25 = 0.125;  0.5;  no (unclipped larger)
@@ -204,7 +204,7 @@ TEST_CASE("ppo_value_loss: every clip regime by hand") {
 }
 
 TEST_CASE("policy and value loss gradients match finite differences in f64") {
-  OpsFixture f(DeviceKind::CPU, Precision::F64);
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
   constexpr int64_t B = 3, T = 11;
   const std::vector<int32_t> mask_h = prefix_mask(B, T, 50);
   Tensor mask = f.upload_ids(mask_h, {B, T}, "mask");
@@ -245,7 +245,7 @@ TEST_CASE("policy and value loss gradients match finite differences in f64") {
 }
 
 TEST_CASE("PPO math rejects bad inputs, naming the argument") {
-  OpsFixture f(DeviceKind::CPU, Precision::F32);
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
   Tensor a = f.upload(randn(6, 71), DType::F32, {2, 3}, "a"), b = f.upload(randn(6, 72), DType::F32, {2, 3}, "b");
   Tensor out = f.pool->take(DType::F32, {2, 3}, "out"), mask = f.upload_ids({1, 1, 1, 1, 0, 0}, {2, 3}, "mask");
   Tensor mask_f = f.upload({1, 1, 1, 1, 0, 0}, DType::F32, {2, 3}, "mask_f");
@@ -264,7 +264,7 @@ TEST_CASE("PPO math rejects bad inputs, naming the argument") {
 TEST_CASE("PPO math: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
-  OpsFixture cpu(DeviceKind::CPU, Precision::F32);
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
   constexpr int64_t B = 6, T = 301;  // rows longer than one block of 256
   const std::vector<int32_t> mask_h = prefix_mask(B, T, 81);
   const std::vector<float> logp_h = uniform(B * T, 82, -3, -0.1f), ref_h = uniform(B * T, 83, -3, -0.1f);
