@@ -142,9 +142,11 @@ void lt_matmul_or_fail(CudaContext& ctx, const LtProduct& p, const char* what) {
   PPO_ASSERT(lt_matmul(ctx, p), what, ": cuBLASLt offers no algorithm for m=", p.m, " n=", p.n, " k=", p.k);
 }
 
-// dbias(OC) += sum_n dout(N, OC), deterministic: row groups a function of N only.
+// dbias(OC) += sum_n dout(N, OC), deterministic: row groups a function of N and OC only (at most
+// 128, with at most 16 MiB of partials).
 void launch_column_sum(CudaContext& ctx, float* dbias, const bf16* dout, int64_t N, int64_t OC) {
-  const int groups = int(std::min<int64_t>({N, 128, 65535}));
+  const int64_t budget_groups = std::max<int64_t>(1, (int64_t(16) << 20) / (OC * int64_t(sizeof(float))));
+  const int groups = int(std::min<int64_t>({N, 128, budget_groups}));
   const int64_t rows_per_block = ceil_div(N, groups);
   ScratchFrame scratch(ctx, "matmul_backward dbias");
   float* partial = scratch.take<float>(int64_t(groups) * OC, "dbias partials");
