@@ -112,7 +112,7 @@ attention_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const 
     load_rows(Vs, pad, base + int64_t(NH + NKV + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
     if (threadIdx.x < kTileRows) {
       const int64_t s = k0 + threadIdx.x;
-      key_ok[threadIdx.x] = s < T && mask[b * T + s] != 0;
+      key_ok[threadIdx.x] = s < T && mask[b * T + s] == 1;
     }
     __syncthreads();
 
@@ -215,7 +215,7 @@ attention_backward_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ 
 #pragma unroll
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int64_t s = s0 + warp * kRowsPerWarp + i;
-    key_ok[i] = s < T && mask[b * T + s] != 0;
+    key_ok[i] = s < T && mask[b * T + s] == 1;
   }
 
   float dk[kRowsPerWarp][DPL], dv[kRowsPerWarp][DPL];
@@ -355,7 +355,7 @@ attention_backward_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ d
     load_rows(Vs, pad, base + int64_t(NH + NKV + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
     if (threadIdx.x < kTileRows) {
       const int64_t s = k0 + threadIdx.x;
-      key_ok[threadIdx.x] = s < T && mask[b * T + s] != 0;
+      key_ok[threadIdx.x] = s < T && mask[b * T + s] == 1;
     }
     __syncthreads();
 

@@ -68,7 +68,7 @@ attention_decode_kernel(bf16* __restrict__ out, const bf16* __restrict__ qkv, co
   for (int j = 0; j < DPL; ++j) acc[j] = 0.0f;
   const int64_t kv_width = int64_t(NKV) * HS;
   for (int64_t s = warp; s < length; s += kDecodeWarps) {
-    if (mask[b * S + s] == 0) continue;  // uniform across the warp
+    if (mask[b * S + s] != 1) continue;  // uniform across the warp
     const bf16* k = kcache + (b * S + s) * kv_width + int64_t(g) * HS;
     const bf16* v = vcache + (b * S + s) * kv_width + int64_t(g) * HS;
     float partial = 0.0f;
