@@ -92,10 +92,11 @@ AdvantageStats compute_advantages(Backend& backend, const AdvantageSettings& s, 
   backend.from_host(out.rewards, rewards);
   stats.finite = all_finite(kl, mask) && all_finite(rewards, mask);
   if (s.whiten_rewards) {
-    // (r - mean) * rstd + mean  ==  (r - shift) * rstd  with  shift = mean - mean / rstd
+    // (r - mean) * rstd, then + mean (two passes: folding the mean into one shift loses it to
+    // rounding when rstd is large)
     const MaskedMoments m = backend.masked_moments(out.rewards, in.mask);
-    const double rstd = 1.0 / std::sqrt(m.var + kWhitenEps);
-    backend.masked_affine(out.rewards, in.mask, float(m.mean - m.mean / rstd), float(rstd));
+    backend.masked_affine(out.rewards, in.mask, float(m.mean), float(1.0 / std::sqrt(m.var + kWhitenEps)));
+    backend.masked_affine(out.rewards, in.mask, float(-m.mean), 1.0f);
   }
 
   // 3. GAE advantages and returns (0 on padding)
