@@ -1,0 +1,177 @@
+// The transformer of both families (models/config.h) written once against Backend: parameters,
+// gradients, AdamW moments and (CUDA) f32 master weights carved from arena regions by size tables,
+// the training forward over (B,T) that keeps what backward needs, the LM head (fused log-prob and
+// entropy) and the scalar head (HF *ForSequenceClassification `score`), backward through the whole
+// trunk, AdamW with global-norm clipping, and generation (prefill + decode over a KV cache).
+//
+// Block (pre-norm), x the residual stream (B,T,C):
+//   gpt2 : x += attn(LN1(x)) [qkv, proj with bias];   x += W2 gelu(W1 LN2(x) + b1) + b2
+//   llama: x += attn(rope(RMS1(x))) [qkv bias optional]; x += W2 (silu(gate) * up), [gate|up] = W1 RMS2(x)
+//   hidden = normf(x);  LM logits = hidden @ W_lm^T (W_lm = wte when tied);  value = hidden @ score^T
+//
+// Memory: every tensor comes from a size table (std::vector<TensorSpec>) that both the planner
+// (packed_bytes) and the constructor (Carver) walk, so a plan's bytes are exactly what is carved.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+#include "engine/arena.h"
+#include "kernels/backend.h"
+#include "models/config.h"
+
+namespace ppo {
+
+enum class Heads : uint8_t { LM, Scalar, LMAndScalar };
+enum class Training : uint8_t { Frozen, Trained };     // trained: grads, AdamW moments, master (CUDA)
+enum class Generation : uint8_t { None, KVCache };     // KVCache: prefill/decode regions
+
+// What one model of a run is: its config and its role.
+struct ModelSpec {
+  ModelConfig config;
+  Heads heads = Heads::LM;
+  Training training = Training::Frozen;
+  Generation generation = Generation::None;
+  bool has_lm() const { return heads != Heads::Scalar; }
+  bool has_scalar() const { return heads != Heads::LM; }
+};
+
+// Batch sizes of a run: rollouts of `rollout_batch` sequences of prompt_len + response_len tokens;
+// training forwards over micro-batches of `micro_batch` sequences of that length.
+struct RunShape {
+  int64_t rollout_batch = 0, prompt_len = 0, response_len = 0, micro_batch = 0;
+  int64_t seq_len() const { return prompt_len + response_len; }
+};
+
+DType act_dtype_of(Precision p);   // as Backend::act_dtype
+DType grad_dtype_of(Precision p);  // as Backend::grad_dtype
+
+// Size tables. Parameters in `dtype`; activations for a training forward over (B,T);
+// the KV cache of every layer for (B,S); the prefill/decode buffers for (B,P).
+std::vector<TensorSpec> parameter_specs(const ModelSpec& spec, DType dtype);
+std::vector<TensorSpec> activation_specs(const ModelSpec& spec, Precision p, int64_t B, int64_t T);
+std::vector<TensorSpec> kv_cache_specs(const ModelSpec& spec, Precision p, int64_t B, int64_t S);
+std::vector<TensorSpec> decode_specs(const ModelSpec& spec, Precision p, int64_t B, int64_t P);
+
+// The arena regions of one model: weights (+ master on BF16, grads, adam_m, adam_v when trained)
+// Always; activations (micro_batch x seq_len) Train; kv_cache (rollout_batch x seq_len) and
+// decode (rollout_batch x prompt_len) Rollout when it generates.
+std::vector<RegionSpec> model_regions(const std::string& owner, const ModelSpec& spec, const RunShape& shape,
+                                      Precision p);
+
+class Transformer {
+ public:
+  // Carves the model's regions (model_regions(owner, spec, shape, backend.precision())) out of the
+  // arena; each region is used to its last byte. Weights are uninitialized: call init_random or
+  // set_parameter.
+  Transformer(Backend& backend, const ModelSpec& spec, const RunShape& shape, const Arena& arena, std::string owner);
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelSpec& spec() const { return spec_; }
+  const ModelConfig& config() const { return spec_.config; }
+  const std::string& owner() const { return owner_; }
+  // Bytes carved from region `name` of this model (== the plan's bytes).
+  size_t carved_bytes(const std::string& region) const;
+
+  // ---- parameters -------------------------------------------------------------------------------
+  // Names follow HF after mapping (matrices stored (OC,C)): gpt2 "wte.weight", "wpe.weight",
+  // "h.{l}.ln_1.weight|bias", "h.{l}.attn.c_attn.weight|bias", "h.{l}.attn.c_proj.weight|bias",
+  // "h.{l}.ln_2.weight|bias", "h.{l}.mlp.c_fc.weight|bias", "h.{l}.mlp.c_proj.weight|bias",
+  // "ln_f.weight|bias"; llama "embed_tokens.weight", "layers.{l}.input_layernorm.weight",
+  // "layers.{l}.self_attn.qkv_proj.weight|bias" ([q|k|v] rows), "layers.{l}.self_attn.o_proj.weight",
+  // "layers.{l}.post_attention_layernorm.weight", "layers.{l}.mlp.gate_up_proj.weight" ([gate|up]
+  // rows), "layers.{l}.mlp.down_proj.weight", "norm.weight", "lm_head.weight" (untied);
+  // scalar head "score.weight" (1,C).
+  const std::vector<std::string>& parameter_names() const { return names_; }
+  Tensor parameter(const std::string& name) const;
+  Tensor gradient(const std::string& name) const;  // trained models only
+  // Host values (f32) in and out; set_parameter also sets the f32 master copy when there is one.
+  void set_parameter(const std::string& name, const std::vector<float>& values);
+  std::vector<float> get_parameter(const std::string& name);
+  // Matrices ~ Normal(0, 0.02) (Philox stream = parameter index), norm weights 1, biases 0.
+  void init_random(uint64_t seed);
+
+  // ---- training forward and heads ---------------------------------------------------------------------
+  // tokens, pos, mask (B,T) i32 with B <= micro_batch, T <= prompt_len + response_len. pos counts
+  // from each sequence's first real token (left padding: pad positions are masked, any value in
+  // range). Copies the ids it needs for backward.
+  void forward(Tensor tokens, Tensor pos, Tensor mask);
+  // After forward: logp[b,t] = log softmax(z)[targets[b,t]], entropy[b,t] = H(softmax(z)) with
+  // z = logits[b,t] * inv_temperature. targets (B,T) i32; logp (B,T) stat; entropy optional.
+  void lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy);
+  // dL/dlogp, dL/dentropy (B,T) stat (either may be empty) -> accumulates into the hidden gradient.
+  void lm_logprobs_backward(Tensor g_logp, Tensor g_entropy);
+  // After forward: values (B,T) stat = hidden @ score^T.
+  void scalar(Tensor values);
+  void scalar_backward(Tensor g_values);
+  // Backward through the trunk from the heads' gradients: parameter grads += (across micro-batches).
+  void backward();
+  void zero_grad();
+  // Global L2 norm of all gradients (Backend::sum_squares).
+  double grad_norm();
+  // AdamW on every tensor; weight decay on matrices only (not biases, not norm weights), as HF
+  // Trainer. max_grad_norm > 0 scales gradients by min(1, max_grad_norm / (norm + 1e-6)).
+  // Returns the gradient norm before clipping.
+  double adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed);
+
+  // ---- generation (Generation::KVCache, LM head) ------------------------------------------------
+  // tokens, pos (B,P) i32 with B <= rollout_batch, P <= prompt_len; mask (B,S) i32 with S =
+  // prompt_len + response_len (columns [0,P) cover the prompt). Fills cache positions [0,P) and
+  // returns the logits (B,V) act of position P-1 (left-padded prompts end on a real token).
+  Tensor prefill(Tensor tokens, Tensor pos, Tensor mask);
+  // One new token per sequence: tokens, pos (B) i32; its k,v go to cache position length-1 and it
+  // attends to cache positions s < length with mask[b,s] == 1. Returns logits (B,V) act.
+  Tensor decode(Tensor tokens, Tensor pos, Tensor mask, int64_t length);
+
+  struct Layer {  // per-layer tensors (parameters, gradients, or activations); absent ones empty
+    Tensor ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
+  };
+  struct Globals {
+    Tensor wte, wpe, lnf_w, lnf_b, lm_head, score;
+  };
+  struct Params {
+    Globals g;
+    std::vector<Layer> layers;
+  };
+  // Activations of one block: `in` the residual input, ln1 = norm1(in) (written before the block
+  // runs), out the residual output.
+  struct BlockActs {
+    Tensor in, ln1, ln1_mean, ln1_rstd, qkv, att, lse, proj, res2, ln2, ln2_mean, ln2_rstd, fch, fch_act, out;
+  };
+
+ private:
+  template <class Attend>
+  // Runs every block over acts (acts[0].ln1 = norm1(acts[0].in) first), ending with the final
+  // norm into lnf; attend(l, A) fills A.att (and A.lse) from A.qkv.
+  void run_blocks(const std::vector<BlockActs>& acts, Tensor lnf, Tensor lnf_mean, Tensor lnf_rstd, Tensor pos,
+                  Attend attend);
+  Tensor lm_weight() const;
+  Tensor lm_weight_grad() const;
+  void require_trained(const char* what) const;
+  Tensor logits_from(Tensor hidden_rows);
+  void embed(Tensor out, Tensor tokens, Tensor pos);
+
+  Backend& be_;
+  ModelSpec spec_;
+  RunShape shape_;
+  std::string owner_;
+  NormKind norm_;
+  std::map<std::string, size_t> carved_;
+
+  std::vector<std::string> names_;       // parameter names, carving order
+  std::vector<TensorSpec> param_specs_;  // in the act dtype
+  std::map<std::string, size_t> index_;  // name -> position in names_
+  std::vector<Tensor> weights_, master_, grads_, adam_m_, adam_v_;  // flat, carving order
+  Params w_, gr_;                        // structured views of weights_ and grads_
+
+  std::map<std::string, Tensor> act_;    // activations region, by table name
+  std::map<std::string, Tensor> dec_;    // decode region, by table name
+  std::vector<Tensor> kcache_, vcache_;  // per layer (B,S,NKV*HS)
+
+  int64_t B_ = 0, T_ = 0;                // shape of the last training forward
+  float inv_temperature_ = 1.0f;         // of the last lm_logprobs
+  bool lm_ready_ = false, scalar_ready_ = false;
+};
+
+}  // namespace ppo

@@ -1,0 +1,59 @@
+// `ppo plan`: the arena plan of a PPO run (every region of the policy, reference, reward and value
+// models and the scratch), before any work; with a device capacity, the free bytes or the
+// shortfall (exit code 1).
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+#include "engine/device_memory.h"
+#include "models/plan.h"
+#include "tools/ppo/commands.h"
+
+namespace ppo::tools {
+
+namespace {
+struct PlanOptions {
+  std::string config;
+  std::string device = "auto";
+  std::vector<std::string> overrides;
+  size_t device_memory = 0;  // 0: the free memory of the GPU when planning for one that answers
+};
+
+void run_plan(const PlanOptions& o) {
+  const PpoConfig cfg = load_config(o.config, o.overrides);
+  const bool cuda = o.device == "cuda" || (o.device == "auto" && cuda_device_count() > 0);
+  const Precision precision = cuda ? Precision::BF16 : Precision::F32;
+  const std::vector<PlannedModel> models = ppo_models(cfg, "config file '" + o.config + "'");
+  const RunShape shape = run_shape(cfg);
+  const ArenaPlan plan = ArenaPlan::make(ppo_regions(models, shape, precision));
+
+  std::printf("arena plan for %s (%s): rollout %lld x (%lld prompt + %lld response) tokens, micro-batch %lld, value: %s\n",
+              cuda ? "cuda" : "cpu", cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",
+              (long long)shape.rollout_batch, (long long)shape.prompt_len, (long long)shape.response_len,
+              (long long)shape.micro_batch, to_string(cfg.value_model));
+  for (const PlannedModel& m : models)
+    std::printf("  %-10s %s L=%lld C=%lld NH=%lld NKV=%lld F=%lld V=%lld (%s%s)\n", m.owner.c_str(),
+                arch_name(m.spec.config.arch), (long long)m.spec.config.n_layer, (long long)m.spec.config.d_model,
+                (long long)m.spec.config.n_head, (long long)m.spec.config.n_kv_head, (long long)m.spec.config.d_ff,
+                (long long)m.spec.config.vocab_size, m.spec.training == Training::Trained ? "trained" : "frozen",
+                m.spec.heads == Heads::LM ? ", LM head" : m.spec.heads == Heads::Scalar ? ", scalar head" : ", LM + scalar heads");
+  std::optional<size_t> capacity;
+  if (o.device_memory > 0) capacity = o.device_memory;
+  else if (cuda && cuda_device_count() > 0) capacity = cuda_free_bytes();
+  std::fputs(plan.table(capacity).c_str(), stdout);
+  if (capacity && *capacity < plan.total_bytes) throw CLI::RuntimeError(1);
+}
+}  // namespace
+
+void add_plan_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("plan", "Print the arena plan (bytes per region, per model, total) of a PPO run config");
+  auto o = std::make_shared<PlanOptions>();
+  cmd->add_option("--config", o->config, "PPO run config (JSON)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--device", o->device, "plan for cpu (f32) or cuda (bf16); auto: cuda when a GPU answers")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--device-memory", o->device_memory, "device capacity in bytes: report the free bytes or the shortfall (exit 1)");
+  cmd->add_option("--set", o->overrides, "override a config key: key=value (repeatable)");
+  cmd->callback([o] { run_plan(*o); });
+}
+
+}  // namespace ppo::tools
