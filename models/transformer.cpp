@@ -459,6 +459,11 @@ void Transformer::lm_logprobs(Tensor targets, float inv_temperature, Tensor logp
   lm_ready_ = true;
 }
 
+Tensor Transformer::hidden() const {
+  PPO_ASSERT(B_ > 0, owner_, ": hidden before forward");
+  return fit(act_.at("lnf"), {B_, T_, config().d_model});
+}
+
 void Transformer::scalar(Tensor values) {
   PPO_ASSERT(spec_.has_scalar(), owner_, ": scalar: this model has no scalar head");
   PPO_ASSERT(B_ > 0, owner_, ": scalar before forward");

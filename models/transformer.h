@@ -102,6 +102,8 @@ class Transformer {
   void lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy);
   // dL/dlogp, dL/dentropy (B,T) stat (either may be empty) -> accumulates into the hidden gradient.
   void lm_logprobs_backward(Tensor g_logp, Tensor g_entropy);
+  // After forward: the final-norm output hidden (B,T,C) act the heads read.
+  Tensor hidden() const;
   // After forward: values (B,T) stat = hidden @ score^T.
   void scalar(Tensor values);
   void scalar_backward(Tensor g_values);
