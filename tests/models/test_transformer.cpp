@@ -112,3 +112,192 @@ TEST_CASE("finite differences through the whole model: llama (GQA, qkv bias, unt
 TEST_CASE("finite differences through the whole model: llama, LM and scalar heads on one trunk") {
   check_gradients({tiny_config(Arch::Llama), Heads::LMAndScalar, Training::Trained, Generation::None});
 }
+
+namespace {
+
+// The values of a CPU f32 or f64 tensor, unrounded.
+std::vector<double> host_doubles(const Tensor& t) {
+  REQUIRE(t.device == DeviceKind::CPU);
+  if (t.dtype == DType::F64) return std::vector<double>(t.ptr<double>(), t.ptr<double>() + t.numel());
+  REQUIRE(t.dtype == DType::F32);
+  return std::vector<double>(t.ptr<float>(), t.ptr<float>() + t.numel());
+}
+
+// check_close on double values (the f64 comparisons must not round through f32).
+void check_close_f64(const std::vector<double>& got, const std::vector<double>& want, double atol, double rtol,
+                 const std::string& what) {
+  REQUIRE(got.size() == want.size());
+  double max_err = 0;
+  long first_bad = -1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - want[i]);
+    if (!(err <= atol + rtol * std::fabs(want[i])) && first_bad < 0) first_bad = long(i);
+    if (!(err <= max_err)) max_err = err;
+  }
+  CHECK_MESSAGE(first_bad < 0, what, ": max abs error ", max_err, "; first bad index ", first_bad);
+}
+
+// Left padding: row 0 of TinyBatch (2 pads, then 5 real tokens at positions 0..4) gives the
+// log-probs, entropies and values of the same 5 tokens run alone, unpadded.
+void check_left_padding(Arch arch) {
+  const ModelSpec spec{tiny_config(arch), Heads::LMAndScalar, Training::Frozen, Generation::None};
+  TinyModel tm(spec, kShape, Precision::F64);
+  Transformer& m = *tm.model;
+  const TinyBatch batch(31);
+  const int64_t B = TinyBatch::B, T = TinyBatch::T, R = 5;  // R real tokens in row 0
+  auto run = [&](int64_t b, int64_t t, const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
+                 const std::vector<int32_t>& mask, const std::vector<int32_t>& tgt) {
+    Tensor logp = tm.stat_out({b, t}, "logp"), ent = tm.stat_out({b, t}, "entropy"), val = tm.stat_out({b, t}, "values");
+    m.forward(tm.ids(tok, {b, t}, "tokens"), tm.ids(pos, {b, t}, "pos"), tm.ids(mask, {b, t}, "mask"));
+    m.lm_logprobs(tm.ids(tgt, {b, t}, "targets"), 1.3f, logp, ent);
+    m.scalar(val);
+    return std::vector<std::vector<float>>{f64_values(logp), f64_values(ent), f64_values(val)};
+  };
+  const auto padded = run(B, T, batch.tokens, batch.pos, batch.mask, batch.targets);
+  const auto tail = [&](const std::vector<int32_t>& v) { return std::vector<int32_t>(v.begin() + (T - R), v.begin() + T); };
+  const auto alone = run(1, R, tail(batch.tokens), tail(batch.pos), std::vector<int32_t>(R, 1), tail(batch.targets));
+  const char* what[] = {"logp", "entropy", "values"};
+  for (int k = 0; k < 3; ++k) {
+    const std::vector<float> row0(padded[k].begin() + (T - R), padded[k].begin() + T);
+    // f64 on both sides; the same keys are summed, only the BLAS blocking of rows may differ
+    check_close(row0, alone[k], 1e-10, 1e-9, std::string(arch_name(arch)) + " left-padded " + what[k]);
+  }
+  // And the pads matter nowhere: different pad tokens give the same real-token values.
+  std::vector<int32_t> tokens2 = batch.tokens;
+  tokens2[0] = 5;
+  tokens2[1] = 36;
+  const auto padded2 = run(B, T, tokens2, batch.pos, batch.mask, batch.targets);
+  for (int k = 0; k < 3; ++k)
+    for (int64_t t = T - R; t < B * T; ++t)
+      CHECK_MESSAGE(padded2[k][size_t(t)] == doctest::Approx(padded[k][size_t(t)]).epsilon(1e-12), what[k], " at ", t);
+}
+
+// Prefill of the first P tokens and decode of the rest (teacher forcing) give the logits of the
+// training forward at positions P-1 .. T-1 (hidden @ W_lm^T computed here in f64).
+void check_prefill_decode(Arch arch, Precision precision, double tol) {
+  const ModelSpec spec{tiny_config(arch), Heads::LM, Training::Trained, Generation::KVCache};
+  TinyModel tm(spec, kShape, precision);
+  Transformer& m = *tm.model;
+  const TinyBatch batch(41);
+  const int64_t B = TinyBatch::B, T = TinyBatch::T, P = kShape.prompt_len, V = 37, C = 24;
+  m.forward(tm.ids(batch.tokens, {B, T}, "tokens"), tm.ids(batch.pos, {B, T}, "pos"), tm.ids(batch.mask, {B, T}, "mask"));
+  const std::vector<double> hidden = host_doubles(m.hidden());
+  const std::vector<double> wlm = host_doubles(m.parameter(arch == Arch::GPT2 ? "wte.weight" : "lm_head.weight"));
+  auto want_logits = [&](int64_t t) {  // (B,V) at position t
+    std::vector<double> z(size_t(B * V));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t v = 0; v < V; ++v) {
+        double s = 0;
+        for (int64_t c = 0; c < C; ++c) s += double(hidden[size_t((b * T + t) * C + c)]) * wlm[size_t(v * C + c)];
+        z[size_t(b * V + v)] = s;
+      }
+    return z;
+  };
+  // The training activations and the KV cache share arena bytes (train vs rollout phase): the
+  // reference logits above were taken first.
+  auto columns = [&](const std::vector<int32_t>& v, int64_t start, int64_t width) {
+    std::vector<int32_t> out;
+    for (int64_t b = 0; b < B; ++b) out.insert(out.end(), v.begin() + b * T + start, v.begin() + b * T + start + width);
+    return out;
+  };
+  Tensor mask = tm.ids(batch.mask, {B, T}, "mask");  // (B,S), S = P + response = T
+  Tensor logits = m.prefill(tm.ids(columns(batch.tokens, 0, P), {B, P}, "prompt"),
+                            tm.ids(columns(batch.pos, 0, P), {B, P}, "prompt_pos"), mask);
+  const std::string name = std::string(arch_name(arch)) + (precision == Precision::F64 ? " f64" : " f32");
+  check_close_f64(host_doubles(logits), want_logits(P - 1), tol, tol, name + " prefill logits");
+  for (int64_t t = P; t < T; ++t) {
+    logits = m.decode(tm.ids(columns(batch.tokens, t, 1), {B}, "token"), tm.ids(columns(batch.pos, t, 1), {B}, "tpos"),
+                      mask, t + 1);
+    check_close_f64(host_doubles(logits), want_logits(t), tol, tol, name + " decode logits at " + std::to_string(t));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("left padding gives the unpadded log-probs, entropies and values") {
+  check_left_padding(Arch::GPT2);
+  check_left_padding(Arch::Llama);
+}
+
+TEST_CASE("prefill + decode logits equal the training forward's") {
+  // f64: only summation order differs; f32: a few ulps of logits of size ~10 through 2 layers
+  check_prefill_decode(Arch::GPT2, Precision::F64, 1e-9);
+  check_prefill_decode(Arch::Llama, Precision::F64, 1e-9);
+  check_prefill_decode(Arch::GPT2, Precision::F32, 1e-4);
+  check_prefill_decode(Arch::Llama, Precision::F32, 1e-4);
+}
+
+TEST_CASE("gradients accumulate across micro-batches; zero_grad clears them") {
+  const ModelSpec spec{tiny_config(Arch::Llama), Heads::LM, Training::Trained, Generation::None};
+  TinyModel tm(spec, kShape, Precision::F64);
+  Transformer& m = *tm.model;
+  const TinyBatch batch(51);
+  const int64_t B = TinyBatch::B, T = TinyBatch::T;
+  Tensor g = tm.stat(masked_weights(batch.mask, 52), {B, T}, "g"), logp = tm.stat_out({B, T}, "logp");
+  auto step = [&] {
+    m.forward(tm.ids(batch.tokens, {B, T}, "tokens"), tm.ids(batch.pos, {B, T}, "pos"), tm.ids(batch.mask, {B, T}, "mask"));
+    m.lm_logprobs(tm.ids(batch.targets, {B, T}, "targets"), 1.0f, logp, Tensor{});
+    m.lm_logprobs_backward(g, Tensor{});
+    m.backward();
+  };
+  m.zero_grad();
+  step();
+  std::vector<std::vector<float>> once;
+  for (const std::string& n : m.parameter_names()) once.push_back(tm.backend->to_host(m.gradient(n)));
+  step();
+  for (size_t i = 0; i < once.size(); ++i) {
+    std::vector<float> twice = once[i];
+    for (float& x : twice) x *= 2;
+    check_close(tm.backend->to_host(m.gradient(m.parameter_names()[i])), twice, 1e-12, 1e-9, "2x " + m.parameter_names()[i]);
+  }
+  m.zero_grad();
+  CHECK(m.grad_norm() == 0.0);
+}
+
+TEST_CASE("adamw_step: decay on matrices only; clipping scales the gradients to max_grad_norm") {
+  const ModelSpec spec{tiny_config(Arch::GPT2), Heads::LMAndScalar, Training::Trained, Generation::None};
+  // Zero gradients: Adam's update is 0, so only decoupled weight decay moves weights, by lr*wd*w.
+  {
+    TinyModel tm(spec, kShape, Precision::F64);
+    Transformer& m = *tm.model;
+    std::vector<std::vector<float>> before;
+    for (const std::string& n : m.parameter_names()) before.push_back(m.get_parameter(n));
+    m.zero_grad();
+    AdamWParams hp;
+    hp.lr = 0.1f;
+    hp.weight_decay = 0.5f;
+    CHECK(m.adamw_step(hp, 1.0f, 3) == 0.0);
+    for (size_t i = 0; i < before.size(); ++i) {
+      const std::string& n = m.parameter_names()[i];
+      std::vector<float> want = before[i];
+      if (m.parameter(n).ndim == 2)
+        for (float& x : want) x *= 1.0f - 0.1f * 0.5f;
+      check_close(m.get_parameter(n), want, 1e-9, 1e-6, "decayed " + n);
+    }
+  }
+  // Gradients scaled by 10 and clipped to 1/20 of their norm, or unscaled and clipped to 1/2 of
+  // theirs: the same effective gradients, the same step (Adam's eps included).
+  std::vector<std::vector<float>> result[2];
+  double norms[2];
+  for (int scaled = 0; scaled < 2; ++scaled) {
+    TinyModel tm(spec, kShape, Precision::F64);
+    Transformer& m = *tm.model;
+    const TinyBatch batch(61);
+    const int64_t B = TinyBatch::B, T = TinyBatch::T;
+    std::vector<float> w = masked_weights(batch.mask, 62);
+    for (float& x : w) x *= scaled ? 10.0f : 1.0f;
+    Tensor logp = tm.stat_out({B, T}, "logp");
+    m.zero_grad();
+    m.forward(tm.ids(batch.tokens, {B, T}, "tokens"), tm.ids(batch.pos, {B, T}, "pos"), tm.ids(batch.mask, {B, T}, "mask"));
+    m.lm_logprobs(tm.ids(batch.targets, {B, T}, "targets"), 1.0f, logp, Tensor{});
+    m.lm_logprobs_backward(tm.stat(w, {B, T}, "w"), Tensor{});
+    m.backward();
+    const double norm = m.grad_norm();
+    AdamWParams hp;
+    hp.lr = 0.01f;
+    norms[scaled] = m.adamw_step(hp, scaled ? float(norm / 10 * 0.5) : float(norm * 0.5), 3);
+    for (const std::string& n : m.parameter_names()) result[scaled].push_back(m.get_parameter(n));
+  }
+  CHECK(norms[1] == doctest::Approx(10 * norms[0]).epsilon(1e-6));  // the weights 10*w are rounded to f32
+  for (size_t i = 0; i < result[0].size(); ++i) check_close(result[1][i], result[0][i], 1e-9, 1e-6, "clipped step");
+}
