@@ -308,6 +308,11 @@ Transformer::Transformer(Backend& backend, const ModelSpec& spec, const RunShape
     carve_params("grads", be_.grad_dtype(), grads_, &gr_);
     carve_params("adam_m", be_.grad_dtype(), adam_m_, nullptr);
     carve_params("adam_v", be_.grad_dtype(), adam_v_, nullptr);
+    for (size_t i = 0; i < grads_.size(); ++i) {  // AdamW starts from m = v = 0
+      be_.zero(grads_[i]);
+      be_.zero(adam_m_[i]);
+      be_.zero(adam_v_[i]);
+    }
   }
 
   Carver acts = arena.carver(owner_, "activations");

@@ -62,8 +62,8 @@ std::vector<RegionSpec> model_regions(const std::string& owner, const ModelSpec&
 class Transformer {
  public:
   // Carves the model's regions (model_regions(owner, spec, shape, backend.precision())) out of the
-  // arena; each region is used to its last byte. Weights are uninitialized: call init_random or
-  // set_parameter.
+  // arena; each region is used to its last byte. Gradients and AdamW moments start at zero;
+  // weights are uninitialized: call init_random or set_parameter.
   Transformer(Backend& backend, const ModelSpec& spec, const RunShape& shape, const Arena& arena, std::string owner);
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
