@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ppo: PPO for RLHF on language models, in C++/CUDA with no deep-learning framework"};
   app.require_subcommand(1);
   ppo::tools::add_version_command(app);
+  ppo::tools::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
