@@ -99,7 +99,7 @@ SafetensorsEntry parse_entry(const json& value, const std::string& where) {
   if (shape == value.end() || !shape->is_array()) PPO_FAIL(where, ": missing array 'shape'");
   uint64_t numel = 1;
   for (const json& d : *shape) {
-    if (!d.is_number_unsigned()) PPO_FAIL(where, ": shape ", shape->dump(), " holds a non-negative-integer dim");
+    if (!d.is_number_unsigned()) PPO_FAIL(where, ": shape ", shape->dump(), " holds a dim that is not a non-negative integer");
     const uint64_t dim = d.get<uint64_t>();
     if (__builtin_mul_overflow(numel, dim, &numel) || dim > uint64_t(INT64_MAX))
       PPO_FAIL(where, ": shape ", shape->dump(), " overflows");

@@ -3,19 +3,19 @@
 // invalid UTF-8, merge-order semantics on a tiny hand-made tokenizer.json.
 #include <doctest/doctest.h>
 
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
-#include <unistd.h>
 #include <utf8proc.h>
 #include <vector>
 #include "engine/error.h"
 #include "io/tokenizer.h"
+#include "temp_files.h"
 
 using ppo::io::Tokenizer;
 using nlohmann::json;
+using ppo::test::error_of;
 
 namespace {
 
@@ -44,15 +44,6 @@ std::string nfc(const std::string& s) {
   std::string r(reinterpret_cast<const char*>(out), size_t(n));
   std::free(out);
   return r;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const ppo::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // Every text of the fixture encodes to exactly the oracle's ids and decodes back.
@@ -84,9 +75,8 @@ std::string random_text(std::mt19937_64& rng) {
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {
-  const std::string path = "/tmp/ppo_test_tokenizer_" + std::to_string(::getpid()) + "_" + name;
-  std::ofstream(path) << text;
-  return path;
+  static const std::string dir = ppo::test::temp_dir();
+  return ppo::test::write_text(dir + "/" + name, text);
 }
 
 }  // namespace
