@@ -61,8 +61,13 @@ void* cuda_alloc(size_t bytes) {
 
 void cuda_free(void* p) { cudaFree(p); }
 
+// Synchronous with respect to all device work: the ops run on non-blocking streams, which a plain
+// cudaMemcpy (legacy stream) does not wait for, and a pageable host-to-device cudaMemcpy may return
+// before the bytes land. So: finish pending work, copy, wait for the copy.
 void cuda_copy(void* dst, const void* src, size_t bytes) {
+  PPO_CHECK_CUDA(cudaDeviceSynchronize());
   PPO_CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  PPO_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
 }  // namespace ppo

@@ -1,15 +1,79 @@
-// STUB: replaced by the real implementation.
+// AdamW on f32 master weights and moments, bf16 parameters by stochastic rounding; the sum of
+// squares for global-norm clipping. See kernels/backend.h.
+#include <cmath>
+
+#include "engine/philox.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/kernel_utils.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
 
-void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, const AdamWParams& hp, uint64_t seed, uint64_t stream) {
-  PPO_FAIL("cuda adamw_update is not implemented yet");
+namespace {
+
+// Thread j updates elements 4j .. 4j+3 (one Philox draw gives the 4 x 32 random bits):
+//   g = grad grad_scale;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+//   master -= lr (m / bc1 / (sqrt(v / bc2) + eps) + wd master),  bc1 = 1-b1^step, bc2 = 1-b2^step
+//   param[i] = stochastic_round(master[i]) with bits philox_draw(seed, stream, i / 4).v[i % 4]
+__global__ void adamw_kernel(bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, float lr,
+                             float beta1, float beta2, float eps, float weight_decay, float grad_scale, float bc1,
+                             float bc2, uint64_t seed, uint64_t stream) {
+  const int64_t groups = (n + 3) / 4;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < groups; j += int64_t(gridDim.x) * blockDim.x) {
+    const Philox4x32 bits = philox_draw(seed, stream, uint64_t(j));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int64_t i = 4 * j + k;
+      if (i >= n) break;
+      const float g = grad[i] * grad_scale;
+      const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+      const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+      const float mhat = mi / bc1, vhat = vi / bc2;
+      const float w = master[i] - lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * master[i]);
+      m[i] = mi;
+      v[i] = vi;
+      master[i] = w;
+      param[i] = bf16_from_f32_stochastic(w, bits.v[k]);
+    }
+  }
 }
 
+// First pass of sum_i x[i]^2: block b accumulates (in double) a grid-stride share, partial[b].
+__global__ void sum_squares_partial_kernel(double* partial, const float* x, int64_t n) {
+  double acc[1] = {0.0};
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double xi = x[i];
+    acc[0] += xi * xi;
+  }
+  block_sum<1>(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc[0];
+}
+
+}  // namespace
+
+void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n,
+                  const AdamWParams& hp, uint64_t seed, uint64_t stream) {
+  if (n == 0) return;
+  const float bc1 = float(1.0 - std::pow(double(hp.beta1), double(hp.step)));
+  const float bc2 = float(1.0 - std::pow(double(hp.beta2), double(hp.step)));
+  const int threads = 256;
+  adamw_kernel<<<grid_for(ctx, (n + 3) / 4, threads), threads, 0, ctx.stream>>>(
+      param, master, grad, m, v, n, hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale, bc1, bc2, seed,
+      stream);
+  PPO_CHECK_LAUNCH("adamw_kernel");
+}
+
+// Deterministic: the first pass's grid depends on n only (reduce_blocks), the second pass sums the
+// block partials in a fixed order.
 double sum_squares(CudaContext& ctx, const float* x, int64_t n) {
-  PPO_FAIL("cuda sum_squares is not implemented yet");
+  if (n == 0) return 0.0;
+  const int blocks = reduce_blocks(n);
+  ScratchFrame scratch(ctx, "sum_squares");
+  double* partial = scratch.take<double>(blocks, "sum_squares partials");
+  double* total = scratch.take<double>(1, "sum_squares total");
+  sum_squares_partial_kernel<<<blocks, kReduceThreads, 0, ctx.stream>>>(partial, x, n);
+  PPO_CHECK_LAUNCH("sum_squares_partial_kernel");
+  return sum_partials_to_host<1>(ctx, total, partial, blocks)[0];
 }
 
 }  // namespace ppo::cuda

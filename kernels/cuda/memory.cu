@@ -1,19 +1,92 @@
-// STUB: replaced by the real implementation.
+// Memory helpers on the device: fill, dtype conversion, column slices. See kernels/backend.h.
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/kernel_utils.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
 
+namespace {
+
+// data[i] = value for i < n, any element type (value already converted on the host).
+template <class T>
+__global__ void fill_kernel(T* data, int64_t n, T value) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    data[i] = value;
+}
+
+// Element load/store between the float dtypes; the same rules as the host path of Backend::convert:
+// every value passes through double, bf16 is written as bf16_from_f32(float(x)) (nearest even).
+__device__ __forceinline__ double load_as_double(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ double load_as_double(const double* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ double load_as_double(const bf16* p, int64_t i) { return f32_from_bf16(p[i]); }
+__device__ __forceinline__ void store_from_double(float* p, int64_t i, double x) { p[i] = float(x); }
+__device__ __forceinline__ void store_from_double(double* p, int64_t i, double x) { p[i] = x; }
+__device__ __forceinline__ void store_from_double(bf16* p, int64_t i, double x) { p[i] = bf16_from_f32(float(x)); }
+
+// dst[i] = convert(src[i]), i < n
+template <class D, class S>
+__global__ void convert_kernel(D* dst, const S* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store_from_double(dst, i, load_as_double(src, i));
+}
+
+constexpr int kThreads = 256;
+
+template <class T>
+void launch_fill(CudaContext& ctx, void* data, int64_t n, T value) {
+  fill_kernel<T><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(static_cast<T*>(data), n, value);
+  PPO_CHECK_LAUNCH("fill_kernel");
+}
+
+template <class D, class S>
+void launch_convert(CudaContext& ctx, void* dst, const void* src, int64_t n) {
+  convert_kernel<D, S><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(static_cast<D*>(dst),
+                                                                                static_cast<const S*>(src), n);
+  PPO_CHECK_LAUNCH("convert_kernel");
+}
+
+// Dispatches on the source dtype for a fixed destination type.
+template <class D>
+void launch_convert_from(CudaContext& ctx, void* dst, const void* src, DType src_dtype, int64_t n) {
+  switch (src_dtype) {
+    case DType::F32: return launch_convert<D, float>(ctx, dst, src, n);
+    case DType::F64: return launch_convert<D, double>(ctx, dst, src, n);
+    case DType::BF16: return launch_convert<D, bf16>(ctx, dst, src, n);
+    case DType::I32: break;
+  }
+  PPO_FAIL("cuda convert: source dtype ", dtype_name(src_dtype), " is not a float type");
+}
+
+}  // namespace
+
 void fill(CudaContext& ctx, void* data, DType dtype, int64_t n, float value) {
-  PPO_FAIL("cuda fill is not implemented yet");
+  if (n == 0) return;
+  switch (dtype) {
+    case DType::F32: return launch_fill<float>(ctx, data, n, value);
+    case DType::F64: return launch_fill<double>(ctx, data, n, double(value));
+    case DType::BF16: return launch_fill<bf16>(ctx, data, n, bf16_from_f32(value));
+    case DType::I32: return launch_fill<int32_t>(ctx, data, n, int32_t(value));
+  }
 }
 
 void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) {
-  PPO_FAIL("cuda convert is not implemented yet");
+  if (n == 0) return;
+  switch (dst_dtype) {
+    case DType::F32: return launch_convert_from<float>(ctx, dst, src, src_dtype, n);
+    case DType::F64: return launch_convert_from<double>(ctx, dst, src, src_dtype, n);
+    case DType::BF16: return launch_convert_from<bf16>(ctx, dst, src, src_dtype, n);
+    case DType::I32: break;
+  }
+  PPO_FAIL("cuda convert: destination dtype ", dtype_name(dst_dtype), " is not a float type");
 }
 
-void slice_columns(CudaContext& ctx, void* dst, const void* src, size_t elem_bytes, int64_t B, int64_t T, int64_t W, int64_t start) {
-  PPO_FAIL("cuda slice_columns is not implemented yet");
+// dst(B,W) = src(B,T)[:, start:start+W]: a strided 2-D copy (rows of W*elem_bytes bytes) on the stream.
+void slice_columns(CudaContext& ctx, void* dst, const void* src, size_t elem_bytes, int64_t B, int64_t T, int64_t W,
+                   int64_t start) {
+  if (B == 0 || W == 0) return;
+  const char* first = static_cast<const char*>(src) + size_t(start) * elem_bytes;
+  PPO_CHECK_CUDA(cudaMemcpy2DAsync(dst, size_t(W) * elem_bytes, first, size_t(T) * elem_bytes, size_t(W) * elem_bytes,
+                                   size_t(B), cudaMemcpyDeviceToDevice, ctx.stream));
 }
 
 }  // namespace ppo::cuda

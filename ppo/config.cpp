@@ -1,0 +1,355 @@
+#include "ppo/config.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <type_traits>
+#include <utility>
+#include "engine/error.h"
+
+namespace ppo {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Name tables of the enum settings: the strings users write.
+template <class E>
+using NameTable = std::vector<std::pair<E, const char*>>;
+const NameTable<DeviceChoice>& names(DeviceChoice) {
+  static const NameTable<DeviceChoice> t{{DeviceChoice::Auto, "auto"}, {DeviceChoice::CPU, "cpu"}, {DeviceChoice::CUDA, "cuda"}};
+  return t;
+}
+const NameTable<LrSchedule>& names(LrSchedule) {
+  static const NameTable<LrSchedule> t{{LrSchedule::Constant, "constant"}, {LrSchedule::Linear, "linear"}, {LrSchedule::Cosine, "cosine"}};
+  return t;
+}
+const NameTable<ValueModelKind>& names(ValueModelKind) {
+  static const NameTable<ValueModelKind> t{{ValueModelKind::Separate, "separate"}, {ValueModelKind::PolicyHead, "policy_head"}};
+  return t;
+}
+const NameTable<ValueInit>& names(ValueInit) {
+  static const NameTable<ValueInit> t{{ValueInit::Reward, "reward"}, {ValueInit::Policy, "policy"}};
+  return t;
+}
+const NameTable<KLEstimator>& names(KLEstimator) {
+  static const NameTable<KLEstimator> t{{KLEstimator::K1, "k1"}, {KLEstimator::K2, "k2"}, {KLEstimator::K3, "k3"}};
+  return t;
+}
+
+template <class E>
+const char* enum_name(E v) {
+  for (const auto& [e, n] : names(E{}))
+    if (e == v) return n;
+  return "?";
+}
+
+// Calls f(key, field) for every settable field, in declaration order. The one list of keys.
+template <class Config, class F>
+void visit_fields(Config& c, F&& f) {
+  f("seed", c.seed);
+  f("device", c.device);
+  f("output_dir", c.output_dir);
+  f("total_steps", c.total_steps);
+  f("log_every", c.log_every);
+  f("rollout_batch_size", c.rollout_batch_size);
+  f("prompt_length", c.prompt_length);
+  f("response_length", c.response_length);
+  f("min_new_tokens", c.min_new_tokens);
+  f("temperature", c.temperature);
+  f("top_k", c.top_k);
+  f("top_p", c.top_p);
+  f("eos_token_id", c.eos_token_id);
+  f("ppo_epochs", c.ppo_epochs);
+  f("num_minibatches", c.num_minibatches);
+  f("micro_batch_size", c.micro_batch_size);
+  f("learning_rate", c.learning_rate);
+  f("value_learning_rate", c.value_learning_rate);
+  f("lr_warmup_steps", c.lr_warmup_steps);
+  f("lr_schedule", c.lr_schedule);
+  f("adam_beta1", c.adam_beta1);
+  f("adam_beta2", c.adam_beta2);
+  f("adam_eps", c.adam_eps);
+  f("weight_decay", c.weight_decay);
+  f("max_grad_norm", c.max_grad_norm);
+  f("clip_eps", c.clip_eps);
+  f("dual_clip", c.dual_clip);
+  f("clip_value", c.clip_value);
+  f("value_loss_coef", c.value_loss_coef);
+  f("entropy_coef", c.entropy_coef);
+  f("gamma", c.gamma);
+  f("lam", c.lam);
+  f("kl_coef", c.kl_coef);
+  f("kl_estimator", c.kl_estimator);
+  f("kl_in_reward", c.kl_in_reward);
+  f("adaptive_kl", c.adaptive_kl);
+  f("kl_target", c.kl_target);
+  f("kl_horizon", c.kl_horizon);
+  f("whiten_advantages", c.whiten_advantages);
+  f("whiten_rewards", c.whiten_rewards);
+  f("reward_clip", c.reward_clip);
+  f("missing_eos_penalty", c.missing_eos_penalty);
+  f("value_model", c.value_model);
+  f("value_init", c.value_init);
+  f("policy", c.policy);
+  f("reward", c.reward);
+}
+
+[[noreturn]] void unknown_key(const std::string& key, const std::string& source) {
+  PPO_FAIL(source, ": unknown key '", key, "'; did you mean '", nearest(key, PpoConfig::keys()), "'?");
+}
+
+// ---- text -> typed value (for --set) ----------------------------------------------------------------
+
+void parse_text(const std::string& where, const std::string& text, bool& out) {
+  if (text == "true" || text == "1") out = true;
+  else if (text == "false" || text == "0") out = false;
+  else PPO_FAIL(where, ": expected true or false");
+}
+void parse_text(const std::string& where, const std::string& text, std::string& out) {
+  PPO_ASSERT(!text.empty(), where, ": empty value");
+  out = text;
+}
+void parse_text(const std::string& where, const std::string& text, json& out) {
+  const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  PPO_ASSERT(parsed.is_object(), where, ": expected a JSON object (or one member: name.member=value)");
+  out = parsed;
+}
+template <class T>
+void parse_text(const std::string& where, const std::string& text, T& out) {
+  if constexpr (std::is_enum_v<T>) {
+    std::string valid;
+    for (const auto& [e, n] : names(T{})) {
+      if (text == n) {
+        out = e;
+        return;
+      }
+      valid += std::string(valid.empty() ? "" : " | ") + n;
+    }
+    PPO_FAIL(where, ": expected one of ", valid);
+  } else {
+    // Whole-string numeric parse: "3e-6" is fine, "3e-6x", "" and "1.5" for an integer are not.
+    const char* begin = text.c_str();
+    char* end = nullptr;
+    errno = 0;
+    if constexpr (std::is_floating_point_v<T>) {
+      const double v = std::strtod(begin, &end);
+      PPO_ASSERT(!text.empty() && *end == '\0' && errno == 0 && std::isfinite(v), where,
+                 ": expected a finite number");
+      out = T(v);
+    } else if constexpr (std::is_unsigned_v<T>) {
+      const unsigned long long v = std::strtoull(begin, &end, 10);
+      PPO_ASSERT(!text.empty() && text[0] != '-' && *end == '\0' && errno == 0, where,
+                 ": expected a non-negative integer");
+      out = T(v);
+    } else {
+      const long long v = std::strtoll(begin, &end, 10);
+      PPO_ASSERT(!text.empty() && *end == '\0' && errno == 0, where, ": expected an integer");
+      out = T(v);
+    }
+  }
+}
+
+// ---- JSON value -> typed value ----------------------------------------------------------------------
+
+template <class T>
+void parse_json(const std::string& where, const json& j, T& out) {
+  if constexpr (std::is_same_v<T, bool>) {
+    PPO_ASSERT(j.is_boolean(), where, ": expected true or false, got ", j.dump());
+    out = j.get<bool>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    PPO_ASSERT(j.is_string(), where, ": expected a string, got ", j.dump());
+    out = j.get<std::string>();
+  } else if constexpr (std::is_same_v<T, json>) {
+    PPO_ASSERT(j.is_object(), where, ": expected a JSON object, got ", j.dump());
+    out = j;
+  } else if constexpr (std::is_enum_v<T>) {
+    PPO_ASSERT(j.is_string(), where, ": expected a name in quotes, got ", j.dump());
+    parse_text(where, j.get<std::string>(), out);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    PPO_ASSERT(j.is_number(), where, ": expected a number, got ", j.dump());
+    out = T(j.get<double>());
+  } else if constexpr (std::is_unsigned_v<T>) {
+    PPO_ASSERT(j.is_number_unsigned(), where, ": expected a non-negative integer, got ", j.dump());
+    out = j.get<T>();
+  } else {
+    PPO_ASSERT(j.is_number_integer(), where, ": expected an integer, got ", j.dump());
+    out = j.get<T>();
+  }
+}
+
+template <class T>
+json to_json_value(const T& v) {
+  if constexpr (std::is_enum_v<T>) return enum_name(v);
+  else return v;
+}
+
+// Whole-range checks: each names its key and the rule.
+void check_positive(const char* key, double v) { PPO_ASSERT(v > 0, "config ", key, " = ", v, ": must be > 0"); }
+void check_non_negative(const char* key, double v) { PPO_ASSERT(v >= 0, "config ", key, " = ", v, ": must be >= 0"); }
+void check_unit(const char* key, double v, bool open_low, bool open_high) {
+  const bool ok = (open_low ? v > 0 : v >= 0) && (open_high ? v < 1 : v <= 1);
+  PPO_ASSERT(ok, "config ", key, " = ", v, ": must lie in ", open_low ? "(" : "[", "0, 1", open_high ? ")" : "]");
+}
+
+}  // namespace
+
+const char* to_string(DeviceChoice v) { return enum_name(v); }
+const char* to_string(LrSchedule v) { return enum_name(v); }
+const char* to_string(ValueModelKind v) { return enum_name(v); }
+const char* to_string(ValueInit v) { return enum_name(v); }
+const char* to_string(KLEstimator v) { return enum_name(v); }
+
+std::vector<std::string> PpoConfig::keys() {
+  std::vector<std::string> k;
+  PpoConfig c;
+  visit_fields(c, [&](const char* key, auto&) { k.push_back(key); });
+  return k;
+}
+
+json PpoConfig::to_json() const {
+  json j = json::object();
+  visit_fields(*this, [&](const char* key, const auto& field) { j[key] = to_json_value(field); });
+  return j;
+}
+
+void PpoConfig::update_from_json(const json& j, const std::string& source) {
+  PPO_ASSERT(j.is_object(), source, ": expected a JSON object at the top level");
+  for (const auto& [key, value] : j.items()) {
+    bool found = false;
+    visit_fields(*this, [&](const char* name, auto& field) {
+      if (key != name) return;
+      parse_json(source + ": key '" + key + "'", value, field);
+      found = true;
+    });
+    if (!found) unknown_key(key, source);
+  }
+}
+
+void PpoConfig::apply_override(const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  PPO_ASSERT(eq != std::string::npos && eq > 0, "--set ", assignment, ": expected key=value");
+  const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  // policy.n_layer=4: one member of a model config.
+  const size_t dot = key.find('.');
+  if (dot != std::string::npos) {
+    const std::string model = key.substr(0, dot), member = key.substr(dot + 1);
+    if (model != "policy" && model != "reward") unknown_key(model, "--set " + assignment);
+    PPO_ASSERT(!member.empty(), "--set ", assignment, ": empty member name after '", model, ".'");
+    json& target = model == "policy" ? policy : reward;
+    const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    target[member] = parsed.is_discarded() ? json(text) : parsed;
+    return;
+  }
+  bool found = false;
+  visit_fields(*this, [&](const char* name, auto& field) {
+    if (key != name) return;
+    parse_text("--set " + assignment, text, field);
+    found = true;
+  });
+  if (!found) unknown_key(key, "--set " + assignment);
+}
+
+void PpoConfig::derive() {
+  check_positive("total_steps", double(total_steps));
+  check_positive("log_every", double(log_every));
+  check_positive("rollout_batch_size", double(rollout_batch_size));
+  check_positive("prompt_length", double(prompt_length));
+  check_positive("response_length", double(response_length));
+  check_non_negative("min_new_tokens", double(min_new_tokens));
+  PPO_ASSERT(min_new_tokens <= response_length, "config min_new_tokens = ", min_new_tokens,
+             ": must be <= response_length (", response_length, ")");
+  check_positive("temperature", temperature);
+  check_non_negative("top_k", double(top_k));
+  check_unit("top_p", top_p, /*open_low=*/true, /*open_high=*/false);
+  PPO_ASSERT(eos_token_id >= -1, "config eos_token_id = ", eos_token_id, ": must be a token id or -1 (from the model)");
+  check_positive("ppo_epochs", double(ppo_epochs));
+  check_positive("num_minibatches", double(num_minibatches));
+  check_positive("micro_batch_size", double(micro_batch_size));
+  PPO_ASSERT(rollout_batch_size % num_minibatches == 0, "config num_minibatches = ", num_minibatches,
+             ": must divide rollout_batch_size (", rollout_batch_size, ")");
+  minibatch_size = rollout_batch_size / num_minibatches;
+  PPO_ASSERT(minibatch_size % micro_batch_size == 0, "config micro_batch_size = ", micro_batch_size,
+             ": must divide the minibatch size rollout_batch_size / num_minibatches = ", minibatch_size);
+  grad_accum_steps = minibatch_size / micro_batch_size;
+  check_positive("learning_rate", learning_rate);
+  check_positive("value_learning_rate", value_learning_rate);
+  check_non_negative("lr_warmup_steps", double(lr_warmup_steps));
+  check_unit("adam_beta1", adam_beta1, false, true);
+  check_unit("adam_beta2", adam_beta2, false, true);
+  check_positive("adam_eps", adam_eps);
+  check_non_negative("weight_decay", weight_decay);
+  check_non_negative("max_grad_norm", max_grad_norm);
+  check_positive("clip_eps", clip_eps);
+  PPO_ASSERT(dual_clip == 0 || dual_clip > 1, "config dual_clip = ", dual_clip, ": must be 0 (off) or > 1");
+  check_positive("clip_value", clip_value);
+  check_non_negative("value_loss_coef", value_loss_coef);
+  check_non_negative("entropy_coef", entropy_coef);
+  check_unit("gamma", gamma, false, false);
+  check_unit("lam", lam, false, false);
+  check_non_negative("kl_coef", kl_coef);
+  check_positive("kl_target", kl_target);
+  check_positive("kl_horizon", kl_horizon);
+  check_non_negative("reward_clip", reward_clip);
+  check_non_negative("missing_eos_penalty", missing_eos_penalty);
+  optimizer_steps_per_step = ppo_epochs * num_minibatches;
+  total_optimizer_steps = total_steps * optimizer_steps_per_step;
+  sequence_length = prompt_length + response_length;
+}
+
+double PpoConfig::lr_factor(int64_t optimizer_step) const {
+  if (optimizer_step < lr_warmup_steps) return double(optimizer_step + 1) / double(lr_warmup_steps + 1);
+  const int64_t decay_steps = std::max<int64_t>(1, total_optimizer_steps - lr_warmup_steps);
+  const double progress = std::min(1.0, double(optimizer_step - lr_warmup_steps) / double(decay_steps));
+  switch (lr_schedule) {
+    case LrSchedule::Constant: return 1.0;
+    case LrSchedule::Linear: return 1.0 - progress;
+    case LrSchedule::Cosine: return 0.5 * (1.0 + std::cos(M_PI * progress));
+  }
+  return 1.0;
+}
+
+PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  PpoConfig c;
+  if (!path.empty()) {
+    std::ifstream in(path);
+    PPO_ASSERT(in.good(), "config file '", path, "' cannot be opened");
+    const json j = json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+    PPO_ASSERT(!j.is_discarded(), "config file '", path, "' is not valid JSON");
+    c.update_from_json(j, path);
+  }
+  for (const std::string& o : overrides) c.apply_override(o);
+  c.derive();
+  return c;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  // One row of the Wagner-Fischer table at a time.
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const std::string& c : candidates) {
+    const size_t d = edit_distance(word, c);
+    if (d < best_d) best = c, best_d = d;
+  }
+  return best;
+}
+
+}  // namespace ppo

@@ -1,0 +1,121 @@
+// The PPO run configuration: one documented struct (cleanRL's style), read from JSON, changed by
+// `--set key=value`, with the sizes derived from it computed in one place (derive()).
+// Defaults follow TRL's PPOConfig and OpenRLHF where they agree on a value; the comment names the
+// source where they differ.
+//
+// Batch legend: B = rollout_batch_size sequences per PPO step, P = prompt_length, R =
+// response_length, T = P + R. One step: B rollouts -> ppo_epochs passes over num_minibatches
+// minibatches of minibatch_size sequences, each accumulated over micro_batch_size slices.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+#include <nlohmann/json.hpp>
+#include "kernels/backend.h"
+
+namespace ppo {
+
+enum class DeviceChoice : uint8_t { Auto, CPU, CUDA };
+enum class LrSchedule : uint8_t { Constant, Linear, Cosine };
+// Where values come from: a separate value model, or a scalar head on the policy trunk.
+enum class ValueModelKind : uint8_t { Separate, PolicyHead };
+// What a separate value model starts from: the reward model (TRL) or the SFT policy with a fresh
+// scalar head (the textbook choice).
+enum class ValueInit : uint8_t { Reward, Policy };
+
+struct PpoConfig {
+  // ---- run ----------------------------------------------------------------------------------------
+  uint64_t seed = 1;                    // seeds prompts order, sampling, initialisation of fresh heads
+  DeviceChoice device = DeviceChoice::Auto;  // "auto": cuda when a GPU answers, else cpu
+  std::string output_dir = "runs/ppo";  // metrics.jsonl, plots, checkpoints
+  int64_t total_steps = 200;            // PPO steps (each: one rollout batch + its updates)
+  int64_t log_every = 1;                // metrics row and progress line every this many steps
+
+  // ---- rollout ------------------------------------------------------------------------------------
+  int64_t rollout_batch_size = 64;  // B: prompts (one response each) per PPO step
+  int64_t prompt_length = 64;       // P: prompts are left-padded (or rejected) to this many tokens
+  int64_t response_length = 53;     // R: max new tokens per response (TRL: 53)
+  int64_t min_new_tokens = 0;       // EOS is not sampled before this many new tokens
+  float temperature = 0.7f;         // sampling temperature; log-probs use logits / temperature (TRL: 0.7)
+  int64_t top_k = 0;                // keep the k most probable tokens when sampling (0 = off)
+  float top_p = 1.0f;               // nucleus sampling mass in (0, 1] (1 = off)
+  int64_t eos_token_id = -1;        // stop token; -1 = from the policy's tokenizer / model config
+
+  // ---- update -------------------------------------------------------------------------------------
+  int64_t ppo_epochs = 4;           // passes over the rollout batch per step (TRL num_ppo_epochs)
+  int64_t num_minibatches = 1;      // optimizer steps per epoch (TRL num_mini_batches)
+  int64_t micro_batch_size = 8;     // sequences per forward/backward; gradients accumulate to a minibatch
+  float learning_rate = 3e-6f;      // policy AdamW learning rate (TRL example: 3e-6)
+  float value_learning_rate = 9e-6f;  // value AdamW learning rate (OpenRLHF critic: 9e-6)
+  int64_t lr_warmup_steps = 0;      // linear warmup, in optimizer steps
+  LrSchedule lr_schedule = LrSchedule::Linear;  // after warmup: constant | linear to 0 | cosine to 0
+  float adam_beta1 = 0.9f;          // AdamW beta1
+  float adam_beta2 = 0.999f;        // AdamW beta2
+  float adam_eps = 1e-8f;           // AdamW epsilon
+  float weight_decay = 0.0f;        // AdamW decoupled weight decay
+  float max_grad_norm = 1.0f;       // global gradient-norm clip per model (0 = off)
+
+  // ---- losses -------------------------------------------------------------------------------------
+  float clip_eps = 0.2f;            // policy ratio clip: ratio in [1 - clip_eps, 1 + clip_eps]
+  float dual_clip = 0.0f;           // dual-clip bound c > 1 for negative advantages (0 = off; Ye et al. use 3)
+  float clip_value = 0.2f;          // value clip around the rollout values (TRL cliprange_value)
+  float value_loss_coef = 0.1f;     // weight of the value loss (TRL vf_coef)
+  float entropy_coef = 0.0f;        // weight of the entropy bonus (0 = off)
+  float gamma = 1.0f;               // discount
+  float lam = 0.95f;                // GAE lambda
+
+  // ---- KL and reward shaping ------------------------------------------------------------------------
+  float kl_coef = 0.05f;            // initial KL coefficient beta (TRL: 0.05)
+  KLEstimator kl_estimator = KLEstimator::K1;  // per-token KL estimator: k1 | k2 | k3 (Schulman's)
+  bool kl_in_reward = true;         // true: -beta*KL folded into per-token rewards; false: beta*KL added to the loss
+  bool adaptive_kl = false;         // Ziegler et al. 2019 adaptive beta (else fixed)
+  float kl_target = 6.0f;           // adaptive: target KL per sequence (nats)
+  float kl_horizon = 10000.0f;      // adaptive: horizon, in sequences
+  bool whiten_advantages = true;    // advantages to zero mean, unit variance over valid tokens
+  bool whiten_rewards = false;      // rewards scaled to unit variance over valid tokens (mean kept, TRL)
+  float reward_clip = 10.0f;        // scores clipped to [-reward_clip, reward_clip] (0 = off; OpenRLHF: 10)
+  float missing_eos_penalty = 0.0f; // subtracted from the score of a response with no EOS (0 = off)
+
+  // ---- models ---------------------------------------------------------------------------------------
+  ValueModelKind value_model = ValueModelKind::Separate;  // separate | policy_head
+  ValueInit value_init = ValueInit::Reward;               // separate value model starts from: reward | policy
+  nlohmann::json policy = nlohmann::json::object();       // policy model config (parsed by models/)
+  nlohmann::json reward = nlohmann::json::object();       // reward model config (parsed by models/)
+
+  // ---- derived by derive(); not settable ---------------------------------------------------------------
+  int64_t minibatch_size = 0;           // B / num_minibatches sequences per optimizer step
+  int64_t grad_accum_steps = 0;         // minibatch_size / micro_batch_size micro-batches per optimizer step
+  int64_t optimizer_steps_per_step = 0;  // ppo_epochs * num_minibatches
+  int64_t total_optimizer_steps = 0;    // total_steps * optimizer_steps_per_step (the lr schedule's length)
+  int64_t sequence_length = 0;          // T = prompt_length + response_length
+
+  // Checks every value (errors name the key) and computes the derived sizes.
+  void derive();
+  // `key=value` from --set. Numbers, booleans (true/false/1/0) and names parse strictly for the
+  // key's type; `policy.key=value` / `reward.key=value` set a member of the model config (the
+  // value is JSON when it parses, else a string). Unknown keys suggest the nearest valid one.
+  void apply_override(const std::string& assignment);
+  // The settable keys as JSON (derived sizes are left out).
+  nlohmann::json to_json() const;
+  // Sets the keys present in `j` (others keep their values); `source` names j in errors.
+  void update_from_json(const nlohmann::json& j, const std::string& source = "config");
+  // The settable key names, in declaration order.
+  static std::vector<std::string> keys();
+  // Learning rate multiplier in [0, 1] at a 0-based optimizer step (warmup, then the schedule).
+  double lr_factor(int64_t optimizer_step) const;
+};
+
+// Defaults, then the JSON file (if any), then each --set, then derive().
+PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// Levenshtein distance and the nearest candidate (for "did you mean ...?").
+size_t edit_distance(const std::string& a, const std::string& b);
+std::string nearest(const std::string& word, const std::vector<std::string>& candidates);
+
+const char* to_string(DeviceChoice v);
+const char* to_string(LrSchedule v);
+const char* to_string(ValueModelKind v);
+const char* to_string(ValueInit v);
+const char* to_string(KLEstimator v);
+
+}  // namespace ppo

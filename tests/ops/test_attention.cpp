@@ -1,0 +1,212 @@
+// Causal grouped-query attention with a key mask: forward against a naive float64 reference with
+// an explicit TxT softmax, left padding == no padding (with positions from the first real token),
+// backward by float64 finite differences, CUDA against CPU.
+#include <cmath>
+#include "helpers.h"
+
+using namespace ppo;
+using namespace ppo::test;
+
+namespace {
+
+struct Shape {
+  int64_t B, T;
+  int NH, NKV, HS;
+  int64_t width() const { return int64_t(NH + 2 * NKV) * HS; }
+  int64_t qkv_numel() const { return B * T * width(); }
+  int64_t out_numel() const { return B * T * NH * HS; }
+};
+
+// Row b of the mask starts with pads[b] zeros (left padding), then ones.
+std::vector<int32_t> left_padded_mask(const Shape& s, const std::vector<int>& pads) {
+  std::vector<int32_t> m(size_t(s.B * s.T));
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = 0; t < s.T; ++t) m[size_t(b * s.T + t)] = t >= pads[size_t(b)] ? 1 : 0;
+  return m;
+}
+
+// Naive attention in double: the full (T,T) score matrix per (b,h), masked entries -inf, softmax
+// along each row. Writes out (B,T,NH*HS) and lse (B,NH,T); a row with no visible key -> 0, -inf.
+void attention_reference(const std::vector<float>& qkv, const std::vector<int32_t>& mask, const Shape& s,
+                         std::vector<float>& out, std::vector<float>& lse) {
+  const int64_t T = s.T, W = s.width();
+  out.assign(size_t(s.out_numel()), 0.f);
+  lse.assign(size_t(s.B * s.NH * T), 0.f);
+  std::vector<double> S(size_t(T * T));
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.NH; ++h) {
+      const int kvh = h / (s.NH / s.NKV);
+      auto at = [&](int64_t t, int64_t off) { return double(qkv[size_t((b * T + t) * W + off)]); };
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t u = 0; u < T; ++u) {
+          double dot = 0;
+          for (int i = 0; i < s.HS; ++i) dot += at(t, h * s.HS + i) * at(u, (s.NH + kvh) * s.HS + i);
+          const bool visible = u <= t && mask[size_t(b * T + u)] == 1;
+          S[size_t(t * T + u)] = visible ? dot / std::sqrt(double(s.HS)) : -INFINITY;
+        }
+      for (int64_t t = 0; t < T; ++t) {
+        double mx = -INFINITY;
+        for (int64_t u = 0; u < T; ++u) mx = std::max(mx, S[size_t(t * T + u)]);
+        if (mx == -INFINITY) {
+          lse[size_t((b * s.NH + h) * T + t)] = -INFINITY;
+          continue;
+        }
+        double Z = 0;
+        for (int64_t u = 0; u < T; ++u) Z += std::exp(S[size_t(t * T + u)] - mx);
+        lse[size_t((b * s.NH + h) * T + t)] = float(mx + std::log(Z));
+        for (int i = 0; i < s.HS; ++i) {
+          double o = 0;
+          for (int64_t u = 0; u < T; ++u) o += std::exp(S[size_t(t * T + u)] - mx) / Z * at(u, (s.NH + s.NKV + kvh) * s.HS + i);
+          out[size_t((b * T + t) * s.NH * s.HS + h * s.HS + i)] = float(o);
+        }
+      }
+    }
+}
+
+// lse with -inf entries checked exactly, the rest by tolerance.
+void check_lse(const std::vector<float>& got, const std::vector<float>& want, double tol, const char* what) {
+  std::vector<float> g = got, w = want;
+  for (size_t i = 0; i < w.size(); ++i)
+    if (std::isinf(w[i])) {
+      REQUIRE_MESSAGE((std::isinf(g[i]) && g[i] < 0), what, ": lse[", i, "] = ", g[i], ", want -inf");
+      g[i] = w[i] = 0;
+    }
+  check_close(g, w, tol, tol, what);
+}
+
+}  // namespace
+
+TEST_CASE("attention_forward matches a naive TxT softmax (GQA, left padding, odd sizes)") {
+  // B=3: row 0 unpadded, row 1 left-padded by 3, row 2 entirely padding (every query sees nothing).
+  for (Shape s : {Shape{3, 7, 4, 2, 8}, Shape{3, 7, 3, 3, 6}, Shape{3, 7, 4, 1, 6}}) {
+    CAPTURE(s.NH);
+    CAPTURE(s.NKV);
+    CAPTURE(s.HS);
+    BackendFixture fx(DeviceKind::CPU, Precision::F32);
+    const auto x = randn(size_t(s.qkv_numel()), 101);
+    const auto m = left_padded_mask(s, {0, 3, 7});
+    Tensor out = fx.poisoned(DType::F32, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
+    Tensor lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
+    fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv"),
+                                  fx.upload_ids(m, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
+    std::vector<float> out_ref, lse_ref;
+    attention_reference(x, m, s, out_ref, lse_ref);
+    // f32 dot products and exp over <= 7 keys: relative error ~ 1e-6; tolerance 1e-5.
+    check_close(fx.backend->to_host(out), out_ref, 1e-5, 1e-5, "attention out");
+    check_lse(fx.backend->to_host(lse), lse_ref, 1e-5, "attention lse");
+  }
+}
+
+TEST_CASE("attention: a left-padded sequence gives exactly the outputs and gradients of the unpadded one") {
+  // RoPE, then attention, forward and backward. Padded: 3 junk positions (random, not zeros) with
+  // mask 0, then the same 4 real positions with positions 0..3 counted from the first real token.
+  const int NH = 4, NKV = 2, HS = 8, P = 3, R = 4;
+  const Shape sp{1, P + R, NH, NKV, HS}, su{1, R, NH, NKV, HS};
+  const int64_t W = sp.width(), OW = int64_t(NH) * HS;
+  BackendFixture fx(DeviceKind::CPU, Precision::F32);
+  const auto xp = randn(size_t(sp.qkv_numel()), 201);
+  const std::vector<float> xu(xp.begin() + P * W, xp.end());
+  const auto doutp = randn(size_t(sp.out_numel()), 202);
+  const std::vector<float> doutu(doutp.begin() + P * OW, doutp.end());
+
+  struct Result { std::vector<float> out, lse, dqkv; };
+  auto run = [&](const Shape& s, const std::vector<float>& x, const std::vector<float>& dout, int pads) {
+    std::vector<int32_t> pos(size_t(s.T)), mask(size_t(s.T));
+    for (int64_t t = 0; t < s.T; ++t) {
+      mask[size_t(t)] = t >= pads;
+      pos[size_t(t)] = int32_t(std::max<int64_t>(t - pads, 0));
+    }
+    Tensor qkv = fx.upload(x, DType::F32, {1, s.T, W}, "qkv");
+    Tensor p = fx.upload_ids(pos, {1, s.T}, "pos"), m = fx.upload_ids(mask, {1, s.T}, "mask");
+    Tensor out = fx.poisoned(DType::F32, {1, s.T, OW}, "out"), lse = fx.poisoned(DType::F32, {1, NH, s.T}, "lse");
+    Tensor dqkv = fx.poisoned(DType::F32, {1, s.T, W}, "dqkv");
+    fx.backend->rope_forward(qkv, p, NH, NKV, HS, 10000.0f);
+    fx.backend->attention_forward(out, lse, qkv, m, NH, NKV, HS);
+    fx.backend->attention_backward(dqkv, fx.upload(dout, DType::F32, {1, s.T, OW}, "dout"), qkv, out, lse, m, NH, NKV, HS);
+    fx.backend->rope_backward(dqkv, p, NH, NKV, HS, 10000.0f);
+    return Result{fx.backend->to_host(out), fx.backend->to_host(lse), fx.backend->to_host(dqkv)};
+  };
+  const Result u = run(su, xu, doutu, 0), p = run(sp, xp, doutp, P);
+  check_close(std::vector<float>(p.out.begin() + P * OW, p.out.end()), u.out, 0, 0, "out, real positions");
+  check_close(std::vector<float>(p.dqkv.begin() + P * W, p.dqkv.end()), u.dqkv, 0, 0, "dqkv, real positions");
+  check_close(std::vector<float>(p.out.begin(), p.out.begin() + P * OW), std::vector<float>(size_t(P * OW), 0.f), 0, 0, "out at padding");
+  check_close(std::vector<float>(p.dqkv.begin(), p.dqkv.begin() + P * W), std::vector<float>(size_t(P * W), 0.f), 0, 0, "dqkv at padding");
+  for (int h = 0; h < NH; ++h)
+    for (int t = 0; t < P + R; ++t) {
+      const float got = p.lse[size_t(h * (P + R) + t)];
+      if (t < P) CHECK((std::isinf(got) && got < 0));
+      else CHECK(got == u.lse[size_t(h * R + t - P)]);
+    }
+}
+
+TEST_CASE("attention_backward matches float64 finite differences") {
+  // L = sum(w * out). Central differences with eps = 1e-5: truncation ~ eps^2 |L'''| ~ 1e-10,
+  // rounding ~ 1e-16 |L| / eps ~ 1e-10; tolerance 1e-7 + 1e-6 |ref| leaves a wide margin while a
+  // wrong term (O(0.01..1)) fails. Includes a left-padded row and a fully padded row (zero gradient).
+  for (Shape s : {Shape{3, 7, 4, 2, 6}, Shape{2, 5, 2, 2, 8}}) {
+    CAPTURE(s.NH);
+    CAPTURE(s.NKV);
+    BackendFixture fx(DeviceKind::CPU, Precision::F64);
+    const auto x = randn(size_t(s.qkv_numel()), 301);
+    const auto w = randn(size_t(s.out_numel()), 302);
+    const std::vector<int> pads = s.B == 3 ? std::vector<int>{0, 2, int(s.T)} : std::vector<int>{1, 0};
+    Tensor qkv = fx.upload(x, DType::F64, {s.B, s.T, s.width()}, "qkv");
+    Tensor m = fx.upload_ids(left_padded_mask(s, pads), {s.B, s.T}, "mask");
+    Tensor out = fx.poisoned(DType::F64, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
+    Tensor lse = fx.poisoned(DType::F64, {s.B, s.NH, s.T}, "lse");
+    auto loss = [&]() {
+      fx.backend->attention_forward(out, lse, qkv, m, s.NH, s.NKV, s.HS);
+      double l = 0;
+      for (int64_t i = 0; i < s.out_numel(); ++i) l += w[size_t(i)] * out.ptr<double>()[i];
+      return l;
+    };
+    loss();
+    Tensor dqkv = fx.poisoned(DType::F64, {s.B, s.T, s.width()}, "dqkv");
+    fx.backend->attention_backward(dqkv, fx.upload(w, DType::F64, {s.B, s.T, int64_t(s.NH) * s.HS}, "dout"), qkv, out,
+                                   lse, m, s.NH, s.NKV, s.HS);
+    std::vector<float> got(size_t(s.qkv_numel())), want(size_t(s.qkv_numel()));
+    for (int64_t i = 0; i < s.qkv_numel(); ++i) got[size_t(i)] = float(dqkv.ptr<double>()[i]);
+    const double eps = 1e-5;
+    for (int64_t i = 0; i < s.qkv_numel(); ++i) {
+      double* xi = qkv.ptr<double>() + i;
+      const double x0 = *xi;
+      *xi = x0 + eps;
+      const double lp = loss();
+      *xi = x0 - eps;
+      const double lm = loss();
+      *xi = x0;
+      want[size_t(i)] = float((lp - lm) / (2 * eps));
+    }
+    check_close(got, want, 1e-7, 1e-6, "attention dqkv vs finite differences");
+  }
+}
+
+TEST_CASE("attention CUDA vs CPU") {
+  auto gpu = cuda_backend_or_skip();
+  if (!gpu) return;
+  for (Shape s : {Shape{3, 67, 4, 2, 64}, Shape{2, 130, 6, 6, 128}}) {
+    CAPTURE(s.T);
+    BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+    const int64_t OW = int64_t(s.NH) * s.HS;
+    const auto mask = left_padded_mask(s, s.B == 3 ? std::vector<int>{0, 5, 40} : std::vector<int>{17, 0});
+    auto both = [&](const std::vector<float>& v, std::initializer_list<int64_t> dims, const char* name) {
+      Tensor g = gpu->upload(v, DType::BF16, dims, name);
+      Tensor c = cpu.pool->take(DType::F32, dims, name);
+      cpu.backend->convert(c, g);  // the CPU gets the same bf16-rounded values
+      return std::pair<Tensor, Tensor>{c, g};
+    };
+    auto [qc, qg] = both(randn(size_t(s.qkv_numel()), 401), {s.B, s.T, s.width()}, "qkv");
+    auto [dc, dg] = both(randn(size_t(s.out_numel()), 402), {s.B, s.T, OW}, "dout");
+    Tensor mc = cpu.upload_ids(mask, {s.B, s.T}, "mask"), mg = gpu->upload_ids(mask, {s.B, s.T}, "mask");
+    Tensor oc = cpu.poisoned(DType::F32, {s.B, s.T, OW}, "out"), og = gpu->poisoned(DType::BF16, {s.B, s.T, OW}, "out");
+    Tensor lc = cpu.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse"), lg = gpu->poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
+    cpu.backend->attention_forward(oc, lc, qc, mc, s.NH, s.NKV, s.HS);
+    gpu->backend->attention_forward(og, lg, qg, mg, s.NH, s.NKV, s.HS);
+    CHECK(rel_l2(gpu->backend->to_host(og), cpu.backend->to_host(oc)) < 2e-2);
+    check_lse(gpu->backend->to_host(lg), cpu.backend->to_host(lc), 2e-2, "lse cuda vs cpu");
+    Tensor gc = cpu.poisoned(DType::F32, {s.B, s.T, s.width()}, "dqkv"), gg = gpu->poisoned(DType::BF16, {s.B, s.T, s.width()}, "dqkv");
+    cpu.backend->attention_backward(gc, dc, qc, oc, lc, mc, s.NH, s.NKV, s.HS);
+    gpu->backend->attention_backward(gg, dg, qg, og, lg, mg, s.NH, s.NKV, s.HS);
+    CHECK(rel_l2(gpu->backend->to_host(gg), cpu.backend->to_host(gc)) < 2e-2);
+  }
+}

@@ -1,0 +1,99 @@
+// KV cache write and single-query decode attention: prefill (attention_forward over T positions)
+// and token-by-token decode over the cache give the same outputs, left-padded rows included;
+// CUDA against CPU.
+#include <cmath>
+#include "helpers.h"
+
+using namespace ppo;
+using namespace ppo::test;
+
+namespace {
+
+struct Shape {
+  int64_t B, T;
+  int NH, NKV, HS;
+  int64_t width() const { return int64_t(NH + 2 * NKV) * HS; }
+};
+
+// Columns [t0, t1) of a (B,T,W) host array.
+std::vector<float> columns(const std::vector<float>& x, int64_t B, int64_t T, int64_t W, int64_t t0, int64_t t1) {
+  std::vector<float> y;
+  for (int64_t b = 0; b < B; ++b) y.insert(y.end(), x.begin() + (b * T + t0) * W, x.begin() + (b * T + t1) * W);
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("prefill and token-by-token decode over the KV cache agree (GQA, left padding)") {
+  // B=3: row 0 unpadded, row 1 left-padded by 2, row 2 entirely padding (decode gives 0 like prefill).
+  // Cache capacity S=10 > T=7: positions past `length` hold NaN and mask 1, so reading them fails.
+  for (Shape s : {Shape{3, 7, 4, 2, 8}, Shape{3, 7, 3, 3, 6}}) {
+    for (int64_t prompt : {int64_t(1), int64_t(4)}) {  // positions written at once before decoding
+      CAPTURE(s.NKV);
+      CAPTURE(prompt);
+      const int64_t S = 10, W = s.width(), OW = int64_t(s.NH) * s.HS, KW = int64_t(s.NKV) * s.HS;
+      const int pads[3] = {0, 2, 7};
+      std::vector<int32_t> mask_bt(size_t(s.B * s.T)), mask_bs(size_t(s.B * S), 1);
+      for (int64_t b = 0; b < s.B; ++b)
+        for (int64_t t = 0; t < s.T; ++t) mask_bt[size_t(b * s.T + t)] = mask_bs[size_t(b * S + t)] = t >= pads[b];
+      BackendFixture fx(DeviceKind::CPU, Precision::F32);
+      const auto x = randn(size_t(s.B * s.T * W), 501);
+      Tensor out = fx.poisoned(DType::F32, {s.B, s.T, OW}, "out"), lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
+      fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, W}, "qkv"),
+                                    fx.upload_ids(mask_bt, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
+      const auto prefill = fx.backend->to_host(out);
+
+      Tensor kc = fx.poisoned(DType::F32, {s.B, S, KW}, "kcache"), vc = fx.poisoned(DType::F32, {s.B, S, KW}, "vcache");
+      Tensor m = fx.upload_ids(mask_bs, {s.B, S}, "mask");
+      fx.backend->kv_cache_write(kc, vc, fx.upload(columns(x, s.B, s.T, W, 0, prompt), DType::F32, {s.B, prompt, W}, "prompt"),
+                                 0, s.NH, s.NKV, s.HS);
+      for (int64_t t = prompt - 1; t < s.T; ++t) {
+        CAPTURE(t);
+        Tensor q = fx.upload(columns(x, s.B, s.T, W, t, t + 1), DType::F32, {s.B, 1, W}, "qkv_t");
+        if (t >= prompt) fx.backend->kv_cache_write(kc, vc, q, t, s.NH, s.NKV, s.HS);
+        Tensor o = fx.poisoned(DType::F32, {s.B, OW}, "out_t");
+        fx.backend->attention_decode(o, q, kc, vc, m, t + 1, s.NH, s.NKV, s.HS);
+        // Same keys, same order, same arithmetic: equal up to f32 rounding (1e-6).
+        check_close(fx.backend->to_host(o), columns(prefill, s.B, s.T, OW, t, t + 1), 1e-6, 1e-6, "decode vs prefill");
+      }
+      // The cache holds exactly the k and v heads of qkv at positions [0, T).
+      const auto kh = fx.backend->to_host(kc), vh = fx.backend->to_host(vc);
+      for (int64_t b = 0; b < s.B; ++b)
+        for (int64_t t = 0; t < s.T; ++t)
+          for (int64_t i = 0; i < KW; ++i) {
+            REQUIRE(kh[size_t((b * S + t) * KW + i)] == x[size_t((b * s.T + t) * W + s.NH * s.HS + i)]);
+            REQUIRE(vh[size_t((b * S + t) * KW + i)] == x[size_t((b * s.T + t) * W + (s.NH + s.NKV) * s.HS + i)]);
+          }
+    }
+  }
+}
+
+TEST_CASE("kv_cache_write and attention_decode CUDA vs CPU") {
+  auto gpu = cuda_backend_or_skip();
+  if (!gpu) return;
+  const Shape s{3, 1, 8, 2, 128};
+  const int64_t S = 300, length = 257, W = s.width(), OW = int64_t(s.NH) * s.HS, KW = int64_t(s.NKV) * s.HS;
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  auto both = [&](const std::vector<float>& v, std::initializer_list<int64_t> dims, const char* name) {
+    Tensor g = gpu->upload(v, DType::BF16, dims, name);
+    Tensor c = cpu.pool->take(DType::F32, dims, name);
+    cpu.backend->convert(c, g);  // the CPU gets the same bf16-rounded values
+    return std::pair<Tensor, Tensor>{c, g};
+  };
+  auto [kc, kg] = both(randn(size_t(s.B * S * KW), 601), {s.B, S, KW}, "kcache");
+  auto [vc, vg] = both(randn(size_t(s.B * S * KW), 602), {s.B, S, KW}, "vcache");
+  auto [qc, qg] = both(randn(size_t(s.B * W), 603), {s.B, 1, W}, "qkv");
+  std::vector<int32_t> mask(size_t(s.B * S));
+  const int pads[3] = {0, 31, int(length)};  // the last row sees no key: out = 0
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = 0; t < S; ++t) mask[size_t(b * S + t)] = t >= pads[b];
+  Tensor mc = cpu.upload_ids(mask, {s.B, S}, "mask"), mg = gpu->upload_ids(mask, {s.B, S}, "mask");
+  cpu.backend->kv_cache_write(kc, vc, qc, length - 1, s.NH, s.NKV, s.HS);
+  gpu->backend->kv_cache_write(kg, vg, qg, length - 1, s.NH, s.NKV, s.HS);
+  CHECK(rel_l2(gpu->backend->to_host(kg), cpu.backend->to_host(kc)) == 0);  // a copy of bf16 values
+  CHECK(rel_l2(gpu->backend->to_host(vg), cpu.backend->to_host(vc)) == 0);
+  Tensor oc = cpu.poisoned(DType::F32, {s.B, OW}, "out"), og = gpu->poisoned(DType::BF16, {s.B, OW}, "out");
+  cpu.backend->attention_decode(oc, qc, kc, vc, mc, length, s.NH, s.NKV, s.HS);
+  gpu->backend->attention_decode(og, qg, kg, vg, mg, length, s.NH, s.NKV, s.HS);
+  CHECK(rel_l2(gpu->backend->to_host(og), cpu.backend->to_host(oc)) < 2e-2);
+}

@@ -1,0 +1,122 @@
+// CUDA memory helpers (fill, convert, slice_columns) against the CPU backend on the same inputs.
+// These are exact operations (bf16 rounding is nearest-even on both sides), so the comparisons
+// are exact: atol = rtol = 0. Without a GPU every case skips with one line.
+#include <cstring>
+
+#include "helpers.h"
+
+using namespace ppo;
+
+namespace {
+
+// Random normals plus values that sit exactly halfway between two bf16 numbers (low 16 bits
+// 0x8000), so round-to-nearest-even is exercised in both directions, and a few large/small ones.
+std::vector<float> awkward_values(size_t n, uint64_t seed) {
+  std::vector<float> v = test::randn(n, seed, 3.0f);
+  for (size_t i = 0; i < n; i += 5) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    u = (u & 0xffff0000u) | 0x8000u;  // a tie: even or odd kept mantissa depending on bit 16
+    std::memcpy(&v[i], &u, 4);
+  }
+  if (n > 3) {
+    v[1] = 1.0e38f;   // near the top of the bf16 range
+    v[2] = -1.0e-40f; // subnormal
+    v[3] = 65504.0f;
+  }
+  return v;
+}
+
+// The CPU reference side: these ops need no scratch region.
+struct CpuSide {
+  Backend backend{DeviceKind::CPU, Precision::F32};
+  test::Pool pool{DeviceKind::CPU, size_t(8) << 20};
+  Tensor upload(const std::vector<float>& v, DType dtype, std::initializer_list<int64_t> dims, const char* name) {
+    Tensor t = pool.take(dtype, dims, name);
+    backend.from_host(t, v);
+    return t;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cuda fill matches the cpu for every dtype") {
+  auto gpu = test::cuda_backend_or_skip();
+  if (!gpu) return;
+  CpuSide cpu;
+  const int64_t n = 1037;  // odd: no vector-width multiple
+  for (const float value : {1.37f, -2.5e-3f, 1.0e38f}) {
+    for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
+      Tensor g = gpu->poisoned(dt, {n}, "gpu fill");
+      Tensor c = cpu.pool.take(dt, {n}, "cpu fill");
+      gpu->backend->fill(g, value);
+      cpu.backend.fill(c, value);
+      test::check_close(gpu->backend->to_host(g), cpu.backend.to_host(c), 0, 0,
+                        std::string("fill ") + dtype_name(dt));
+    }
+  }
+  Tensor g = gpu->pool->take(DType::I32, {n}, "gpu ids");
+  gpu->backend->fill(g, 7.0f);
+  const std::vector<int32_t> ids = gpu->backend->to_host_ids(g);
+  for (size_t i = 0; i < ids.size(); ++i) REQUIRE_MESSAGE(ids[i] == 7, "fill i32: index ", i, " holds ", ids[i]);
+}
+
+TEST_CASE("cuda convert between f32, bf16 and f64 matches the cpu") {
+  auto gpu = test::cuda_backend_or_skip();
+  if (!gpu) return;
+  CpuSide cpu;
+  const int64_t n = 2 * 1000 + 3;
+  const std::vector<float> values = awkward_values(size_t(n), 11);
+  const DType dtypes[] = {DType::F32, DType::BF16, DType::F64};
+  for (DType src_dt : dtypes) {
+    // The same source values on both devices (uploads round to src_dt the same way on both).
+    Tensor gsrc = gpu->upload(values, src_dt, {n}, "gpu src");
+    Tensor csrc = cpu.upload(values, src_dt, {n}, "cpu src");
+    for (DType dst_dt : dtypes) {
+      Tensor gdst = gpu->poisoned(dst_dt, {n}, "gpu dst");
+      Tensor cdst = cpu.pool.take(dst_dt, {n}, "cpu dst");
+      gpu->backend->convert(gdst, gsrc);  // device to device: the CUDA kernel (or a copy for equal dtypes)
+      cpu.backend.convert(cdst, csrc);
+      test::check_close(gpu->backend->to_host(gdst), cpu.backend.to_host(cdst), 0, 0,
+                        std::string("convert ") + dtype_name(src_dt) + " -> " + dtype_name(dst_dt));
+    }
+  }
+}
+
+TEST_CASE("cuda convert rounds f32 to bf16 to nearest even") {
+  auto gpu = test::cuda_backend_or_skip();
+  if (!gpu) return;
+  // 1 + 2^-8 is halfway between bf16 1.0 and 1 + 2^-7: ties to even gives 1.0;
+  // 1 + 3*2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: gives 1 + 2^-6.
+  const std::vector<float> values = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -(1.0f + 0x1p-8f), 1.0f + 0x1p-8f + 0x1p-20f};
+  const std::vector<float> want = {1.0f, 1.0f + 0x1p-6f, -1.0f, 1.0f + 0x1p-7f};
+  const int64_t n = int64_t(values.size());
+  Tensor src = gpu->upload(values, DType::F32, {n}, "src");
+  Tensor dst = gpu->poisoned(DType::BF16, {n}, "dst");
+  gpu->backend->convert(dst, src);
+  test::check_close(gpu->backend->to_host(dst), want, 0, 0, "bf16 ties to even");
+}
+
+TEST_CASE("cuda slice_columns matches the cpu") {
+  auto gpu = test::cuda_backend_or_skip();
+  if (!gpu) return;
+  CpuSide cpu;
+  const int64_t B = 3, T = 11, W = 5, start = 4;
+  const std::vector<float> values = test::randn(size_t(B * T), 21);
+  Tensor gsrc = gpu->upload(values, DType::F32, {B, T}, "gpu src");
+  Tensor csrc = cpu.upload(values, DType::F32, {B, T}, "cpu src");
+  Tensor gdst = gpu->poisoned(DType::F32, {B, W}, "gpu dst");
+  Tensor cdst = cpu.pool.take(DType::F32, {B, W}, "cpu dst");
+  gpu->backend->slice_columns(gdst, gsrc, start);
+  cpu.backend.slice_columns(cdst, csrc, start);
+  test::check_close(gpu->backend->to_host(gdst), cpu.backend.to_host(cdst), 0, 0, "slice_columns f32");
+
+  const std::vector<int32_t> ids = test::randint(size_t(B * T), 22, 0, 1000);
+  Tensor gids = gpu->upload_ids(ids, {B, T}, "gpu ids");
+  Tensor gids_dst = gpu->pool->take(DType::I32, {B, W}, "gpu ids dst");
+  gpu->backend->slice_columns(gids_dst, gids, start);
+  const std::vector<int32_t> got = gpu->backend->to_host_ids(gids_dst);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t w = 0; w < W; ++w)
+      REQUIRE_MESSAGE(got[size_t(b * W + w)] == ids[size_t(b * T + start + w)], "slice_columns i32 at (", b, ",", w, ")");
+}

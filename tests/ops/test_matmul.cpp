@@ -1,0 +1,131 @@
+// matmul_forward / matmul_backward: against a plain double loop, finite differences in f64, the
+// "=" / "+=" rule and optional arguments, input validation, and CUDA against CPU.
+#include "helpers.h"
+
+#include "engine/dtype.h"
+#include "fd_check.h"
+
+using namespace ppo;
+using namespace ppo::test;
+
+namespace {
+
+constexpr int64_t B = 3, T = 7, N = B * T, C = 24, OC = 37;
+
+// out[n,o] = sum_c inp[n,c] weight[o,c] + bias[o], in double.
+std::vector<float> matmul_reference(const std::vector<float>& inp, const std::vector<float>& weight,
+                                    const std::vector<float>* bias) {
+  std::vector<float> out(size_t(N * OC));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < OC; ++o) {
+      double acc = bias ? (*bias)[size_t(o)] : 0.0;
+      for (int64_t c = 0; c < C; ++c) acc += double(inp[size_t(n * C + c)]) * weight[size_t(o * C + c)];
+      out[size_t(n * OC + o)] = float(acc);
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("matmul_forward matches the plain double loop, (B,T,C) input, with and without bias") {
+  const std::vector<float> x_h = randn(N * C, 1), w_h = randn(OC * C, 2, 0.3f), b_h = randn(OC, 3);
+  for (Precision p : {Precision::F32, Precision::F64}) {
+    BackendFixture f(DeviceKind::CPU, p);
+    const DType dt = f.backend->act_dtype();
+    CAPTURE(dtype_name(dt));
+    Tensor inp = f.upload(x_h, dt, {B, T, C}, "inp");
+    Tensor weight = f.upload(w_h, dt, {OC, C}, "weight"), bias = f.upload(b_h, dt, {OC}, "bias");
+    // f32: 24-term dot products of O(1) values, each rounding ~6e-8 relative; f64 is near exact.
+    const double tol = p == Precision::F32 ? 1e-5 : 1e-12;
+    for (bool with_bias : {true, false}) {
+      CAPTURE(with_bias);
+      Tensor out = f.poisoned(dt, {B, T, OC}, "out");
+      f.backend->matmul_forward(out, inp, weight, with_bias ? bias : Tensor{});
+      check_close(f.backend->to_host(out), matmul_reference(x_h, w_h, with_bias ? &b_h : nullptr), tol, tol, "out");
+    }
+  }
+}
+
+TEST_CASE("matmul_backward matches finite differences in f64: dinp =, dweight and dbias +=") {
+  BackendFixture f(DeviceKind::CPU, Precision::F64);
+  Tensor inp = f.upload(randn(N * C, 11), DType::F64, {N, C}, "inp");
+  Tensor weight = f.upload(randn(OC * C, 12, 0.3f), DType::F64, {OC, C}, "weight");
+  Tensor bias = f.upload(randn(OC, 13), DType::F64, {OC}, "bias");
+  Tensor out = f.pool->take(DType::F64, {N, OC}, "out");
+  const std::vector<float> w = randn(N * OC, 14);  // L = sum(out * w), so dout = w
+  auto loss = [&] {
+    f.backend->matmul_forward(out, inp, weight, bias);
+    return weighted_sum(out, w);
+  };
+  Tensor dout = f.upload(w, DType::F64, {N, OC}, "dout");
+  const std::vector<float> dw0 = randn(OC * C, 15), db0 = randn(OC, 16);
+  Tensor dinp = f.poisoned(DType::F64, {N, C}, "dinp");  // "=": every element must be written
+  Tensor dweight = f.upload(dw0, DType::F64, {OC, C}, "dweight"), dbias = f.upload(db0, DType::F64, {OC}, "dbias");
+  f.backend->matmul_backward(dinp, dweight, dbias, dout, inp, weight);
+
+  // L is bilinear, so central differences are exact up to rounding (~1e-16 |L| / h ~ 1e-9 with
+  // h = 1e-6); the f32 view adds 6e-8 relative. A transposed or missing term is off by O(1).
+  check_close(f64_values(dinp), central_diff(inp, loss), 1e-6, 1e-5, "dinp");
+  check_close(minus(f64_values(dweight), dw0), central_diff(weight, loss), 1e-6, 1e-5, "dweight");
+  check_close(minus(f64_values(dbias), db0), central_diff(bias, loss), 1e-6, 1e-5, "dbias");
+
+  // Every gradient is optional: each alone gives the same values.
+  Tensor dinp2 = f.poisoned(DType::F64, {N, C}, "dinp2");
+  f.backend->matmul_backward(dinp2, Tensor{}, Tensor{}, dout, inp, weight);
+  check_close(f64_values(dinp2), f64_values(dinp), 0, 0, "dinp alone");
+  Tensor dweight2 = f.upload(dw0, DType::F64, {OC, C}, "dweight2"), dbias2 = f.upload(db0, DType::F64, {OC}, "dbias2");
+  f.backend->matmul_backward(Tensor{}, dweight2, Tensor{}, dout, inp, weight);
+  f.backend->matmul_backward(Tensor{}, Tensor{}, dbias2, dout, inp, weight);
+  check_close(f64_values(dweight2), f64_values(dweight), 0, 0, "dweight alone");
+  check_close(f64_values(dbias2), f64_values(dbias), 0, 0, "dbias alone");
+}
+
+TEST_CASE("matmul rejects bad inputs, naming the argument") {
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
+  Tensor inp = f.upload(randn(N * C, 21), DType::F32, {N, C}, "inp");
+  Tensor weight = f.upload(randn(OC * C, 22), DType::F32, {OC, C}, "weight");
+  Tensor out = f.pool->take(DType::F32, {N, OC}, "out");
+  Tensor wide = f.pool->take(DType::F32, {OC, C + 1}, "wide");
+  CHECK_THROWS_WITH_AS(f.backend->matmul_forward(out, inp, wide, Tensor{}), doctest::Contains("'weight'"), Error);
+  Tensor bias_short = f.pool->take(DType::F32, {OC - 1}, "bias_short");
+  CHECK_THROWS_WITH_AS(f.backend->matmul_forward(out, inp, weight, bias_short), doctest::Contains("'bias'"), Error);
+  Tensor inp64 = f.pool->take(DType::F64, {N, C}, "inp64");
+  CHECK_THROWS_WITH_AS(f.backend->matmul_forward(out, inp64, weight, Tensor{}), doctest::Contains("'inp'"), Error);
+  Tensor dweight_t = f.pool->take(DType::F32, {C, OC}, "dweight_t");
+  CHECK_THROWS_WITH_AS(f.backend->matmul_backward(Tensor{}, dweight_t, Tensor{}, out, inp, weight),
+                       doctest::Contains("'dweight'"), Error);
+}
+
+TEST_CASE("matmul: CUDA matches CPU") {
+  auto gpu = cuda_backend_or_skip();
+  if (!gpu) return;
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  // Sizes past one tile in every direction, none a multiple of 8.
+  constexpr int64_t Nb = 133, Cb = 200, OCb = 150;
+  const std::vector<float> x_h = bf16_rounded(randn(Nb * Cb, 31)), w_h = bf16_rounded(randn(OCb * Cb, 32, 0.1f));
+  const std::vector<float> b_h = bf16_rounded(randn(OCb, 33)), dout_h = bf16_rounded(randn(Nb * OCb, 34));
+  const std::vector<float> dw0 = randn(OCb * Cb, 35), db0 = randn(OCb, 36);
+  std::vector<float> r[2][4];  // [cuda, cpu][out, dinp, dweight, dbias]
+  auto run = [&](auto* fx, std::vector<float>* res) {
+    Backend& be = *fx->backend;
+    const DType act = be.act_dtype(), grad = be.grad_dtype();
+    Tensor inp = fx->upload(x_h, act, {Nb, Cb}, "inp"), weight = fx->upload(w_h, act, {OCb, Cb}, "weight");
+    Tensor bias = fx->upload(b_h, act, {OCb}, "bias");
+    Tensor out = fx->poisoned(act, {Nb, OCb}, "out");
+    be.matmul_forward(out, inp, weight, bias);
+    Tensor dout = fx->upload(dout_h, act, {Nb, OCb}, "dout"), dinp = fx->poisoned(act, {Nb, Cb}, "dinp");
+    Tensor dweight = fx->upload(dw0, grad, {OCb, Cb}, "dweight"), dbias = fx->upload(db0, grad, {OCb}, "dbias");
+    be.matmul_backward(dinp, dweight, dbias, dout, inp, weight);
+    res[0] = be.to_host(out);
+    res[1] = be.to_host(dinp);
+    res[2] = be.to_host(dweight);
+    res[3] = be.to_host(dbias);
+  };
+  run(gpu.get(), r[0]);
+  run(&cpu, r[1]);
+  const char* names[4] = {"out", "dinp", "dweight", "dbias"};
+  for (int i = 0; i < 4; ++i) {
+    CAPTURE(names[i]);
+    CHECK(rel_l2(r[0][i], r[1][i]) < 2e-2);
+  }
+}
