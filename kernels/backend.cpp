@@ -751,6 +751,7 @@ void Backend::adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, T
     return;
   }
   PPO_ASSERT(master.empty(), op, ": the CPU backend updates '", param.name, "' in place and keeps no master copy");
+  (void)seed, (void)stream;  // stochastic rounding happens only when writing bf16 weights (CUDA)
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     cpu::adamw_update<F>(param.ptr<F>(), grad.ptr<F>(), m.ptr<F>(), v.ptr<F>(), n, hp);
