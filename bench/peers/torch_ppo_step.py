@@ -483,8 +483,9 @@ class Peer:
         return mask, ended
 
     def chunks(self, n: int):
-        mbs = self.cfg["micro_batch_size"]
-        return [slice(i, min(i + mbs, n)) for i in range(0, n, mbs)]
+        """Row slices for the rollout's forward-only passes."""
+        size = self.args.forward_batch_size or self.cfg["micro_batch_size"]
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
     @torch.no_grad()
     def forward_logp(self, name, seq):
@@ -568,14 +569,14 @@ class Peer:
         inv_t = 1.0 / cfg["temperature"]
         entropy_on = cfg["entropy_coef"] > 0
         policy, value = self.models["policy"], self.models["value"]
-        sums = {"pg": 0.0, "vf": 0.0, "clipfrac": 0.0, "approxkl": 0.0, "ratio": 0.0, "vf_clipfrac": 0.0, "n": 0.0}
+        sums = {k: torch.zeros((), device=self.device) for k in ("pg", "vf", "clipfrac", "approxkl", "ratio", "vf_clipfrac", "n")}
         for epoch in range(cfg["ppo_epochs"]):
             order = (torch.arange(B) if self.args.no_shuffle else torch.randperm(B, generator=self.shuffle_gen))
             order = order.to(self.device)
             for start in range(0, B, M):
                 mb_rows = order[start:start + M]
                 first = trace is not None and epoch == 0 and start == 0
-                traced = {"new_logp": [], "ratio": [], "pg": 0.0, "vf": 0.0, "n": 0.0}
+                traced = {"new_logp": [], "ratio": [], "pg": 0.0, "vf": 0.0, "n": 0.0} if first else None
                 factor = lr_factor(cfg, self.optimizer_step)
                 for name, opt in self.optimizers.items():
                     base = cfg["learning_rate"] if name == "policy" else cfg["value_learning_rate"]
@@ -596,21 +597,21 @@ class Peer:
                     if not cfg["kl_in_reward"]:  # beta*KL as a loss term (OpenRLHF's use_kl_loss)
                         loss = loss + self.kl_coef * masked_mean(kl_estimate(logp, ref_logp[rows], m, cfg["kl_estimator"]), m)
                     (loss / accum).backward()
-                    with torch.no_grad():
-                        log_ratio = logp - old_logp[rows]
-                        sums["pg"] += (pg_tok * m).sum().item()
-                        sums["vf"] += (vf_tok * m).sum().item()
-                        sums["clipfrac"] += (((ratio - 1).abs() > cfg["clip_eps"]).float() * m).sum().item()
-                        sums["vf_clipfrac"] += (((v - returns[rows]) ** 2 < (v_clipped - returns[rows]) ** 2).float() * m).sum().item()
-                        sums["approxkl"] += (0.5 * log_ratio ** 2 * m).sum().item()
-                        sums["ratio"] += (ratio * m).sum().item()
-                        sums["n"] += m.sum().item()
+                    with torch.no_grad():  # statistics stay on the device: no sync inside the loop
+                        n_tok = m.sum()
+                        sums["pg"] += (pg_tok * m).sum()
+                        sums["vf"] += (vf_tok * m).sum()
+                        sums["clipfrac"] += (((ratio - 1).abs() > cfg["clip_eps"]).float() * m).sum()
+                        sums["vf_clipfrac"] += (((v - returns[rows]) ** 2 < (v_clipped - returns[rows]) ** 2).float() * m).sum()
+                        sums["approxkl"] += (0.5 * (logp - old_logp[rows]) ** 2 * m).sum()
+                        sums["ratio"] += (ratio * m).sum()
+                        sums["n"] += n_tok
                         if first:
                             traced["new_logp"].append(logp * m)
                             traced["ratio"].append(ratio * m)
-                            traced["pg"] += (pg_tok * m).sum().item()
-                            traced["vf"] += (vf_tok * m).sum().item()
-                            traced["n"] += m.sum().item()
+                            traced["pg"] += (pg_tok * m).sum()
+                            traced["vf"] += (vf_tok * m).sum()
+                            traced["n"] += n_tok
                 for name, opt in self.optimizers.items():
                     if cfg["max_grad_norm"] > 0:
                         torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), cfg["max_grad_norm"])
@@ -621,10 +622,10 @@ class Peer:
                     trace["epoch0/minibatch_indices"] = mb_rows
                     trace["epoch0/new_logp"] = torch.cat(traced["new_logp"])
                     trace["epoch0/ratio"] = torch.cat(traced["ratio"])
-                    trace["epoch0/policy_loss"] = torch.tensor([traced["pg"] / traced["n"]])
-                    trace["epoch0/value_loss"] = torch.tensor([traced["vf"] / traced["n"]])
+                    trace["epoch0/policy_loss"] = (traced["pg"] / traced["n"]).reshape(1)
+                    trace["epoch0/value_loss"] = (traced["vf"] / traced["n"]).reshape(1)
         n = sums.pop("n")
-        return {f"train/{k}": v / n for k, v in sums.items()}
+        return {f"train/{k}": (v / n).item() for k, v in sums.items()}
 
 
 def load_forced(path: str, cfg: dict, device: torch.device) -> dict:
@@ -684,6 +685,9 @@ def main():
                     help="EOS off: every response has response_length tokens (min_new_tokens = max_new_tokens)")
     ap.add_argument("--min-prompt-length", type=int, default=None,
                     help="random prompt lengths in [this, prompt_length], left-padded (default: all full)")
+    ap.add_argument("--forward-batch-size", type=int, default=None,
+                    help="rows per forward-only pass in the rollout (reference, reward, value, old_logp); "
+                         "default: micro_batch_size")
     ap.add_argument("--no-shuffle", action="store_true", help="minibatches in rollout order")
     ap.add_argument("--weights", metavar="DIR", help="load DIR/{policy,reference,reward,value}.safetensors")
     ap.add_argument("--save-weights", metavar="DIR", help="write the initial weights there in HF naming")
