@@ -5,7 +5,9 @@
 #   3. the CUDA test binaries (label gpu) under compute-sanitizer memcheck and racecheck, with
 #      PPO_SMALL=1 (tests may shrink their shapes) and PPO_SYNC_LAUNCHES=1
 #   4. `ppo bench` when the binary has that command (extra variants: PPO_BENCH_ARGS, ';'-separated),
-#      and every program built under bench/kernels
+#      and every program built under bench/kernels (kernel_bench: its table joins the summary, its
+#      JSON goes to $OUT/kernel_bench.json), after bench/peers/sdpa_bench.py (its JSON to
+#      $OUT/sdpa_bench.json) when python3 has torch with CUDA
 # Logs go to $OUT/gpu_check/ when OUT is set (else build-gpu/gpu_check/); the summary is written to
 # summary.txt there and printed last. Exit status: nonzero when any step failed.
 # The whole run keeps within GPU_CHECK_BUDGET_S seconds (default 570): each step's limit is cut to
@@ -117,8 +119,22 @@ fi
 if [ ${#KERNEL_BENCHES[@]} -eq 0 ]; then
   note "bench/kernels: no programs built (skipped)"
 fi
+# The PyTorch SDPA peer of the attention rows runs first, when python3 has torch with CUDA; each
+# kernel benchmark then writes its JSON beside it and its table goes into the summary.
+JSON_DIR="${OUT:-$LOGS}"
+SDPA_ARGS=()
+if [ ${#KERNEL_BENCHES[@]} -gt 0 ]; then
+  if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1; then
+    step sdpa-peer 90 python3 bench/peers/sdpa_bench.py --json "$JSON_DIR/sdpa_bench.json" &&
+      SDPA_ARGS=(--sdpa-json "$JSON_DIR/sdpa_bench.json")
+  else
+    note "sdpa peer: python3 has no torch with CUDA (attention rows get no SDPA ratio)"
+  fi
+fi
 for prog in "${KERNEL_BENCHES[@]}"; do
-  step "kernel-bench-$(basename "$prog")" 120 "$prog"
+  name="$(basename "$prog")"
+  step "kernel-bench-$name" 120 "$prog" --json "$JSON_DIR/$name.json" ${SDPA_ARGS[@]+"${SDPA_ARGS[@]}"}
+  sed -n '/^===== kernel_bench/,$p' "$LOGS/kernel-bench-$name.log" >>"$SUMMARY"
 done
 
 # ---- summary --------------------------------------------------------------------------------------
