@@ -8,15 +8,16 @@
 #      and every program built under bench/kernels (kernel_bench: its table joins the summary, its
 #      JSON goes to $OUT/kernel_bench.json), after bench/peers/sdpa_bench.py (its JSON to
 #      $OUT/sdpa_bench.json) when python3 has torch with CUDA
-# Logs go to $OUT/gpu_check/ when OUT is set (else build-gpu/gpu_check/); the summary is written to
-# summary.txt there and printed last. Exit status: nonzero when any step failed.
+# Logs go to build-gpu/gpu_check/; the summary is written to summary.txt there and printed last.
+# With OUT set, $OUT receives only summary.txt, the benchmark JSON files and gpu_check_logs.tar.gz
+# (the device tool brings back at most 8 files). Exit status: nonzero when any step failed.
 # The whole run keeps within GPU_CHECK_BUDGET_S seconds (default 570): each step's limit is cut to
 # what is left, and steps that find no time left are reported as failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 BUILD="${GPU_CHECK_BUILD_DIR:-build-gpu}"
-LOGS="${OUT:-$BUILD}/gpu_check"
+LOGS="$BUILD/gpu_check"
 mkdir -p "$LOGS"
 SUMMARY="$LOGS/summary.txt"
 : >"$SUMMARY"
@@ -139,6 +140,10 @@ done
 
 # ---- summary --------------------------------------------------------------------------------------
 note "overall: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL) (logs in $LOGS)"
+if [ -n "${OUT:-}" ]; then
+  cp "$SUMMARY" "$OUT/summary.txt"
+  tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
+fi
 echo
 echo "===== summary ====="
 cat "$SUMMARY"
