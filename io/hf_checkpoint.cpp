@@ -34,14 +34,17 @@ void place_piece(std::vector<float>& dst, int64_t K, const HfPiece& piece, const
       dst[size_t((piece.row_begin + r) * K + k)] = piece.transpose ? src[size_t(k * piece.rows + r)] : src[size_t(r * K + k)];
 }
 
-// The reverse: the piece's values in the file's layout from the engine tensor (R,K).
-std::vector<float> take_piece(const std::vector<float>& src, int64_t K, const HfPiece& piece) {
+}  // namespace
+
+std::vector<float> hf_piece_values(const std::vector<float>& src, int64_t K, const HfPiece& piece) {
   std::vector<float> out(size_t(piece.rows * K));
   for (int64_t r = 0; r < piece.rows; ++r)
     for (int64_t k = 0; k < K; ++k)
       out[size_t(piece.transpose ? k * piece.rows + r : r * K + k)] = src[size_t((piece.row_begin + r) * K + k)];
   return out;
 }
+
+namespace {
 
 int64_t row_width(const TensorSpec& s) { return s.shape.size() == 2 ? s.shape[1] : 1; }
 int64_t numel(const TensorSpec& s) { return s.shape[0] * row_width(s); }
@@ -172,7 +175,7 @@ void write_hf_checkpoint(const std::string& dir, const ModelConfig& config, Head
     PPO_ASSERT(int64_t(v.size()) == numel(s), dir, ": parameter '", s.name, "' has ", v.size(), " values, needs ",
                numel(s));
     for (const HfPiece& p : pieces) {
-      storage.push_back(take_piece(v, row_width(s), p));
+      storage.push_back(hf_piece_values(v, row_width(s), p));
       shapes.push_back(p.hf_shape);
       names.push_back(p.hf_name);
     }

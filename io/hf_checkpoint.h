@@ -37,6 +37,10 @@ struct HfPiece {
 // trunk's prefix ("transformer." / "model.", or "" for a bare trunk).
 std::vector<std::pair<TensorSpec, std::vector<HfPiece>>> hf_layout(const ModelSpec& spec, const std::string& prefix);
 
+// The values of `piece` in the file's layout, from an engine parameter's values (R,K) (K = 1 for a
+// vector).
+std::vector<float> hf_piece_values(const std::vector<float>& engine_values, int64_t K, const HfPiece& piece);
+
 enum class HeadMatch : uint8_t {
   Exact,      // the checkpoint's heads are the model's: every tensor used, none missing
   TrunkOnly,  // heads may differ (a value model from an SFT policy): head tensors the model lacks
