@@ -337,20 +337,26 @@ TEST_CASE("hf export: transformers loads the exported directory and gives the sa
     std::printf("SKIP transformers export check: python3 with torch + transformers is not importable\n");
     return;
   }
+  // One python start for all fixtures: export each, then run them all in transformers.
+  const std::string out = temp_dir();
+  std::string cmd = "python3 " + std::string(PPO_SOURCE_DIR) + "/tools/oracle/hf_forward.py";
   for (const char* name : kFixtures) {
-    const std::string dir = fixture_dir(name), out = temp_dir();
-    LoadedModel a(dir, DeviceKind::CPU, Precision::F32);
-    io::export_hf_checkpoint(out + "/model", *a.model, a.spec.heads, 0);
-    const std::string cmd = "python3 " + std::string(PPO_SOURCE_DIR) + "/tools/oracle/hf_forward.py " + out + "/model " +
-                            dir + "/fixture.safetensors " + out + "/logits.safetensors >/dev/null 2>&1";
-    REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "failed: ", cmd);
-    io::SafetensorsFile fx(dir + "/fixture.safetensors"), hf(out + "/logits.safetensors");
+    LoadedModel a(fixture_dir(name), DeviceKind::CPU, Precision::F32);
+    io::export_hf_checkpoint(out + "/" + name, *a.model, a.spec.heads, 0);
+    cmd += " " + out + "/" + name + " " + fixture_dir(name) + "/fixture.safetensors " + out + "/" + name + ".safetensors";
+  }
+  cmd += " >/dev/null 2>&1";
+  REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "failed: ", cmd);
+  for (const char* name : kFixtures) {
+    LoadedModel a(fixture_dir(name), DeviceKind::CPU, Precision::F32);
+    io::SafetensorsFile fx(fixture_dir(name) + "/fixture.safetensors"), hf(out + "/" + name + ".safetensors");
     const Result r = run_fixture(a, fx);
     const std::vector<float> logits = f32_of(hf, "logits");
+    const std::vector<int32_t> mask = ids_of(fx, "attention_mask");
     // Same tolerance as the fixture comparison: transformers in f32 against the engine in f32.
     if (a.spec.has_lm())
-      check_close(real_positions(r.outputs, ids_of(fx, "attention_mask")),
-                  real_positions(logits, ids_of(fx, "attention_mask")), 5e-5, 1e-5, std::string(name) + " exported logits");
+      check_close(real_positions(r.outputs, mask), real_positions(logits, mask), 5e-5, 1e-5,
+                  std::string(name) + " exported logits");
     else
       check_close(r.reward, logits, 5e-5, 1e-5, std::string(name) + " exported pooled reward");
   }
