@@ -32,6 +32,15 @@ inline std::vector<int32_t> randint(size_t n, uint64_t seed, int32_t lo, int32_t
   return v;
 }
 
+// Shapes of the packed-qkv attention ops: qkv (B,T,(NH+2*NKV)*HS), out (B,T,NH*HS).
+struct AttentionShape {
+  int64_t B, T;
+  int NH, NKV, HS;
+  int64_t width() const { return int64_t(NH + 2 * NKV) * HS; }
+  int64_t qkv_numel() const { return B * T * width(); }
+  int64_t out_numel() const { return B * T * NH * HS; }
+};
+
 // A pool of device memory (one allocation through engine/) that test tensors are carved from.
 class Pool {
  public:

@@ -9,13 +9,7 @@ using namespace ppo::test;
 
 namespace {
 
-struct Shape {
-  int64_t B, T;
-  int NH, NKV, HS;
-  int64_t width() const { return int64_t(NH + 2 * NKV) * HS; }
-  int64_t qkv_numel() const { return B * T * width(); }
-  int64_t out_numel() const { return B * T * NH * HS; }
-};
+using Shape = AttentionShape;
 
 // Row b of the mask starts with pads[b] zeros (left padding), then ones.
 std::vector<int32_t> left_padded_mask(const Shape& s, const std::vector<int>& pads) {

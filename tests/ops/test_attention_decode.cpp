@@ -9,11 +9,7 @@ using namespace ppo::test;
 
 namespace {
 
-struct Shape {
-  int64_t B, T;
-  int NH, NKV, HS;
-  int64_t width() const { return int64_t(NH + 2 * NKV) * HS; }
-};
+using Shape = AttentionShape;
 
 // Columns [t0, t1) of a (B,T,W) host array.
 std::vector<float> columns(const std::vector<float>& x, int64_t B, int64_t T, int64_t W, int64_t t0, int64_t t1) {

@@ -9,12 +9,7 @@ using namespace ppo::test;
 
 namespace {
 
-struct Shape {
-  int64_t B, T;
-  int NH, NKV, HS;
-  int64_t width() const { return int64_t(NH + 2 * NKV) * HS; }
-  int64_t numel() const { return B * T * width(); }
-};
+using Shape = AttentionShape;
 
 // The rotation written out from backend.h, in double: for each q/k head and i < HS/2,
 // f = pos theta^(-2i/HS), (x_i, x_{i+HS/2}) <- (x_i cos f - x_{i+HS/2} sin f, x_{i+HS/2} cos f + x_i sin f).
@@ -42,7 +37,7 @@ TEST_CASE("rope_forward matches the rotate-half formula; v heads untouched") {
       CAPTURE(s.HS);
       CAPTURE(theta);
       BackendFixture fx(DeviceKind::CPU, Precision::F32);
-      const auto x = randn(size_t(s.numel()), 11);
+      const auto x = randn(size_t(s.qkv_numel()), 11);
       const auto pos = randint(size_t(s.B * s.T), 12, 0, 4000);
       Tensor qkv = fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv");
       Tensor p = fx.upload_ids(pos, {s.B, s.T}, "pos");
@@ -61,7 +56,7 @@ TEST_CASE("rope: q.k depends only on the position difference") {
   // <R(m) q, R(n) k> == <R(m+d) q, R(n+d) k>: a property of the rotation, independent of the formula above.
   const Shape s{1, 2, 1, 1, 8};  // row 0 holds the query's position, row 1 the key's
   BackendFixture fx(DeviceKind::CPU, Precision::F64);
-  const auto x = randn(size_t(s.numel()), 21);
+  const auto x = randn(size_t(s.qkv_numel()), 21);
   auto qk = [&](int32_t m, int32_t n) {
     Tensor qkv = fx.upload(x, DType::F64, {s.B, s.T, s.width()}, "qkv");
     fx.backend->rope_forward(qkv, fx.upload_ids({m, n}, {1, 2}, "pos"), s.NH, s.NKV, s.HS, 10000.0f);
@@ -80,8 +75,8 @@ TEST_CASE("rope_backward matches float64 finite differences") {
   // exact up to rounding: eps = 1e-3 gives |error| ~ 1e-13 / 1e-3 = 1e-10; tolerance 1e-8.
   const Shape s{2, 3, 4, 2, 6};
   BackendFixture fx(DeviceKind::CPU, Precision::F64);
-  const auto x = randn(size_t(s.numel()), 31);
-  const auto w = randn(size_t(s.numel()), 32);
+  const auto x = randn(size_t(s.qkv_numel()), 31);
+  const auto w = randn(size_t(s.qkv_numel()), 32);
   const auto pos = randint(size_t(s.B * s.T), 33, 0, 50);
   Tensor p = fx.upload_ids(pos, {s.B, s.T}, "pos");
   Tensor xt = fx.upload(x, DType::F64, {s.B, s.T, s.width()}, "x");
@@ -90,14 +85,14 @@ TEST_CASE("rope_backward matches float64 finite differences") {
     copy_tensor(y, xt);
     fx.backend->rope_forward(y, p, s.NH, s.NKV, s.HS, 10000.0f);
     double l = 0;
-    for (int64_t i = 0; i < s.numel(); ++i) l += w[size_t(i)] * y.ptr<double>()[i];
+    for (int64_t i = 0; i < s.qkv_numel(); ++i) l += w[size_t(i)] * y.ptr<double>()[i];
     return l;
   };
   Tensor g = fx.upload(w, DType::F64, {s.B, s.T, s.width()}, "dqkv");
   fx.backend->rope_backward(g, p, s.NH, s.NKV, s.HS, 10000.0f);
-  std::vector<float> got(size_t(s.numel())), want(size_t(s.numel()));
+  std::vector<float> got(size_t(s.qkv_numel())), want(size_t(s.qkv_numel()));
   const double eps = 1e-3;
-  for (int64_t i = 0; i < s.numel(); ++i) {
+  for (int64_t i = 0; i < s.qkv_numel(); ++i) {
     double* xi = xt.ptr<double>() + i;
     const double x0 = *xi;
     *xi = x0 + eps;
@@ -116,7 +111,7 @@ TEST_CASE("rope CUDA vs CPU") {
   if (!gpu) return;
   const Shape s{2, 7, 4, 2, 64};
   BackendFixture cpu(DeviceKind::CPU, Precision::F32);
-  const auto x = randn(size_t(s.numel()), 41);
+  const auto x = randn(size_t(s.qkv_numel()), 41);
   const auto pos = randint(size_t(s.B * s.T), 42, 0, 2000);
   Tensor qc = cpu.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv");
   Tensor qg = gpu->upload(x, DType::BF16, {s.B, s.T, s.width()}, "qkv");
