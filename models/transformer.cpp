@@ -349,6 +349,22 @@ Tensor Transformer::gradient(const std::string& name) const {
   return grads_[it->second];
 }
 
+// gradient(name) checks that the model is trained and has the parameter.
+Tensor Transformer::master_parameter(const std::string& name) const {
+  gradient(name);
+  return master_.empty() ? Tensor{} : master_[index_.at(name)];
+}
+
+Tensor Transformer::adam_m(const std::string& name) const {
+  gradient(name);
+  return adam_m_[index_.at(name)];
+}
+
+Tensor Transformer::adam_v(const std::string& name) const {
+  gradient(name);
+  return adam_v_[index_.at(name)];
+}
+
 void Transformer::set_parameter(const std::string& name, const std::vector<float>& values) {
   const size_t i = index_.count(name) ? index_.at(name) : size_t(-1);
   PPO_ASSERT(i != size_t(-1), owner_, ": no parameter named '", name, "'");

@@ -86,6 +86,11 @@ class Transformer {
   const std::vector<std::string>& parameter_names() const { return names_; }
   Tensor parameter(const std::string& name) const;
   Tensor gradient(const std::string& name) const;  // trained models only
+  // Training state, for checkpoints (trained models only): the f32 master copy (empty when the
+  // weights are their own master, as on the CPU) and the AdamW moments m, v (grad dtype).
+  Tensor master_parameter(const std::string& name) const;
+  Tensor adam_m(const std::string& name) const;
+  Tensor adam_v(const std::string& name) const;
   // Host values (f32) in and out; set_parameter also sets the f32 master copy when there is one.
   void set_parameter(const std::string& name, const std::vector<float>& values);
   std::vector<float> get_parameter(const std::string& name);

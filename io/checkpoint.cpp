@@ -1,0 +1,237 @@
+#include "io/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include "engine/device_memory.h"
+#include "engine/error.h"
+#include "io/hf_checkpoint.h"
+#include "io/safetensors.h"
+
+namespace ppo::io {
+namespace fs = std::filesystem;
+namespace {
+
+// fsync of a directory, so that renames inside it survive a crash.
+void sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  PPO_ASSERT(fd >= 0, dir, ": cannot open the directory to fsync it: ", std::strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  PPO_ASSERT(rc == 0, dir, ": fsync failed: ", std::strerror(errno));
+}
+
+// Writes `text` to `path` and fsyncs it (no rename: callers write inside a temporary directory,
+// or rename themselves).
+void write_synced(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  PPO_ASSERT(fd >= 0, path, ": cannot create: ", std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const std::string reason = std::strerror(errno);
+      ::close(fd);
+      PPO_FAIL(path, ": write failed: ", reason);
+    }
+    done += size_t(w);
+  }
+  const bool ok = ::fsync(fd) == 0;
+  PPO_ASSERT(::close(fd) == 0 && ok, path, ": fsync/close failed: ", std::strerror(errno));
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  PPO_ASSERT(in.good(), path, ": cannot open (missing checkpoint file?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A host copy of a tensor's bytes (any device) that a safetensors writer can take.
+struct HostCopy {
+  std::string name;
+  std::vector<uint8_t> bytes;
+  Tensor view;
+};
+
+HostCopy host_copy(const std::string& name, const Tensor& t) {
+  HostCopy h{name, std::vector<uint8_t>(t.bytes()), t};
+  copy_bytes(h.bytes.data(), DeviceKind::CPU, t.data, t.device, t.bytes());
+  h.view.data = h.bytes.data();
+  h.view.device = DeviceKind::CPU;
+  return h;
+}
+
+// The tensors of one model's file: name in the file -> the model's tensor.
+std::vector<std::pair<std::string, Tensor>> model_tensors(const Transformer& m) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  const bool trained = m.spec().training == Training::Trained;
+  for (const std::string& n : m.parameter_names()) {
+    out.emplace_back("weight." + n, m.parameter(n));
+    if (!trained) continue;
+    if (!m.master_parameter(n).empty()) out.emplace_back("master." + n, m.master_parameter(n));
+    out.emplace_back("adam_m." + n, m.adam_m(n));
+    out.emplace_back("adam_v." + n, m.adam_v(n));
+  }
+  return out;
+}
+
+void save_model(const std::string& path, const Transformer& m) {
+  std::vector<HostCopy> copies;
+  for (const auto& [name, t] : model_tensors(m)) copies.push_back(host_copy(name, t));
+  std::vector<NamedTensor> tensors;
+  for (const HostCopy& c : copies) tensors.push_back({c.name, c.view});
+  write_safetensors(path, tensors, {{"config", m.config().to_json().dump()}, {"heads", heads_name(m.spec().heads)}});
+}
+
+std::string metadata(const SafetensorsFile& f, const char* key) {
+  auto it = f.metadata().find(key);
+  PPO_ASSERT(it != f.metadata().end(), f.path(), ": metadata '", key, "' missing");
+  return it->second;
+}
+
+ModelConfig config_of(const SafetensorsFile& f) {
+  try {
+    return ModelConfig::from_json(nlohmann::json::parse(metadata(f, "config")), f.path() + ": metadata 'config'");
+  } catch (const nlohmann::json::exception& e) {
+    PPO_FAIL(f.path(), ": metadata 'config' is not JSON: ", e.what());
+  }
+}
+
+std::string model_file(const std::string& step_dir, const std::string& owner) {
+  const std::string path = step_dir + "/" + owner + ".safetensors";
+  PPO_ASSERT(fs::exists(path), path, ": missing (no checkpoint of model '", owner, "')");
+  return path;
+}
+
+void load_model(const std::string& path, Transformer& m) {
+  const SafetensorsFile f(path);
+  auto meta = [&](const char* key) { return metadata(f, key); };
+  const ModelConfig config = config_of(f);
+  PPO_ASSERT(config.to_json() == m.config().to_json(), path, ": the checkpoint's config ", config.to_json().dump(),
+             " is not model '", m.owner(), "''s ", m.config().to_json().dump());
+  PPO_ASSERT(heads_from_name(meta("heads"), path + ": metadata 'heads'") == m.spec().heads, path, ": heads '",
+             meta("heads"), "' differ from model '", m.owner(), "''s '", heads_name(m.spec().heads), "'");
+  const auto tensors = model_tensors(m);
+  for (const auto& [name, t] : tensors) {
+    PPO_ASSERT(f.contains(name), path, ": missing tensor '", name, "'");
+    const SafetensorsEntry& e = f.entry(name);
+    PPO_ASSERT(e.shape == std::vector<int64_t>(t.shape, t.shape + t.ndim), path, ": tensor '", name,
+               "' has the wrong shape for ", t.shape_str());
+    PPO_ASSERT(default_engine_dtype(e.dtype) == t.dtype, path, ": tensor '", name, "' has dtype ", e.dtype,
+               ", the model needs ", t.shape_str(), " (resume with the precision that saved it)");
+    HostTensor h = f.load(name);
+    copy_tensor(t, h.view());
+  }
+  PPO_ASSERT(f.entries().size() == tensors.size(), path, ": holds ", f.entries().size(), " tensors, model '",
+             m.owner(), "' has ", tensors.size());
+}
+
+}  // namespace
+
+const char* heads_name(Heads heads) {
+  switch (heads) {
+    case Heads::LM: return "lm";
+    case Heads::Scalar: return "scalar";
+    case Heads::LMAndScalar: return "lm+scalar";
+  }
+  return "?";
+}
+
+Heads heads_from_name(const std::string& name, const std::string& where) {
+  for (Heads h : {Heads::LM, Heads::Scalar, Heads::LMAndScalar})
+    if (name == heads_name(h)) return h;
+  PPO_FAIL(where, ": '", name, "' is not lm, scalar or lm+scalar");
+}
+
+void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<std::string, Transformer*>& models,
+                     const nlohmann::json& state) {
+  PPO_ASSERT(step >= 0, run_dir, ": checkpoint step ", step, " must be >= 0");
+  const std::string name = "step_" + std::to_string(step), final_dir = run_dir + "/" + name;
+  const std::string tmp = run_dir + "/.tmp_" + name;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  PPO_ASSERT(!ec, run_dir, ": cannot create: ", ec.message());
+  // Leftovers of an interrupted save are never what `latest` names: remove them.
+  for (const auto& entry : fs::directory_iterator(run_dir))
+    if (entry.path().filename().string().rfind(".tmp_", 0) == 0) fs::remove_all(entry.path());
+  if (fs::exists(final_dir)) {
+    // A step directory that `latest` does not name is the orphan of a save interrupted before
+    // `latest` moved (a resumed run reaches this step again): replace it.
+    const bool is_latest = fs::exists(run_dir + "/latest") && read_text(run_dir + "/latest") == name + "\n";
+    PPO_ASSERT(!is_latest, final_dir, ": already saved and named by ", run_dir, "/latest");
+    fs::remove_all(final_dir);
+  }
+  fs::create_directory(tmp, ec);
+  PPO_ASSERT(!ec, tmp, ": cannot create: ", ec.message());
+  for (const auto& [owner, model] : models) {
+    PPO_ASSERT(model != nullptr, run_dir, ": model '", owner, "' is null");
+    save_model(tmp + "/" + owner + ".safetensors", *model);
+  }
+  write_synced(tmp + "/state.json", state.dump(1) + "\n");
+  sync_directory(tmp);
+  fs::rename(tmp, final_dir, ec);
+  PPO_ASSERT(!ec, final_dir, ": rename from ", tmp, " failed: ", ec.message());
+  sync_directory(run_dir);
+  write_synced(run_dir + "/latest.tmp", name + "\n");
+  fs::rename(run_dir + "/latest.tmp", run_dir + "/latest", ec);
+  PPO_ASSERT(!ec, run_dir, "/latest: rename failed: ", ec.message());
+  sync_directory(run_dir);
+}
+
+std::string checkpoint_step_dir(const std::string& path) {
+  if (fs::exists(path + "/state.json")) return path;
+  const std::string latest = path + "/latest";
+  PPO_ASSERT(fs::exists(latest), path, ": neither a checkpoint step directory (state.json) nor a run directory (latest)");
+  std::string name = read_text(latest);
+  PPO_ASSERT(!name.empty() && name.back() == '\n' && name.rfind("step_", 0) == 0 && name.find('/') == std::string::npos,
+             latest, ": corrupt (expected 'step_<n>' and a newline, got '", name, "')");
+  name.pop_back();
+  const std::string dir = path + "/" + name;
+  PPO_ASSERT(fs::exists(dir + "/state.json"), latest, ": names ", dir, ", which holds no state.json");
+  return dir;
+}
+
+nlohmann::json load_checkpoint(const std::string& path, const std::map<std::string, Transformer*>& models) {
+  const std::string dir = checkpoint_step_dir(path);
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_text(dir + "/state.json"));
+  } catch (const nlohmann::json::exception& e) {
+    PPO_FAIL(dir, "/state.json: corrupt JSON: ", e.what());
+  }
+  for (const auto& [owner, model] : models) {
+    PPO_ASSERT(model != nullptr, dir, ": model '", owner, "' is null");
+    load_model(model_file(dir, owner), *model);
+  }
+  return state;
+}
+
+Heads checkpoint_heads(const std::string& checkpoint, const std::string& owner) {
+  const SafetensorsFile f(model_file(checkpoint_step_dir(checkpoint), owner));
+  return heads_from_name(metadata(f, "heads"), f.path() + ": metadata 'heads'");
+}
+
+void export_checkpoint_to_hf(const std::string& checkpoint, const std::string& owner, const std::string& out_dir,
+                             Heads heads, int64_t pad_token_id) {
+  const SafetensorsFile f(model_file(checkpoint_step_dir(checkpoint), owner));
+  const Heads saved = heads_from_name(metadata(f, "heads"), f.path() + ": metadata 'heads'");
+  PPO_ASSERT(heads != Heads::LMAndScalar && (saved == heads || saved == Heads::LMAndScalar), f.path(), ": model '",
+             owner, "' has heads '", heads_name(saved), "'; it cannot be exported as '", heads_name(heads), "'");
+  write_hf_checkpoint(out_dir, config_of(f), heads, [&](const std::string& name) {
+    const std::string stored = f.contains("master." + name) ? "master." + name : "weight." + name;
+    PPO_ASSERT(f.contains(stored), f.path(), ": missing tensor '", stored, "'");
+    HostTensor t = f.load(stored, DType::F32);
+    const float* p = reinterpret_cast<const float*>(t.bytes.data());
+    return std::vector<float>(p, p + t.numel());
+  }, pad_token_id);
+}
+
+}  // namespace ppo::io

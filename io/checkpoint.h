@@ -1,0 +1,45 @@
+// Training-state checkpoints for resume. A run directory holds
+//   step_<n>/<owner>.safetensors   per model: "weight.<name>" (the working weights in their dtype),
+//                                  "master.<name>" (f32, when the model keeps a master copy),
+//                                  "adam_m.<name>", "adam_v.<name>" (trained models); metadata
+//                                  "config" (ModelConfig JSON), "heads" ("lm", "scalar", "lm+scalar")
+//   step_<n>/state.json            the caller's JSON (step, data position, RNG, KL controller, ...)
+//   latest                         the name of the newest complete step directory
+// Saving is atomic: everything is written into a temporary directory (.tmp_step_<n>), each file
+// fsync'ed, the directory renamed to step_<n> and fsync'ed, then `latest` replaced by rename; a
+// kill at any moment leaves `latest` naming a complete checkpoint (a leftover temporary directory
+// is ignored by load and removed by the next save). Loading restores every tensor bit-exactly
+// (same precision) and returns the state JSON; missing or corrupt files, a config that is not the
+// model's, and missing or misshapen tensors are errors naming the file (and tensor).
+#pragma once
+#include <map>
+#include <string>
+#include <nlohmann/json.hpp>
+#include "models/transformer.h"
+
+namespace ppo::io {
+
+// Writes run_dir/step_<step>/ (one <key>.safetensors per entry of `models`, keyed by owner) and
+// points run_dir/latest at it. Creates run_dir.
+void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<std::string, Transformer*>& models,
+                     const nlohmann::json& state);
+
+// The step directory a path names: run_dir/<contents of latest>, or `path` itself when it is a
+// step directory (holds state.json).
+std::string checkpoint_step_dir(const std::string& path);
+
+// Restores every model of `models` from the checkpoint `path` names (checkpoint_step_dir) and
+// returns its state JSON.
+nlohmann::json load_checkpoint(const std::string& path, const std::map<std::string, Transformer*>& models);
+
+// Writes model `owner` of a checkpoint as a Hugging Face directory (io/hf_checkpoint.h): its f32
+// master values (or its weights), as `heads` (LM or Scalar; a model with both heads picks one).
+void export_checkpoint_to_hf(const std::string& checkpoint, const std::string& owner, const std::string& out_dir,
+                             Heads heads, int64_t pad_token_id = -1);
+// The heads of model `owner` in a checkpoint.
+Heads checkpoint_heads(const std::string& checkpoint, const std::string& owner);
+
+const char* heads_name(Heads heads);  // "lm", "scalar", "lm+scalar"
+Heads heads_from_name(const std::string& name, const std::string& where);
+
+}  // namespace ppo::io

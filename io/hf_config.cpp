@@ -1,0 +1,271 @@
+#include "io/hf_config.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include "engine/error.h"
+
+namespace ppo::io {
+namespace {
+
+using nlohmann::json;
+
+bool has(const json& j, const char* field) { return j.contains(field) && !j.at(field).is_null(); }
+
+int64_t read_int(const json& j, const std::string& where, const char* field, int64_t fallback, bool required) {
+  if (!has(j, field)) {
+    PPO_ASSERT(!required, where, ": missing field '", field, "'");
+    return fallback;
+  }
+  const json& v = j.at(field);
+  PPO_ASSERT(v.is_number_integer(), where, ": field '", field, "' must be an integer, got ", v.dump());
+  const int64_t n = v.get<int64_t>();
+  PPO_ASSERT(n > 0, where, ": field '", field, "' = ", n, " must be positive");
+  return n;
+}
+
+float read_float(const json& j, const std::string& where, const char* field, float fallback) {
+  if (!has(j, field)) return fallback;
+  const json& v = j.at(field);
+  PPO_ASSERT(v.is_number(), where, ": field '", field, "' must be a number, got ", v.dump());
+  const double x = v.get<double>();
+  PPO_ASSERT(std::isfinite(x) && x > 0, where, ": field '", field, "' = ", x, " must be positive");
+  return float(x);
+}
+
+bool read_bool(const json& j, const std::string& where, const char* field, bool fallback) {
+  if (!has(j, field)) return fallback;
+  const json& v = j.at(field);
+  PPO_ASSERT(v.is_boolean(), where, ": field '", field, "' must be true or false, got ", v.dump());
+  return v.get<bool>();
+}
+
+std::string read_string(const json& j, const std::string& where, const char* field, const std::string& fallback) {
+  if (!has(j, field)) return fallback;
+  const json& v = j.at(field);
+  PPO_ASSERT(v.is_string(), where, ": field '", field, "' must be a string, got ", v.dump());
+  return v.get<std::string>();
+}
+
+// A field that must hold `expected` (or be absent) because the engine implements only that.
+void require_value(const json& j, const std::string& where, const char* field, const json& expected, const char* why) {
+  if (!has(j, field)) return;
+  PPO_ASSERT(j.at(field) == expected, where, ": field '", field, "' = ", j.at(field).dump(), " is not supported (",
+             why, "; the engine needs ", expected.dump(), ")");
+}
+
+// RoPE: theta from the top level (transformers 4) or rope_parameters (transformers 5); any
+// scaling (rope_scaling, or a rope_type other than "default") is unsupported.
+float read_rope_theta(const json& j, const std::string& where) {
+  float theta = read_float(j, where, "rope_theta", 10000.0f);
+  for (const char* field : {"rope_scaling", "rope_parameters"}) {
+    if (!has(j, field)) continue;
+    const json& r = j.at(field);
+    PPO_ASSERT(r.is_object(), where, ": field '", field, "' must be an object, got ", r.dump());
+    const std::string type = r.contains("rope_type") ? r.at("rope_type").dump() : r.contains("type") ? r.at("type").dump() : "";
+    PPO_ASSERT(type.empty() || type == "\"default\"", where, ": field '", field, "' has rope type ", type,
+               ": RoPE scaling is not supported (only the default rotary embedding)");
+    PPO_ASSERT(std::string(field) != "rope_scaling" || type == "\"default\"", where, ": field 'rope_scaling' = ",
+               r.dump(), " is not supported (only the default rotary embedding)");
+    if (r.contains("rope_theta")) theta = read_float(r, where + ": field '" + field + "'", "rope_theta", theta);
+  }
+  return theta;
+}
+
+// Sequence classifiers: num_labels (explicit, or the size of id2label; transformers' default is 2).
+void require_one_label(const json& j, const std::string& where) {
+  int64_t labels = 2;
+  const char* field = "num_labels";
+  if (has(j, "num_labels")) {
+    labels = read_int(j, where, "num_labels", 2, true);
+  } else if (has(j, "id2label")) {
+    PPO_ASSERT(j.at("id2label").is_object(), where, ": field 'id2label' must be an object");
+    labels = int64_t(j.at("id2label").size());
+    field = "id2label";
+  }
+  PPO_ASSERT(labels == 1, where, ": field '", field, "' gives num_labels = ", labels,
+             "; a reward/value model needs exactly one label (a scalar score)");
+}
+
+HfModelConfig parse_gpt2(const json& j, const std::string& where) {
+  HfModelConfig h;
+  ModelConfig& c = h.config;
+  c.arch = Arch::GPT2;
+  c.n_layer = read_int(j, where, "n_layer", 0, true);
+  c.n_head = read_int(j, where, "n_head", 0, true);
+  c.n_kv_head = c.n_head;
+  c.d_model = read_int(j, where, "n_embd", 0, true);
+  c.d_ff = read_int(j, where, "n_inner", 4 * c.d_model, false);  // null -> 4 * n_embd
+  c.vocab_size = read_int(j, where, "vocab_size", 0, true);
+  c.max_seq_len = read_int(j, where, "n_positions", 0, true);
+  c.norm_eps = read_float(j, where, "layer_norm_epsilon", 1e-5f);
+  c.tied_embeddings = true;
+  c.qkv_bias = true;
+  const std::string act = read_string(j, where, "activation_function", "gelu_new");
+  PPO_ASSERT(act == "gelu_new" || act == "gelu_pytorch_tanh", where, ": field 'activation_function' = \"", act,
+             "\" is not supported (the engine's GELU is the tanh approximation: gelu_new)");
+  PPO_ASSERT(read_bool(j, where, "tie_word_embeddings", true), where,
+             ": field 'tie_word_embeddings' = false is not supported for gpt2 (the engine ties the LM head to wte)");
+  require_value(j, where, "scale_attn_weights", true, "attention scores are scaled by 1/sqrt(head size)");
+  require_value(j, where, "scale_attn_by_inverse_layer_idx", false, "no per-layer attention scaling");
+  require_value(j, where, "add_cross_attention", false, "decoder-only");
+  return h;
+}
+
+HfModelConfig parse_llama_family(const json& j, const std::string& where, HfFamily family) {
+  HfModelConfig h;
+  ModelConfig& c = h.config;
+  c.arch = Arch::Llama;
+  c.n_layer = read_int(j, where, "num_hidden_layers", 0, true);
+  c.n_head = read_int(j, where, "num_attention_heads", 0, true);
+  c.n_kv_head = read_int(j, where, "num_key_value_heads", c.n_head, false);
+  c.d_model = read_int(j, where, "hidden_size", 0, true);
+  c.d_ff = read_int(j, where, "intermediate_size", 0, true);
+  c.vocab_size = read_int(j, where, "vocab_size", 0, true);
+  c.max_seq_len = read_int(j, where, "max_position_embeddings", 0, true);
+  c.norm_eps = read_float(j, where, "rms_norm_eps", 1e-6f);
+  c.rope_theta = read_rope_theta(j, where);
+  c.tied_embeddings = read_bool(j, where, "tie_word_embeddings", false);
+  c.qkv_bias = family == HfFamily::Qwen2;
+  PPO_ASSERT(c.d_model % c.n_head == 0, where, ": field 'num_attention_heads' = ", c.n_head,
+             " does not divide hidden_size = ", c.d_model);
+  require_value(j, where, "head_dim", c.d_model / c.n_head, "head size = hidden_size / num_attention_heads");
+  const std::string act = read_string(j, where, "hidden_act", "silu");
+  PPO_ASSERT(act == "silu", where, ": field 'hidden_act' = \"", act, "\" is not supported (the engine's MLP is SwiGLU: silu)");
+  if (family == HfFamily::Llama) {
+    require_value(j, where, "attention_bias", false, "Llama's attention_bias also adds an o_proj bias");
+    require_value(j, where, "mlp_bias", false, "the MLP has no biases");
+  } else {
+    require_value(j, where, "use_sliding_window", false, "sliding-window attention");
+    if (has(j, "layer_types")) {
+      PPO_ASSERT(j.at("layer_types").is_array(), where, ": field 'layer_types' must be an array");
+      for (const json& t : j.at("layer_types"))
+        PPO_ASSERT(t == "full_attention", where, ": field 'layer_types' holds ", t.dump(),
+                   ", which is not supported (only full_attention; no sliding window)");
+    }
+  }
+  return h;
+}
+
+// The shortest decimal that reads back as `x` (config.json shows 1e-05, not 9.99999974e-06).
+double shortest_decimal(float x) {
+  char text[32];
+  for (int digits = 1; digits <= 9; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, double(x));
+    if (std::strtof(text, nullptr) == x) break;
+  }
+  return std::strtod(text, nullptr);
+}
+
+}  // namespace
+
+HfModelConfig parse_hf_config(const json& j, const std::string& where) {
+  PPO_ASSERT(j.is_object(), where, ": a config.json must be a JSON object");
+  PPO_ASSERT(has(j, "architectures") && j.at("architectures").is_array() && j.at("architectures").size() == 1 &&
+                 j.at("architectures")[0].is_string(),
+             where, ": field 'architectures' must list exactly one model class, got ",
+             has(j, "architectures") ? j.at("architectures").dump() : "nothing");
+  const std::string arch = j.at("architectures")[0].get<std::string>();
+  struct Known {
+    const char* name;
+    HfFamily family;
+    Heads heads;
+    const char* model_type;
+  };
+  static const Known known[] = {
+      {"GPT2LMHeadModel", HfFamily::GPT2, Heads::LM, "gpt2"},
+      {"GPT2ForSequenceClassification", HfFamily::GPT2, Heads::Scalar, "gpt2"},
+      {"LlamaForCausalLM", HfFamily::Llama, Heads::LM, "llama"},
+      {"LlamaForSequenceClassification", HfFamily::Llama, Heads::Scalar, "llama"},
+      {"Qwen2ForCausalLM", HfFamily::Qwen2, Heads::LM, "qwen2"},
+      {"Qwen2ForSequenceClassification", HfFamily::Qwen2, Heads::Scalar, "qwen2"},
+  };
+  const Known* k = nullptr;
+  for (const Known& candidate : known)
+    if (arch == candidate.name) k = &candidate;
+  PPO_ASSERT(k != nullptr, where, ": field 'architectures' = \"", arch,
+             "\" is not supported (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM and their "
+             "*ForSequenceClassification variants)");
+  const std::string model_type = read_string(j, where, "model_type", k->model_type);
+  PPO_ASSERT(model_type == k->model_type, where, ": field 'model_type' = \"", model_type, "\" does not match ",
+             arch, " (\"", k->model_type, "\")");
+  HfModelConfig h = k->family == HfFamily::GPT2 ? parse_gpt2(j, where) : parse_llama_family(j, where, k->family);
+  h.family = k->family;
+  h.heads = k->heads;
+  h.architecture = arch;
+  if (h.heads == Heads::Scalar) require_one_label(j, where);
+  // The engine's own checks (divisibility, even head size, ...), under the engine's field names.
+  h.config = ModelConfig::from_json(h.config.to_json(), where + " (as the engine config)");
+  return h;
+}
+
+HfModelConfig read_hf_config(const std::string& path) {
+  struct stat st;
+  const bool dir = ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  const std::string file = dir ? path + "/config.json" : path;
+  std::ifstream in(file);
+  PPO_ASSERT(in.good(), file, ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    PPO_FAIL(file, ": invalid JSON: ", e.what());
+  }
+  return parse_hf_config(j, file);
+}
+
+json hf_config_json(const ModelConfig& c, Heads heads, int64_t pad_token_id) {
+  PPO_ASSERT(heads != Heads::LMAndScalar, "hf_config_json: a model with both an LM and a scalar head has no "
+             "Hugging Face class; export the LM and the scalar model separately");
+  const bool lm = heads == Heads::LM;
+  json j;
+  if (c.arch == Arch::GPT2) {
+    j = {{"architectures", {lm ? "GPT2LMHeadModel" : "GPT2ForSequenceClassification"}},
+         {"model_type", "gpt2"},
+         {"vocab_size", c.vocab_size},
+         {"n_positions", c.max_seq_len},
+         {"n_embd", c.d_model},
+         {"n_layer", c.n_layer},
+         {"n_head", c.n_head},
+         {"n_inner", c.d_ff},
+         {"activation_function", "gelu_new"},
+         {"layer_norm_epsilon", shortest_decimal(c.norm_eps)},
+         {"resid_pdrop", 0.0},
+         {"embd_pdrop", 0.0},
+         {"attn_pdrop", 0.0},
+         {"tie_word_embeddings", true}};
+  } else {
+    const bool qwen2 = c.qkv_bias;
+    const std::string family = qwen2 ? "Qwen2" : "Llama";
+    j = {{"architectures", {family + (lm ? "ForCausalLM" : "ForSequenceClassification")}},
+         {"model_type", qwen2 ? "qwen2" : "llama"},
+         {"vocab_size", c.vocab_size},
+         {"hidden_size", c.d_model},
+         {"intermediate_size", c.d_ff},
+         {"num_hidden_layers", c.n_layer},
+         {"num_attention_heads", c.n_head},
+         {"num_key_value_heads", c.n_kv_head},
+         {"head_dim", c.head_size()},
+         {"max_position_embeddings", c.max_seq_len},
+         {"rms_norm_eps", shortest_decimal(c.norm_eps)},
+         {"rope_theta", shortest_decimal(c.rope_theta)},
+         {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", shortest_decimal(c.rope_theta)}}},
+         {"hidden_act", "silu"},
+         {"attention_dropout", 0.0},
+         {"tie_word_embeddings", c.tied_embeddings}};
+    if (qwen2) j["use_sliding_window"] = false;
+    else j["attention_bias"] = false, j["mlp_bias"] = false;
+  }
+  if (!lm) {
+    j["id2label"] = {{"0", "LABEL_0"}};
+    j["label2id"] = {{"LABEL_0", 0}};
+  }
+  if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
+  j["dtype"] = "float32";
+  return j;
+}
+
+}  // namespace ppo::io
