@@ -1,5 +1,7 @@
 #include "io/safetensors.h"
 
+#include <filesystem>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -68,22 +70,8 @@ double read_float(const std::string& dtype, const uint8_t* p) {
 std::string errno_text() { return std::strerror(errno); }
 
 std::string directory_of(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-bool is_directory(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-bool file_exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return dir.empty() ? "." : dir;
 }
 
 // Parses and checks one header entry; `where` names the file and tensor.
@@ -287,14 +275,14 @@ HostTensor SafetensorsFile::load(const std::string& name, DType dtype) const {
 
 SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
   std::string file = path;
-  if (is_directory(path)) {
+  if (std::filesystem::is_directory(path)) {
     file = path + "/model.safetensors.index.json";
-    if (!file_exists(file)) file = path + "/model.safetensors";
-    if (!file_exists(file))
+    if (!std::filesystem::is_regular_file(file)) file = path + "/model.safetensors";
+    if (!std::filesystem::is_regular_file(file))
       PPO_FAIL(path, ": holds neither model.safetensors.index.json nor model.safetensors");
   }
   where_ = file;
-  if (!ends_with(file, ".json")) {
+  if (std::filesystem::path(file).extension() != ".json") {
     shards_.push_back(std::make_unique<SafetensorsFile>(file));
     for (const auto& [name, e] : shards_[0]->entries()) shard_of_[name] = 0;
     return;

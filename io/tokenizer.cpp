@@ -1,8 +1,9 @@
 #include "io/tokenizer.h"
 
+#include <filesystem>
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
-#include <sys/stat.h>
 #include <utf8proc.h>
 
 #include <array>
@@ -71,16 +72,6 @@ json read_json(const std::string& path) {
   } catch (const json::exception& e) {
     PPO_FAIL(path, ": not valid JSON: ", e.what());
   }
-}
-
-bool file_exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool is_directory(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 // A JSON field that must be absent, null, false or equal to `expected`; else the feature is unsupported.
@@ -353,9 +344,9 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::load(const std::string& path) {
-  if (!is_directory(path)) return from_hf_json(path);
-  if (file_exists(path + "/tokenizer.json")) return from_hf_json(path + "/tokenizer.json");
-  if (file_exists(path + "/encoder.json") && file_exists(path + "/vocab.bpe"))
+  if (!std::filesystem::is_directory(path)) return from_hf_json(path);
+  if (std::filesystem::is_regular_file(path + "/tokenizer.json")) return from_hf_json(path + "/tokenizer.json");
+  if (std::filesystem::is_regular_file(path + "/encoder.json") && std::filesystem::is_regular_file(path + "/vocab.bpe"))
     return from_gpt2_files(path + "/encoder.json", path + "/vocab.bpe");
   PPO_FAIL(path, ": holds neither tokenizer.json nor encoder.json + vocab.bpe");
 }
