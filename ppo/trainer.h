@@ -139,6 +139,7 @@ class PpoTrainer {
   int64_t optimizer_steps_done() const { return optimizer_step_; }
   const std::vector<MetricsRow>& metrics() const { return metrics_; }
   const PhaseTimes& last_phase_times() const { return times_; }
+  ExperienceBuffers& buffers() { return *buffers_; }  // the run's experience region (ppo/experience.h)
 
  private:
   std::vector<std::vector<int32_t>> next_prompts();
