@@ -3,7 +3,8 @@
 // the arena table, per-phase wall time (the backend synchronized before every clock read),
 // response tokens/s, model TFLOP/s per phase and, on a GPU with a known peak, MFU; --json writes
 // the same with the peer's phase names (generate, reference, reward, value, advantages, train,
-// total; subphases generate/sampling and generate/old_logp).
+// total; subphases generate/sampling and generate/old_logp). --trace DIR dumps the first (warm-up)
+// step's tensors with the peer's names (ppo/trace.h).
 //
 // FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
 // but the embedding lookups; a tied LM head counts once more); 2 N per token for forward-only
@@ -33,6 +34,7 @@ struct BenchOptions {
   int64_t steps = 3, warmup = 1;
   bool fixed_response_length = false;
   std::string json;
+  std::string trace;
   double peak_tflops = 0;
 };
 
@@ -72,6 +74,7 @@ void run_bench(const BenchOptions& o) {
   TrainerOptions opt;
   opt.prompts = PromptSource::token_ids(std::move(prompts));
   opt.fixed_response_length = o.fixed_response_length;
+  opt.trace_dir = o.trace;
   PpoTrainer trainer(cfg, opt);
   const bool cuda = trainer.backend().device() == DeviceKind::CUDA;
   const std::string device = cuda ? cuda_device_name() : "cpu";
@@ -172,6 +175,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--warmup", o->warmup, "untimed PPO steps first (default 1)");
   cmd->add_flag("--fixed-response-length", o->fixed_response_length, "EOS off: every response has response_length tokens");
   cmd->add_option("--json", o->json, "write the report as JSON (the peer's phase names)");
+  cmd->add_option("--trace", o->trace, "write every tensor of the first step to DIR/trace.safetensors (ppo/trace.h)");
   cmd->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (default: 989.4 on H100/H200)");
   cmd->callback([o] { run_bench(*o); });
 }
