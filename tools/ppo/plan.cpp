@@ -7,6 +7,7 @@
 #include <vector>
 #include "engine/device_memory.h"
 #include "models/plan.h"
+#include "ppo/trainer.h"
 #include "tools/ppo/commands.h"
 
 namespace ppo::tools {
@@ -25,7 +26,7 @@ void run_plan(const PlanOptions& o) {
   const Precision precision = cuda ? Precision::BF16 : Precision::F32;
   const std::vector<PlannedModel> models = ppo_models(cfg, "config file '" + o.config + "'");
   const RunShape shape = run_shape(cfg);
-  const ArenaPlan plan = ArenaPlan::make(ppo_regions(models, shape, precision));
+  const ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg, precision));  // what PpoTrainer allocates
 
   std::printf("arena plan for %s (%s): rollout %lld x (%lld prompt + %lld response) tokens, micro-batch %lld, value: %s\n",
               cuda ? "cuda" : "cpu", cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",

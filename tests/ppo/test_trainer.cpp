@@ -1,0 +1,314 @@
+// The PPO loop end to end on tiny models (CPU): the traps of DESIGN.md "The PPO step" (policy ==
+// reference gives ratio 1, KL 0, clipfrac 0; left padding; the reward on the last real token;
+// NaN skips the step with weights untouched), determinism, rollout/scoring alignment, the trace,
+// bad input, and CUDA against CPU (skips without a GPU).
+#include "helpers.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include "io/safetensors.h"
+#include "ppo/demo_task.h"
+#include "ppo/experience.h"
+#include "ppo/trainer.h"
+#include "ppo/update.h"
+
+using namespace ppo;
+using namespace ppo::test;
+
+namespace {
+
+PpoConfig tiny_config(int64_t prompt_length = 7) {
+  PpoConfig c;
+  c.device = DeviceChoice::CPU;
+  c.policy = {{"arch", "gpt2"}, {"n_layer", 2}, {"n_head", 2}, {"d_model", 16}, {"d_ff", 32},
+              {"vocab_size", 44}, {"max_seq_len", 16}};
+  c.rollout_batch_size = 4;
+  c.prompt_length = prompt_length;
+  c.response_length = 6;
+  c.micro_batch_size = 2;
+  c.ppo_epochs = 2;
+  c.num_minibatches = 2;
+  c.temperature = 0.9f;
+  c.learning_rate = 3e-3f;
+  c.value_learning_rate = 3e-3f;
+  c.total_steps = 10;
+  c.derive();
+  return c;
+}
+
+TrainerOptions quiet() {
+  TrainerOptions o;
+  o.print_plan = false;
+  return o;
+}
+
+// Every parameter of a model, concatenated.
+std::vector<float> all_weights(Transformer& m) {
+  std::vector<float> w;
+  for (const auto& [name, v] : PpoTrainer::read_weights(m)) w.insert(w.end(), v.begin(), v.end());
+  return w;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("policy == reference before any update: KL == 0, ratio == 1, clipfrac == 0 exactly") {
+  PpoConfig c = tiny_config();
+  c.ppo_epochs = 1;
+  c.num_minibatches = 1;  // the one minibatch is trained before any optimizer step
+  c.derive();
+  const std::string dir = std::filesystem::temp_directory_path() / "ppo_trainer_trace_test";
+  std::filesystem::remove_all(dir);
+  TrainerOptions o = quiet();
+  o.trace_dir = dir;
+  PpoTrainer trainer(c, o);
+  const MetricsRow row = trainer.step();
+  CHECK(row.get(metric::kKl) == 0.0);
+  CHECK(row.get(metric::kPolicyClipfrac) == 0.0);
+  CHECK(row.get(metric::kRatio) == 1.0);
+  CHECK(row.get(metric::kApproxKl) == 0.0);
+  CHECK(row.get(metric::kSkipped) == 0.0);
+
+  // the trace holds the peer's names; ratio is exactly 1 on valid tokens, KL exactly 0
+  io::SafetensorsFile f(dir + "/trace.safetensors");
+  for (const char* name : {"prompt_ids", "prompt_mask", "response_ids", "response_mask", "old_logp", "ref_logp",
+                           "values", "scores", "kl", "rewards", "advantages", "returns", "epoch0/minibatch_indices",
+                           "epoch0/new_logp", "epoch0/ratio", "epoch0/policy_loss", "epoch0/value_loss"})
+    CHECK_MESSAGE(f.contains(name), name);
+  io::HostTensor ratio = f.load("epoch0/ratio"), kl = f.load("kl"), mask = f.load("response_mask");
+  io::HostTensor idx = f.load("epoch0/minibatch_indices");
+  const float* r = reinterpret_cast<const float*>(ratio.bytes.data());
+  const int32_t* m = reinterpret_cast<const int32_t*>(mask.bytes.data());
+  const int32_t* rows = reinterpret_cast<const int32_t*>(idx.bytes.data());
+  const int64_t R = c.response_length;
+  int64_t valid = 0;
+  for (int64_t i = 0; i < idx.numel(); ++i)
+    for (int64_t t = 0; t < R; ++t)
+      if (m[rows[i] * R + t]) {
+        CHECK(r[i * R + t] == 1.0f);
+        ++valid;
+      }
+  CHECK(valid > 0);
+  const float* k = reinterpret_cast<const float*>(kl.bytes.data());
+  for (int64_t i = 0; i < kl.numel(); ++i) CHECK(k[i] == 0.0f);
+  CHECK(std::filesystem::exists(dir + "/config.json"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("rollout and scoring agree: the sampler's log-probs equal the teacher-forced old log-probs") {
+  // Full vocabulary at the same temperature, over the KV cache vs the training forward: the same
+  // distribution, so only f32 rounding differs (1e-4). A misaligned column or position fails by O(1).
+  PpoTrainer trainer(tiny_config(), quiet());
+  std::vector<std::vector<int32_t>> prompts;
+  DemoTask task(3);
+  for (int b = 0; b < 4; ++b) prompts.push_back(task.prompt(uint64_t(b)));
+  const Experience exp = trainer.make_experience(prompts);
+  int64_t valid = 0;
+  for (size_t i = 0; i < exp.response_mask.size(); ++i)
+    if (exp.response_mask[i]) {
+      CHECK(std::fabs(exp.sampler_logp[i] - exp.old_logp[i]) < 1e-4);
+      ++valid;
+    } else {
+      CHECK(exp.old_logp[i] == 0.0f);
+      CHECK(exp.values[i] == 0.0f);
+    }
+  CHECK(valid > 0);
+}
+
+TEST_CASE("left padding: a left-padded prompt + response gives the unpadded log-probs, values and score") {
+  const std::vector<std::vector<int32_t>> prompts = {{1, 8, 9, 3}, {1, 12, 3, 5}};
+  const std::vector<std::vector<int32_t>> responses = {{9, 8, 2}, {13, 6, 7, 4, 10, 11}};
+  TrainerOptions o = quiet();
+  o.prompts = PromptSource::token_ids(prompts);
+  PpoTrainer padded(tiny_config(7), o);    // 3 pad columns before each prompt
+  PpoTrainer unpadded(tiny_config(4), o);  // none; the same weights (same seed and models)
+  const Experience a = padded.make_experience(prompts, &responses);
+  const Experience b = unpadded.make_experience(prompts, &responses);
+  // Different matmul shapes (T = 13 vs 10) only reorder f32 sums: 1e-5.
+  check_close(a.old_logp, b.old_logp, 1e-5, 1e-5, "old_logp");
+  check_close(a.ref_logp, b.ref_logp, 1e-5, 1e-5, "ref_logp");
+  check_close(a.values, b.values, 1e-5, 1e-5, "values");
+  check_close(a.scores, b.scores, 1e-5, 1e-5, "scores");
+}
+
+TEST_CASE("the score lands on the last real response token; rewards are 0 past it") {
+  PpoConfig c = tiny_config();
+  c.kl_coef = 0.0f;
+  c.derive();
+  TrainerOptions o = quiet();
+  o.reward = [](const std::vector<int32_t>&, const std::vector<int32_t>& response, const std::string& text) {
+    CHECK(!text.empty());
+    return double(response.size());
+  };
+  PpoTrainer trainer(c, o);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 8, 3}, {1, 9, 10, 3}, {1, 4, 3}, {1, 5, 6, 7, 3}};
+  const std::vector<std::vector<int32_t>> responses = {{9, 2}, {11, 12, 13, 14, 15, 16}, {5}, {4, 4, 2}};
+  const Experience e = trainer.make_experience(prompts, &responses);
+  const int64_t R = c.response_length;
+  for (int64_t b = 0; b < 4; ++b) {
+    const int64_t len = int64_t(responses[size_t(b)].size());
+    CHECK(e.scores[size_t(b)] == float(len));
+    for (int64_t t = 0; t < R; ++t) CHECK(e.rewards[size_t(b * R + t)] == (t == len - 1 ? float(len) : 0.0f));
+  }
+  CHECK(e.ended_with_eos == std::vector<uint8_t>{1, 0, 0, 1});
+}
+
+TEST_CASE("two CPU runs with one seed give identical metrics; fixed response length turns EOS off") {
+  for (bool fixed : {false, true}) {
+    std::vector<MetricsRow> rows[2];
+    for (auto& r : rows) {
+      TrainerOptions o = quiet();
+      o.fixed_response_length = fixed;
+      PpoTrainer trainer(tiny_config(), o);
+      r.push_back(trainer.step());
+      r.push_back(trainer.step());
+    }
+    for (size_t s = 0; s < 2; ++s) {
+      for (const auto& [name, value] : rows[0][s].items()) {
+        if (name.rfind("time/", 0) == 0) continue;
+        const double other = rows[1][s].get(name);
+        CHECK_MESSAGE((value == other || (std::isnan(value) && std::isnan(other))), name, ": ", value, " vs ", other);
+      }
+      CHECK(rows[0][s].get(metric::kSkipped) == 0.0);
+      CHECK(std::isfinite(rows[0][s].get(metric::kPolicyLoss)));
+      if (fixed) {
+        CHECK(rows[0][s].get(metric::kResponseLength) == 6.0);
+        CHECK(rows[0][s].get(metric::kNumEos) == 0.0);
+      }
+    }
+    CHECK(rows[0][1].get(metric::kRatio) != 1.0);  // the second step trains a changed policy
+  }
+}
+
+TEST_CASE("the options run: KL as a loss term, value head on the policy, dual clip, entropy bonus, value from the policy") {
+  PpoConfig c = tiny_config();
+  c.kl_in_reward = false;
+  c.kl_estimator = KLEstimator::K3;
+  c.value_model = ValueModelKind::PolicyHead;
+  c.dual_clip = 3.0f;
+  c.entropy_coef = 0.01f;
+  c.adaptive_kl = true;
+  c.min_new_tokens = 2;
+  c.top_k = 10;
+  c.top_p = 0.9f;
+  c.derive();
+  PpoTrainer trainer(c, quiet());
+  CHECK(!trainer.has_separate_value_model());
+  const std::vector<float> before = all_weights(trainer.policy());
+  for (int i = 0; i < 2; ++i) {
+    const MetricsRow row = trainer.step();
+    CHECK(row.get(metric::kSkipped) == 0.0);
+    CHECK(std::isfinite(row.get(metric::kValueLoss)));
+    CHECK(row.get(metric::kResponseLength) >= 2.0);
+  }
+  CHECK(!same_bits(before, all_weights(trainer.policy())));
+
+  c = tiny_config();
+  c.value_init = ValueInit::Policy;
+  c.derive();
+  PpoTrainer from_policy(c, quiet());
+  CHECK(from_policy.value_model().get_parameter("h.0.attn.c_attn.weight") ==
+        from_policy.policy().get_parameter("h.0.attn.c_attn.weight"));
+  CHECK(from_policy.step().get(metric::kSkipped) == 0.0);
+}
+
+TEST_CASE("NaN: a NaN score skips the step and is reported; a NaN in a loss leaves the weights untouched") {
+  TrainerOptions o = quiet();
+  o.reward = [](const std::vector<int32_t>&, const std::vector<int32_t>&, const std::string&) { return double(NAN); };
+  PpoTrainer trainer(tiny_config(), o);
+  const std::vector<float> policy = all_weights(trainer.policy()), value = all_weights(trainer.value_model());
+  const double beta = trainer.kl_controller().coef();
+  CHECK(trainer.step().get(metric::kSkipped) == 1.0);
+  CHECK(same_bits(policy, all_weights(trainer.policy())));
+  CHECK(same_bits(value, all_weights(trainer.value_model())));
+  CHECK(trainer.kl_controller().coef() == beta);
+  CHECK(trainer.optimizer_steps_done() == 0);
+
+  // Straight into the update: one NaN advantage of a valid token makes the policy loss NaN.
+  PpoTrainer clean(tiny_config(), quiet());
+  DemoTask task(5);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int b = 0; b < 4; ++b) prompts.push_back(task.prompt(uint64_t(b)));
+  Experience e = clean.make_experience(prompts);
+  e.advantages[2 * size_t(e.R)] = NAN;  // row 2, its first response token (always valid)
+  const std::vector<float> p0 = all_weights(clean.policy()), v0 = all_weights(clean.value_model());
+  int64_t opt_step = 0;
+  const UpdateStats st = ppo_update(clean.backend(), clean.config(), {&clean.policy(), &clean.value_model()},
+                                    clean.buffers(),
+                                    e, 0, 0.05, opt_step, nullptr);
+  CHECK(st.skipped);
+  CHECK(opt_step == 0);
+  CHECK(same_bits(p0, all_weights(clean.policy())));
+  CHECK(same_bits(v0, all_weights(clean.value_model())));
+}
+
+TEST_CASE("bad input is an error naming what is wrong") {
+  CHECK_THROWS_WITH_AS(PromptSource::token_ids({}), doctest::Contains("empty"), Error);
+  TrainerOptions o = quiet();
+  o.prompts = PromptSource::token_ids({{1, 2, 3}, {}});
+  CHECK_THROWS_WITH_AS(PpoTrainer(tiny_config(), o), doctest::Contains("prompt 1 is empty"), Error);
+  o.prompts = PromptSource::token_ids({{1, 2, 3}, {1, 2, 3, 4, 5, 6, 7, 8}});
+  CHECK_THROWS_WITH_AS(PpoTrainer(tiny_config(), o), doctest::Contains("more than prompt_length"), Error);
+  o.prompts = PromptSource::token_ids({{1, 2, 44}});
+  CHECK_THROWS_WITH_AS(PpoTrainer(tiny_config(), o), doctest::Contains("outside the vocabulary"), Error);
+  // prompt + response longer than the model's context
+  PpoConfig c = tiny_config();
+  c.response_length = 10;
+  c.derive();
+  CHECK_THROWS_WITH_AS(PpoTrainer(c, quiet()), doctest::Contains("max_seq_len"), Error);
+  // a batch the minibatches do not divide
+  c = tiny_config();
+  c.num_minibatches = 3;
+  CHECK_THROWS_WITH_AS(c.derive(), doctest::Contains("num_minibatches"), Error);
+  // a device too small stops before any work, with the plan
+  o = quiet();
+  o.device_memory = 1000;
+  CHECK_THROWS_WITH_AS(PpoTrainer(tiny_config(), o), doctest::Contains("too small"), Error);
+  // forced responses out of range
+  PpoTrainer t(tiny_config(), quiet());
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 3}}, bad = {{99}};
+  CHECK_THROWS_WITH_AS(t.make_experience(prompts, &bad), doctest::Contains("outside the vocabulary"), Error);
+}
+
+TEST_CASE("a finite prompt set is walked in a seeded permutation per pass") {
+  std::vector<std::vector<int32_t>> set;
+  for (int32_t i = 0; i < 5; ++i) set.push_back({1, 4 + i, 3});
+  const PromptSource s = PromptSource::token_ids(set);
+  std::vector<int> seen(5, 0);
+  for (uint64_t i = 0; i < 5; ++i) seen[size_t(s.prompt(i)[1] - 4)]++;
+  CHECK(seen == std::vector<int>(5, 1));
+  CHECK(s.prompt(7) == PromptSource::token_ids(set).prompt(7));
+}
+
+TEST_CASE("CUDA and CPU PPO steps agree on one forced batch") {
+  auto gpu = cuda_backend_or_skip();
+  if (!gpu) return;
+  gpu.reset();
+  const std::vector<std::vector<int32_t>> prompts = {{1, 8, 9, 3}, {1, 12, 3}, {1, 4, 5, 6, 7, 3}, {1, 20, 3}};
+  const std::vector<std::vector<int32_t>> responses = {{9, 8, 2}, {13, 6, 7, 4, 10, 11}, {5}, {21, 2}};
+  Experience e[2];
+  std::vector<float> w[2];
+  int i = 0;
+  for (DeviceChoice d : {DeviceChoice::CPU, DeviceChoice::CUDA}) {
+    PpoConfig c = tiny_config();
+    c.device = d;
+    c.derive();
+    PpoTrainer t(c, quiet());
+    e[i] = t.make_experience(prompts, &responses);
+    int64_t step = 0;
+    ppo_update(t.backend(), t.config(), {&t.policy(), &t.value_model()},
+               t.buffers(), e[i], 0,
+               t.kl_controller().coef(), step, nullptr);
+    w[i] = all_weights(t.policy());
+    ++i;
+  }
+  CHECK(rel_l2(e[1].old_logp, e[0].old_logp) < 1e-2);
+  CHECK(rel_l2(e[1].ref_logp, e[0].ref_logp) < 1e-2);
+  CHECK(rel_l2(e[1].values, e[0].values) < 3e-2);
+  CHECK(rel_l2(e[1].advantages, e[0].advantages) < 5e-2);
+  CHECK(rel_l2(w[1], w[0]) < 1e-2);
+}

@@ -1,0 +1,183 @@
+// `ppo bench`: timed PPO steps of a run config with random weights and random prompts (ids drawn
+// from the seed, never the EOS id, full prompt_length), the engine's side of bench/peers. Prints
+// the arena table, per-phase wall time (the backend synchronized before every clock read),
+// response tokens/s, model TFLOP/s per phase and, on a GPU with a known peak, MFU; --json writes
+// the same with the peer's phase names (generate, reference, reward, value, advantages, train,
+// total; subphases generate/sampling and generate/old_logp). --trace DIR dumps the first (warm-up)
+// step's tensors with the peer's names (ppo/trace.h).
+//
+// FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
+// but the embedding lookups; a tied LM head counts once more); 2 N per token for forward-only
+// passes (generate = sampling + the old-log-prob forward, 2 x 2 N (P+R) per row), 6 N per token for
+// policy + value training, times ppo_epochs.
+#include <cstdio>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+#include <nlohmann/json.hpp>
+#include "engine/device_memory.h"
+#include "engine/philox.h"
+#include "ppo/trainer.h"
+#include "tools/ppo/commands.h"
+
+namespace ppo::tools {
+
+namespace {
+
+struct BenchOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string device = "";
+  int64_t steps = 3, warmup = 1;
+  bool fixed_response_length = false;
+  std::string json;
+  std::string trace;
+  double peak_tflops = 0;
+};
+
+// Matmul parameters of a model (see the header comment).
+double matmul_params(Transformer& m) {
+  double n = 0;
+  for (const std::string& name : m.parameter_names()) {
+    const double numel = double(m.parameter(name).numel());
+    const bool embedding = name == "wte.weight" || name == "wpe.weight" || name == "embed_tokens.weight";
+    if (!embedding) n += numel;
+    if ((name == "wte.weight" || name == "embed_tokens.weight") && m.spec().has_lm() && m.config().tied_embeddings) n += numel;
+  }
+  return n;
+}
+
+void run_bench(const BenchOptions& o) {
+  std::vector<std::string> overrides = o.overrides;
+  if (!o.device.empty()) overrides.push_back("device=" + o.device);
+  PpoConfig cfg = load_config(o.config, overrides);
+  PPO_ASSERT(o.steps >= 1 && o.warmup >= 0, "ppo bench: --steps must be >= 1 and --warmup >= 0");
+  cfg.total_steps = std::max(cfg.total_steps, o.steps + o.warmup);
+  cfg.derive();
+
+  // random prompts: ids in [0, V) without the EOS id (vocab - 1 unless the config names one)
+  const ModelConfig policy_cfg = ModelConfig::from_json(cfg.policy, "config '" + o.config + "': policy");
+  const int64_t V = policy_cfg.vocab_size, B = cfg.rollout_batch_size, P = cfg.prompt_length;
+  const int32_t eos = int32_t(cfg.eos_token_id >= 0 ? cfg.eos_token_id : V - 1);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t i = 0; i < B * (o.steps + o.warmup); ++i) {
+    std::vector<int32_t> p(static_cast<size_t>(P));
+    for (int64_t j = 0; j < P; ++j) {
+      const int32_t id = int32_t(philox_draw(cfg.seed, uint64_t(1) << 42, uint64_t(i * P + j)).v[0] % uint32_t(V - 1));
+      p[size_t(j)] = id >= eos ? id + 1 : id;
+    }
+    prompts.push_back(std::move(p));
+  }
+  TrainerOptions opt;
+  opt.prompts = PromptSource::token_ids(std::move(prompts));
+  opt.fixed_response_length = o.fixed_response_length;
+  opt.trace_dir = o.trace;
+  PpoTrainer trainer(cfg, opt);
+  const bool cuda = trainer.backend().device() == DeviceKind::CUDA;
+  const std::string device = cuda ? cuda_device_name() : "cpu";
+
+  const double n_policy = matmul_params(trainer.policy()), n_reference = matmul_params(trainer.reference());
+  const double n_reward = matmul_params(trainer.reward_model());
+  const double n_value = trainer.has_separate_value_model() ? matmul_params(trainer.value_model()) : 0.0;
+  const double tokens = double(B * cfg.sequence_length);
+  const std::vector<std::string> phases = {"generate", "reference", "reward", "value", "advantages", "train", "total"};
+  std::map<std::string, double> flops = {
+      {"generate", 2 * n_policy * tokens * 2}, {"reference", 2 * n_reference * tokens},
+      {"reward", 2 * n_reward * tokens}, {"value", 2 * n_value * tokens}, {"advantages", 0},
+      {"train", 6 * (n_policy + n_value) * tokens * double(cfg.ppo_epochs)}};
+  flops["total"] = flops["generate"] + flops["reference"] + flops["reward"] + flops["value"] + flops["train"];
+  double peak = o.peak_tflops * 1e12;
+  if (peak == 0 && cuda && (device.find("H100") != std::string::npos || device.find("H200") != std::string::npos))
+    peak = 989.4e12;  // dense bf16 tensor-core peak, SXM
+
+  std::map<std::string, std::vector<double>> seconds;
+  double valid_tokens = 0;
+  MetricsRow last;
+  for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
+    last = trainer.step();
+    const PhaseTimes& t = trainer.last_phase_times();
+    const bool timed = i >= o.warmup;
+    std::printf("step %lld%s: %.1f ms  kl %.4g  score %.4g  vloss %.4g  response_length %.3g\n", (long long)i,
+                timed ? "" : " (warmup)", t.total * 1e3, last.get(metric::kKl), last.get(metric::kScores),
+                last.get(metric::kValueLoss), last.get(metric::kResponseLength));
+    if (!timed) continue;
+    const std::map<std::string, double> s = {
+        {"generate", t.sampling + t.old_logp}, {"reference", t.reference}, {"reward", t.reward}, {"value", t.value},
+        {"advantages", t.advantages}, {"train", t.train}, {"total", t.total},
+        {"generate/sampling", t.sampling}, {"generate/old_logp", t.old_logp}};
+    for (const auto& [k, v] : s) seconds[k].push_back(v);
+    valid_tokens += last.get(metric::kResponseLength) * double(B);
+  }
+  valid_tokens /= double(o.steps);
+  auto mean = [&](const std::string& k) {
+    double s = 0;
+    for (double v : seconds[k]) s += v;
+    return s / double(seconds[k].size());
+  };
+
+  nlohmann::ordered_json report = {{"engine", "ppo-engine"}, {"version", PPO_VERSION}, {"device", device},
+                                   {"dtype", cuda ? "bf16" : "fp32"}, {"fixed_response_length", o.fixed_response_length},
+                                   {"steps", o.steps}, {"warmup", o.warmup}, {"config", cfg.to_json()},
+                                   {"matmul_params", {{"policy", n_policy}, {"reference", n_reference},
+                                                      {"reward", n_reward}, {"value", n_value}}},
+                                   {"arena_bytes", trainer.arena().plan().total_bytes}};
+  std::printf("\n%-20s%10s%7s%12s%8s\n", "phase", "ms", "%", cuda ? "TFLOP/s" : "GFLOP/s", "MFU");
+  const double total = mean("total");
+  for (const std::string& k : {"generate", "reference", "reward", "value", "advantages", "train", "total",
+                               "generate/sampling", "generate/old_logp"}) {
+    const double s = mean(k);
+    nlohmann::ordered_json row = {{"seconds", s}, {"seconds_all", seconds[k]}};
+    std::string rate = "", mfu = "";
+    if (flops.count(k)) {
+      const double f = flops[k], per_s = s > 0 ? f / s : 0;
+      row["flops"] = f;
+      row["tflops_per_s"] = s > 0 ? nlohmann::json(per_s / 1e12) : nlohmann::json(nullptr);
+      row["mfu"] = peak > 0 && s > 0 ? nlohmann::json(per_s / peak) : nlohmann::json(nullptr);
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.2f", cuda ? per_s / 1e12 : per_s / 1e9);
+      rate = buf;
+      if (peak > 0) {
+        std::snprintf(buf, sizeof buf, "%.1f%%", 100 * per_s / peak);
+        mfu = buf;
+      }
+    }
+    report[k.find('/') == std::string::npos ? "phases" : "subphases"][k] = row;
+    std::printf("%-20s%10.1f%7.1f%12s%8s\n", k.c_str(), s * 1e3, total > 0 ? 100 * s / total : 0.0, rate.c_str(), mfu.c_str());
+  }
+  report["response_tokens"] = valid_tokens;
+  report["response_tokens_per_s"] = valid_tokens / total;
+  report["generate_tokens_per_s"] = valid_tokens / mean("generate/sampling");
+  nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : last.items()) metrics[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  report["metrics"] = metrics;
+  std::printf("response tokens/s (valid tokens / step time): %.1f; sampling tokens/s: %.1f\n",
+              double(report["response_tokens_per_s"]), double(report["generate_tokens_per_s"]));
+  if (!cuda) std::printf("train phase: %.2f GFLOP/s achieved (no MFU on the CPU)\n", flops["train"] / mean("train") / 1e9);
+  if (!o.json.empty()) {
+    std::ofstream out(o.json);
+    out << report.dump(2) << "\n";
+    PPO_ASSERT(out.good(), "ppo bench: writing '", o.json, "' failed");
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("bench", "Time PPO steps of a run config (random weights and prompts): per phase, tokens/s, MFU");
+  auto o = std::make_shared<BenchOptions>();
+  cmd->add_option("--config", o->config, "PPO run config (JSON)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--set", o->overrides, "override a config key: key=value (repeatable)");
+  cmd->add_option("--device", o->device, "cpu | cuda | auto (default: the config's)")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--steps", o->steps, "timed PPO steps (default 3)");
+  cmd->add_option("--warmup", o->warmup, "untimed PPO steps first (default 1)");
+  cmd->add_flag("--fixed-response-length", o->fixed_response_length, "EOS off: every response has response_length tokens");
+  cmd->add_option("--json", o->json, "write the report as JSON (the peer's phase names)");
+  cmd->add_option("--trace", o->trace, "write every tensor of the first step to DIR/trace.safetensors (ppo/trace.h)");
+  cmd->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (default: 989.4 on H100/H200)");
+  cmd->callback([o] { run_bench(*o); });
+}
+
+}  // namespace ppo::tools
