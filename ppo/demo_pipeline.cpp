@@ -1,8 +1,14 @@
 #include "ppo/demo_pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include "engine/error.h"
+#include "io/safetensors.h"
+#include "ppo/plot.h"
 
 namespace ppo {
 
@@ -155,7 +161,65 @@ double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t firs
   return sum / double(count);
 }
 
-DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings,
+DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides) {
+  DemoRunConfig c{demo_ppo_config(), DemoSettings()};
+  if (!path.empty()) {
+    std::ifstream in(path);
+    PPO_ASSERT(in.good(), "config file '", path, "' cannot be read");
+    json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    PPO_ASSERT(!j.is_discarded(), "config file '", path, "' is not valid JSON");
+    PPO_ASSERT(j.is_object(), "config file '", path, "': expected a JSON object at the top level");
+    c.settings.update_from_json(j, "config file '" + path + "'");
+    for (const char* section : {"sft", "rm", "demo"}) j.erase(section);
+    c.ppo.update_from_json(j, "config file '" + path + "'");
+  }
+  std::vector<std::string> all_keys = PpoConfig::keys();
+  for (const std::string& k : DemoSettings::keys()) all_keys.push_back(k);
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('=');
+    PPO_ASSERT(eq != std::string::npos && eq > 0, "--set ", o, ": expected key=value");
+    const std::string key = o.substr(0, eq), prefix = key.substr(0, key.find('.'));
+    if (prefix == "sft" || prefix == "rm" || prefix == "demo") {
+      c.settings.set(key, o.substr(eq + 1));
+      continue;
+    }
+    const std::vector<std::string> ppo_keys = PpoConfig::keys();
+    const bool known = prefix == "policy" || prefix == "reward" ||
+                       std::find(ppo_keys.begin(), ppo_keys.end(), key) != ppo_keys.end();
+    PPO_ASSERT(known, "--set ", o, ": unknown key '", key, "'; did you mean '", nearest(key, all_keys), "'?");
+    c.ppo.apply_override(o);
+  }
+  c.ppo.derive();
+  return c;
+}
+
+std::vector<std::string> demo_plot_metrics() {
+  return {metric::kScores, metric::kGoldScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac};
+}
+
+namespace {
+
+// The weights as f32 CPU views with the model's shapes, for the safetensors writer.
+void save_policy(const std::string& dir, const HostWeights& weights, const std::map<std::string, std::vector<int64_t>>& shapes,
+                 const ModelConfig& config) {
+  std::vector<io::NamedTensor> tensors;
+  for (const auto& [name, values] : weights) {
+    Tensor t;
+    t.data = const_cast<float*>(values.data());
+    t.dtype = DType::F32;
+    t.device = DeviceKind::CPU;
+    const std::vector<int64_t>& shape = shapes.at(name);
+    t.ndim = int(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+    tensors.push_back({name, t});
+  }
+  io::write_safetensors(dir + "/policy.safetensors", tensors, {{"format", "pt"}, {"arch", arch_name(config.arch)}});
+  std::ofstream(dir + "/policy_config.json") << config.to_json().dump(2) << "\n";
+}
+
+}  // namespace
+
+DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
                     const std::function<void(const std::string&)>& log) {
   const auto start = std::chrono::steady_clock::now();
   auto say = [&](const std::string& line) {
@@ -194,7 +258,13 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings,
   sft.pad_token_id = DemoTask::kPad;
   SftTrainer sft_trainer(policy, sft);
   const std::vector<SftExample> demos = demo_sft_examples(task, 0, settings.sft_examples);
-  const std::vector<MetricsRow> sft_rows = sft_trainer.train(demos);
+  const bool write = files == DemoFiles::Write;
+  if (write) std::filesystem::create_directories(config.output_dir);
+  auto logger = [&](const char* name) {
+    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, LogMode::Truncate) : nullptr;
+  };
+  std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl");
+  const std::vector<MetricsRow> sft_rows = sft_trainer.train(demos, sft_log.get());
   result.sft_loss = sft_rows.back().get(metric::kSftLoss);
   result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
   const HostWeights sft_weights = policy.weights();
@@ -221,8 +291,9 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings,
     rmc.pad_token_id = DemoTask::kPad;
     RewardTrainer rm_trainer(rm, rmc);
     const uint64_t first_pair = uint64_t(settings.sft_examples);
+    std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl");
     const std::vector<MetricsRow> rm_rows =
-        rm_trainer.train(demo_preference_examples(task, first_pair, settings.rm_pairs, settings.label_noise));
+        rm_trainer.train(demo_preference_examples(task, first_pair, settings.rm_pairs, settings.label_noise), rm_log.get());
     const uint64_t eval_first = kDemoEvalFirst + uint64_t(settings.eval_prompts);
     result.rm_accuracy =
         rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, settings.label_noise)).accuracy;
@@ -235,7 +306,20 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings,
 
   // ---- 3. PPO ----------------------------------------------------------------------------------------
   result.policy = sft_weights;
-  result.final_gold = result.sft_gold;
+  policy.set_weights(result.policy, true);
+  result.final_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+  say(fmt("gold reward on %lld held-out prompts: SFT policy %.3f -> after PPO %.3f", (long long)settings.eval_prompts,
+          result.sft_gold, result.final_gold));
+  if (write) {
+    write_svg(config.output_dir + "/metrics.svg", result.ppo_rows, demo_plot_metrics(),
+              {"ppo train (demo task): proxy and gold reward, KL, entropy, clip fraction", 3, 320, 210});
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const std::string& name : policy.model().parameter_names()) {
+      const Tensor p = policy.model().parameter(name);
+      shapes[name] = std::vector<int64_t>(p.shape, p.shape + p.ndim);
+    }
+    save_policy(config.output_dir, result.policy, shapes, result.policy_config);
+  }
 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

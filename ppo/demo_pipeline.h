@@ -69,8 +69,25 @@ struct DemoResult {
   ModelConfig policy_config;
 };
 
-// Stage reports and progress lines go to `log` (one line each).
-DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings,
+// Defaults (demo_ppo_config(), DemoSettings()), then the JSON file when `path` is not empty (its
+// sections "sft", "rm", "demo" go to the settings, the rest to the PPO config), then each --set
+// key=value (keys "sft.*", "rm.*", "demo.*" to the settings), then PpoConfig::derive(). An unknown
+// key is an error that suggests the nearest valid one.
+struct DemoRunConfig {
+  PpoConfig ppo;
+  DemoSettings settings;
+};
+DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides);
+
+enum class DemoFiles : uint8_t { None, Write };
+// With DemoFiles::Write, config.output_dir receives: metrics.jsonl (a PPO row per step),
+// sft_metrics.jsonl, reward_metrics.jsonl, metrics.svg (proxy reward, gold reward, KL, entropy,
+// clip fraction), policy.safetensors and policy_config.json (the final policy's ModelConfig).
+// Stage reports and the PPO progress line go to `log` (one line each).
+DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
                     const std::function<void(const std::string&)>& log = {});
+
+// The metrics the plot shows.
+std::vector<std::string> demo_plot_metrics();
 
 }  // namespace ppo

@@ -7,5 +7,6 @@ namespace ppo::tools {
 void add_version_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_train_command(CLI::App& app);
 
 }  // namespace ppo::tools

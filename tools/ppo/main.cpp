@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   ppo::tools::add_version_command(app);
   ppo::tools::add_plan_command(app);
   ppo::tools::add_tokenize_command(app);
+  ppo::tools::add_train_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
