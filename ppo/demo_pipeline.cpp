@@ -305,6 +305,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   }
 
   // ---- 3. PPO ----------------------------------------------------------------------------------------
+  std::unique_ptr<MetricsLogger> ppo_log = logger("metrics.jsonl");
   result.policy = sft_weights;
   policy.set_weights(result.policy, true);
   result.final_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
