@@ -801,6 +801,25 @@ void Backend::kl_penalty(Tensor kl, Tensor logp, Tensor ref_logp, Tensor mask, K
   });
 }
 
+void Backend::kl_penalty_backward(Tensor dlogp, Tensor logp, Tensor ref_logp, Tensor mask, KLEstimator estimator,
+                                  float weight) {
+  expect_tokens("kl_penalty_backward", {{"dlogp", &dlogp}, {"logp", &logp}, {"ref_logp", &ref_logp}}, mask, device_,
+                stat_dtype());
+  const int64_t n = mask.numel();
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::kl_penalty_backward(*cuda_, dlogp.ptr<float>(), logp.ptr<float>(), ref_logp.ptr<float>(), mask.ptr<int32_t>(),
+                              n, estimator, weight);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::kl_penalty_backward<F>(dlogp.ptr<F>(), logp.ptr<F>(), ref_logp.ptr<F>(), mask.ptr<int32_t>(), n, estimator,
+                                weight);
+  });
+}
+
 void Backend::gae_reverse_scan(Tensor advantages, Tensor returns, Tensor rewards, Tensor values, Tensor mask,
                                float gamma, float lambda) {
   expect_tokens("gae_reverse_scan",

@@ -188,6 +188,10 @@ class Backend {
   // Per-token KL of policy vs reference, r = ref_logp - logp (0 where mask == 0):
   //   k1 = -r;   k2 = r^2 / 2;   k3 = exp(r) - 1 - r
   void kl_penalty(Tensor kl, Tensor logp, Tensor ref_logp, Tensor mask, KLEstimator estimator);
+  // The KL loss term's gradient (kl_in_reward = false), accumulated into dlogp (+=) on valid tokens:
+  //   dlogp += weight * dKL/dlogp;   k1: 1,  k2: -r,  k3: 1 - exp(r)   (r = ref_logp - logp)
+  void kl_penalty_backward(Tensor dlogp, Tensor logp, Tensor ref_logp, Tensor mask, KLEstimator estimator,
+                           float weight);
   // GAE as a reverse scan over t, per row; valid tokens are mask == 1 (a prefix of each row):
   //   delta_t = r_t + gamma m_{t+1} V_{t+1} - V_t;   A_t = delta_t + gamma lambda m_{t+1} A_{t+1}
   //   returns_t = A_t + V_t;   A, returns = 0 where mask == 0.

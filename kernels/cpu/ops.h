@@ -39,6 +39,7 @@ template <class T> void adamw_update(T* param, const T* grad, T* m, T* v, int64_
 template <class T> double sum_squares(const T* x, int64_t n);
 
 template <class T> void kl_penalty(T* kl, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);
+template <class T> void kl_penalty_backward(T* dlogp, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator, float weight);
 template <class T> void gae_reverse_scan(T* advantages, T* returns, const T* rewards, const T* values, const int32_t* mask, int64_t B, int64_t T_, float gamma, float lambda);
 template <class T> MaskedMoments masked_moments(const T* x, const int32_t* mask, int64_t n);
 template <class T> void masked_affine(T* x, const int32_t* mask, int64_t n, float shift, float scale);

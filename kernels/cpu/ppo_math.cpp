@@ -22,6 +22,22 @@ template <class T> void kl_penalty(T* kl, const T* logp, const T* ref_logp, cons
   }
 }
 
+// dlogp += weight * dKL/dlogp where mask == 1, r = ref_logp - logp:  k1: 1;  k2: -r;  k3: 1 - exp(r)
+template <class T> void kl_penalty_backward(T* dlogp, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator, float weight) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) {
+    if (!mask[i]) continue;
+    const double r = double(ref_logp[i]) - double(logp[i]);
+    double g = 0;
+    switch (estimator) {
+      case KLEstimator::K1: g = 1; break;
+      case KLEstimator::K2: g = -r; break;
+      case KLEstimator::K3: g = -std::expm1(r); break;
+    }
+    dlogp[i] = T(double(dlogp[i]) + double(weight) * g);
+  }
+}
+
 // Per row b, scanning t = T-1 .. 0 with m_T = 0:
 //   delta_t = r_t + gamma m_{t+1} V_{t+1} - V_t;   A_t = delta_t + gamma lambda m_{t+1} A_{t+1}
 //   returns_t = A_t + V_t;   A_t = returns_t = 0 where m_t == 0.
@@ -134,6 +150,7 @@ template <class T> ValueLossSums ppo_value_loss(T* dvalues, const T* values, con
 }
 
 PPO_CPU_INSTANTIATE(kl_penalty)
+PPO_CPU_INSTANTIATE(kl_penalty_backward)
 PPO_CPU_INSTANTIATE(gae_reverse_scan)
 PPO_CPU_INSTANTIATE(masked_moments)
 PPO_CPU_INSTANTIATE(masked_affine)

@@ -37,6 +37,7 @@ void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* gra
 double sum_squares(CudaContext& ctx, const float* x, int64_t n);
 
 void kl_penalty(CudaContext& ctx, float* kl, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);
+void kl_penalty_backward(CudaContext& ctx, float* dlogp, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator, float weight);
 void gae_reverse_scan(CudaContext& ctx, float* advantages, float* returns, const float* rewards, const float* values, const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda);
 MaskedMoments masked_moments(CudaContext& ctx, const float* x, const int32_t* mask, int64_t n);
 void masked_affine(CudaContext& ctx, float* x, const int32_t* mask, int64_t n, float shift, float scale);

@@ -27,6 +27,22 @@ __global__ void kl_penalty_kernel(float* kl, const float* logp, const float* ref
   }
 }
 
+// dlogp += weight * dKL/dlogp where mask == 1, r = ref_logp - logp:  k1: 1;  k2: -r;  k3: 1 - exp(r)
+__global__ void kl_penalty_backward_kernel(float* dlogp, const float* logp, const float* ref_logp, const int32_t* mask,
+                                           int64_t n, KLEstimator estimator, float weight) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (!mask[i]) continue;
+    const float r = ref_logp[i] - logp[i];
+    float g = 0.0f;
+    switch (estimator) {
+      case KLEstimator::K1: g = 1.0f; break;
+      case KLEstimator::K2: g = -r; break;
+      case KLEstimator::K3: g = -expm1f(r); break;
+    }
+    dlogp[i] += weight * g;
+  }
+}
+
 // One thread per row b, scanning t = T-1 .. 0 (rows are short; the loads are not coalesced):
 //   delta_t = r_t + gamma m_{t+1} V_{t+1} - V_t;   A_t = delta_t + gamma lambda m_{t+1} A_{t+1}
 //   returns_t = A_t + V_t;   A_t = returns_t = 0 where m_t == 0;   m_T = 0.
@@ -175,6 +191,14 @@ void kl_penalty(CudaContext& ctx, float* kl, const float* logp, const float* ref
   if (n == 0) return;
   kl_penalty_kernel<<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(kl, logp, ref_logp, mask, n, estimator);
   PPO_CHECK_LAUNCH("kl_penalty_kernel");
+}
+
+void kl_penalty_backward(CudaContext& ctx, float* dlogp, const float* logp, const float* ref_logp, const int32_t* mask,
+                         int64_t n, KLEstimator estimator, float weight) {
+  if (n == 0) return;
+  kl_penalty_backward_kernel<<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(dlogp, logp, ref_logp, mask, n,
+                                                                                      estimator, weight);
+  PPO_CHECK_LAUNCH("kl_penalty_backward_kernel");
 }
 
 void gae_reverse_scan(CudaContext& ctx, float* advantages, float* returns, const float* rewards, const float* values,

@@ -1,0 +1,37 @@
+// Step 2 of the PPO step: batched generation with the policy over its KV cache.
+//
+//   prefill(prompt tokens (B,P), positions, mask (B,T)) -> logits of column P-1
+//   for t = 0 .. R-1:
+//     t < min_new_tokens: the EOS logit of every row = -inf (a one-element fill per row)
+//     sample_tokens at 1/temperature, top_k, top_p; seed = cfg.seed, stream = (step*R + t)*B
+//     (the op adds the row b); the sampler's full-vocabulary log-prob is recorded
+//     B token ids come back to the host: a row that sampled EOS is done (its later tokens are
+//     padding = the EOS id, mask 0); all rows done -> stop
+//     decode(token, position = prompt length + t, length = P+t+1) -> logits of the next token
+// Logits stay on the device; only the B sampled ids and their log-probs cross per token.
+#pragma once
+#include <cstdint>
+#include "ppo/experience.h"
+
+namespace ppo {
+
+struct RolloutSettings {
+  int64_t response_length = 0;  // R, max new tokens
+  int64_t min_new_tokens = 0;   // EOS cannot be sampled before this many tokens (R: EOS off)
+  float temperature = 1.0f;
+  int64_t top_k = 0;
+  float top_p = 1.0f;
+  int32_t eos_token_id = 0;
+  uint64_t seed = 0;
+  int64_t step = 0;             // the PPO step (0-based): picks the sampling streams
+
+  static RolloutSettings from_config(const PpoConfig& config, int32_t eos_token_id, int64_t step,
+                                     bool fixed_response_length);
+};
+
+// Samples responses for the prompts already laid out in `exp` (layout_prompts): fills
+// response_ids, response_mask, sampler_logp, ended_with_eos, then layout_sequences.
+void generate(Backend& backend, Transformer& policy, ExperienceBuffers& buf, const RolloutSettings& settings,
+              Experience& exp);
+
+}  // namespace ppo

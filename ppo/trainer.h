@@ -1,0 +1,163 @@
+// The embedding API: a PPO-RLHF trainer in one object.
+//
+//   ppo::PpoConfig cfg = ppo::load_config("run.json", {});
+//   ppo::TrainerOptions opt;
+//   opt.reward = [](const auto& prompt, const auto& response, const std::string& text) { return ...; };
+//   ppo::PpoTrainer trainer(cfg, opt);          // backend, arena (plan printed), four models
+//   for (int i = 0; i < 10; ++i) ppo::MetricsRow row = trainer.step();
+//
+// PpoTrainer owns the Backend (cfg.device: auto | cpu | cuda), the one Arena (models/plan.h
+// ppo_regions + the run's experience region; a device too small stops in the constructor, before
+// any work, with the plan table and the shortfall) and the four models of classic RLHF:
+//   policy    trained, generates; init_random(seed), or load_policy_weights
+//   reference frozen copy of the policy (load_policy_weights sets both)
+//   reward    frozen scalar head; init_random(seed + 1), or load_reward_weights; unused (and never
+//             run) when a reward callback is given
+//   value     trained scalar head; from the reward model's weights (value_init = reward, TRL) or
+//             the policy's trunk with a fresh head (value_init = policy); absent with
+//             value_model = policy_head (the value head sits on the policy trunk)
+//
+// One step() (DESIGN.md "The PPO step"): B prompts from the prompt source -> generate (ppo/rollout.h)
+// -> score (ppo/experience.h: old and reference log-probs, values, rewards, advantages, KL
+// controller update) -> PPO epochs (ppo/update.h) -> one metrics row (names from ppo/metrics.h).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+#include "engine/arena.h"
+#include "kernels/backend.h"
+#include "models/transformer.h"
+#include "ppo/config.h"
+#include "ppo/kl_controller.h"
+#include "ppo/metrics.h"
+
+namespace ppo {
+
+struct Experience;
+struct ExperienceBuffers;
+
+// A user reward: (prompt ids without padding, response ids up to and including the EOS when there
+// is one, the response decoded by the prompt source) -> score. Replaces the reward model.
+using RewardFn = std::function<double(const std::vector<int32_t>& prompt, const std::vector<int32_t>& response,
+                                      const std::string& response_text)>;
+
+// Where prompts come from. Prompt i of the run is prompt(i); a finite set of N prompts is walked
+// in a Philox permutation per pass (epoch = i / N), so the order is a pure function of (seed, i).
+class PromptSource {
+ public:
+  // The built-in "answer with the opposites" task (ppo/demo_task.h); enables objective/gold_scores.
+  static PromptSource demo_task(uint64_t seed);
+  // Token-id prompts (each non-empty); `decode` renders ids for reward callbacks (optional).
+  static PromptSource token_ids(std::vector<std::vector<int32_t>> prompts,
+                                std::function<std::string(const std::vector<int32_t>&)> decode = {});
+  // JSONL prompts (io/jsonl.h load_prompts) encoded with a tokenizer (io/tokenizer.h Tokenizer::load).
+  static PromptSource jsonl(const std::string& prompts_path, const std::string& tokenizer_path);
+
+  // The index-th prompt of the stream (shuffled per pass for a finite set).
+  std::vector<int32_t> prompt(uint64_t index) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  // Number of distinct prompts; 0 for an unbounded stream (the demo task).
+  int64_t size() const { return int64_t(prompts_.size()); }
+  bool is_demo_task() const { return demo_; }
+  // Checks every prompt of a finite set against the run: non-empty, at most prompt_length tokens,
+  // ids in [0, vocab_size). Errors name the prompt's index.
+  void validate(int64_t prompt_length, int64_t vocab_size) const;
+
+ private:
+  bool demo_ = false;
+  uint64_t seed_ = 0;
+  std::vector<std::vector<int32_t>> prompts_;
+  std::function<std::string(const std::vector<int32_t>&)> decode_;
+};
+
+struct TrainerOptions {
+  RewardFn reward;                      // when set, replaces the reward model's score
+  std::optional<PromptSource> prompts;  // default: PromptSource::demo_task(config.seed)
+  std::string trace_dir;                // when set, the first step() writes DIR/trace.safetensors (ppo/trace.h)
+  bool fixed_response_length = false;   // EOS off: every response has response_length tokens (bench)
+  size_t device_memory = 0;             // arena capacity; 0: the GPU's free memory, or unlimited on the CPU
+  bool print_plan = true;               // the arena table on stdout at construction
+};
+
+// Seconds of one step's phases (the backend synchronized before each clock read). Bench phase
+// names of bench/peers: generate = sampling + old_logp.
+struct PhaseTimes {
+  double sampling = 0, old_logp = 0, reference = 0, reward = 0, value = 0, advantages = 0, train = 0, total = 0;
+};
+
+// Parameter name -> host values (f32), the names of Transformer::parameter_names().
+using HostWeights = std::map<std::string, std::vector<float>>;
+
+class PpoTrainer {
+ public:
+  // config.derive() must have run (load_config does it).
+  explicit PpoTrainer(const PpoConfig& config, TrainerOptions options = {});
+  ~PpoTrainer();
+  PpoTrainer(const PpoTrainer&) = delete;
+  PpoTrainer& operator=(const PpoTrainer&) = delete;
+
+  // One PPO step: rollout, scoring, advantages, updates. Returns its metrics row (also kept in
+  // metrics()). A NaN/Inf in log-probs, values, losses or a gradient norm skips the remaining
+  // optimizer steps of the step (weights untouched from there) and sets `skipped` = 1.
+  MetricsRow step();
+
+  // Rollout + scoring only, for the given prompts (B of them) or, with `responses`, for forced
+  // responses (no sampling; each response up to and including its EOS, <= response_length).
+  // Does not update anything but the KL controller.
+  Experience make_experience(const std::vector<std::vector<int32_t>>& prompts,
+                             const std::vector<std::vector<int32_t>>* responses = nullptr);
+
+  // ---- weights from host vectors, by parameter name (missing names keep their values; unknown
+  // names are errors) -------------------------------------------------------------------------------
+  // Policy and reference (the reference is the SFT policy); with value_init = policy also the
+  // value model's trunk (score.weight stays fresh).
+  void load_policy_weights(const HostWeights& weights);
+  // The reward model; with value_init = reward also the value model.
+  void load_reward_weights(const HostWeights& weights);
+  void load_reference_weights(const HostWeights& weights);
+  void load_value_weights(const HostWeights& weights);  // the value model, or the policy's score head
+  static HostWeights read_weights(Transformer& model);  // every parameter of a model
+
+  // ---- accessors ---------------------------------------------------------------------------------
+  const PpoConfig& config() const { return cfg_; }
+  Backend& backend() { return *backend_; }
+  const Arena& arena() const { return *arena_; }
+  Transformer& policy() { return *policy_; }
+  Transformer& reference() { return *reference_; }
+  Transformer& reward_model() { return *reward_; }
+  // The value model, or the policy when the value head sits on its trunk.
+  Transformer& value_model() { return value_ ? *value_ : *policy_; }
+  bool has_separate_value_model() const { return value_ != nullptr; }
+  KlController& kl_controller() { return kl_; }
+  const PromptSource& prompts() const { return prompts_; }
+  int32_t eos_token_id() const { return eos_; }
+  int64_t steps_done() const { return step_; }
+  int64_t optimizer_steps_done() const { return optimizer_step_; }
+  const std::vector<MetricsRow>& metrics() const { return metrics_; }
+  const PhaseTimes& last_phase_times() const { return times_; }
+
+ private:
+  std::vector<std::vector<int32_t>> next_prompts();
+
+  PpoConfig cfg_;
+  TrainerOptions opt_;
+  PromptSource prompts_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Arena> arena_;
+  std::unique_ptr<Transformer> policy_, reference_, reward_, value_;
+  std::unique_ptr<ExperienceBuffers> buffers_;
+  KlController kl_;
+  int32_t eos_ = -1;
+  int64_t step_ = 0, optimizer_step_ = 0;
+  std::vector<MetricsRow> metrics_;
+  PhaseTimes times_;
+};
+
+// The regions of a run: ppo_regions of its models plus ("run", "experience") (ppo/experience.h).
+std::vector<RegionSpec> trainer_regions(const PpoConfig& config, Precision precision);
+
+}  // namespace ppo
