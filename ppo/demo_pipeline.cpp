@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "io/safetensors.h"
 #include "ppo/plot.h"
+#include "ppo/trainer.h"
 
 namespace ppo {
 
@@ -306,7 +307,24 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
 
   // ---- 3. PPO ----------------------------------------------------------------------------------------
   std::unique_ptr<MetricsLogger> ppo_log = logger("metrics.jsonl");
-  result.policy = sft_weights;
+  {
+    TrainerOptions options;
+    options.prompts = PromptSource::demo_task(config.seed);  // enables objective/gold_scores
+    options.print_plan = false;
+    PpoTrainer trainer(config, options);
+    trainer.load_policy_weights(sft_weights);  // policy and reference
+    trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
+    const auto ppo_start = std::chrono::steady_clock::now();
+    for (int64_t step = 1; step <= config.total_steps; ++step) {
+      result.ppo_rows.push_back(trainer.step());
+      if (ppo_log) ppo_log->write(result.ppo_rows.back());
+      if (step % config.log_every == 0 || step == config.total_steps) {
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ppo_start).count();
+        say(format_progress(step, config.total_steps, elapsed / double(step), result.ppo_rows.back()));
+      }
+    }
+    result.policy = PpoTrainer::read_weights(trainer.policy());
+  }
   policy.set_weights(result.policy, true);
   result.final_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
   say(fmt("gold reward on %lld held-out prompts: SFT policy %.3f -> after PPO %.3f", (long long)settings.eval_prompts,

@@ -80,3 +80,18 @@ TEST_CASE("demo pipeline: one seed gives identical results; the files are writte
   CHECK(std::vector<float>((const float*)wte.bytes.data(), (const float*)wte.bytes.data() + wte.numel()) ==
         a.policy.at("wte.weight"));
 }
+
+TEST_CASE("the demo learns: the gold reward after PPO beats the SFT policy's") {
+  omp_set_num_threads(1);
+  // Sized for well under a minute on one core (not yet tuned against the PpoTrainer implementation).
+  const DemoRunConfig c = load_demo_config(
+      "", {"device=cpu", "total_steps=30", "rollout_batch_size=32", "micro_batch_size=16", "demo.sft_examples=1024",
+           "demo.rm_pairs=2048", "demo.eval_prompts=256", "sft.epochs=4", "rm.epochs=3"});
+  const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::None);
+  MESSAGE("gold reward: SFT ", r.sft_gold, " -> after PPO ", r.final_gold, "; reward model accuracy ",
+          r.rm_gold_accuracy, "; ", r.seconds, " s");
+  REQUIRE(r.ppo_rows.size() == 30);
+  for (const char* m : {metric::kScores, metric::kGoldScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac})
+    CHECK_MESSAGE(r.ppo_rows.back().has(m), m);
+  CHECK(r.final_gold > r.sft_gold + 0.05);
+}
