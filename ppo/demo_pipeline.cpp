@@ -1,0 +1,347 @@
+#include "ppo/demo_pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include "engine/error.h"
+#include "io/safetensors.h"
+#include "ppo/plot.h"
+#include "ppo/trainer.h"
+
+namespace ppo {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Calls f(key, field) for every setting, in declaration order: the one list of keys.
+template <class Settings, class F>
+void visit_fields(Settings& s, F&& f) {
+  f("demo.sft_examples", s.sft_examples);
+  f("demo.rm_pairs", s.rm_pairs);
+  f("demo.rm_eval_pairs", s.rm_eval_pairs);
+  f("demo.label_noise", s.label_noise);
+  f("demo.rm_from_sft", s.rm_from_sft);
+  f("demo.eval_prompts", s.eval_prompts);
+  f("sft.epochs", s.sft.epochs);
+  f("sft.batch_size", s.sft.batch_size);
+  f("sft.micro_batch_size", s.sft.micro_batch_size);
+  f("sft.learning_rate", s.sft.learning_rate);
+  f("sft.warmup_steps", s.sft.warmup_steps);
+  f("sft.weight_decay", s.sft.weight_decay);
+  f("sft.max_grad_norm", s.sft.max_grad_norm);
+  f("rm.epochs", s.rm.epochs);
+  f("rm.batch_size", s.rm.batch_size);
+  f("rm.micro_batch_size", s.rm.micro_batch_size);
+  f("rm.learning_rate", s.rm.learning_rate);
+  f("rm.weight_decay", s.rm.weight_decay);
+  f("rm.max_grad_norm", s.rm.max_grad_norm);
+}
+
+// A JSON value into a field of the field's type (integers must be integers).
+void assign(const std::string& where, const json& v, int64_t& field) {
+  PPO_ASSERT(v.is_number_integer(), where, ": expected an integer, got ", v.dump());
+  field = v.get<int64_t>();
+}
+void assign(const std::string& where, const json& v, float& field) {
+  PPO_ASSERT(v.is_number(), where, ": expected a number, got ", v.dump());
+  field = v.get<float>();
+}
+void assign(const std::string& where, const json& v, double& field) {
+  PPO_ASSERT(v.is_number(), where, ": expected a number, got ", v.dump());
+  field = v.get<double>();
+}
+void assign(const std::string& where, const json& v, bool& field) {
+  PPO_ASSERT(v.is_boolean(), where, ": expected true or false, got ", v.dump());
+  field = v.get<bool>();
+}
+
+void check(DemoSettings& s) {
+  PPO_ASSERT(s.sft_examples >= 1 && s.rm_pairs >= 1 && s.rm_eval_pairs >= 1 && s.eval_prompts >= 1,
+             "demo: sft_examples, rm_pairs, rm_eval_pairs and eval_prompts must be positive");
+  PPO_ASSERT(s.label_noise >= 0 && s.label_noise <= 0.5, "demo.label_noise = ", s.label_noise, ": must lie in [0, 0.5]");
+}
+
+}  // namespace
+
+DemoSettings::DemoSettings() {
+  sft.epochs = 6;
+  sft.batch_size = 32;
+  sft.micro_batch_size = 32;
+  sft.learning_rate = 3e-3f;
+  rm.epochs = 4;
+  rm.batch_size = 32;
+  rm.micro_batch_size = 16;
+  rm.learning_rate = 1e-3f;
+}
+
+std::vector<std::string> DemoSettings::keys() {
+  std::vector<std::string> k;
+  DemoSettings s;
+  visit_fields(s, [&](const char* name, auto&) { k.push_back(name); });
+  return k;
+}
+
+void DemoSettings::set(const std::string& key, const std::string& value) {
+  bool found = false;
+  visit_fields(*this, [&](const char* name, auto& field) {
+    if (key != name) return;
+    const json parsed = json::parse(value, nullptr, /*allow_exceptions=*/false);
+    assign("--set " + key + "=" + value, parsed.is_discarded() ? json(value) : parsed, field);
+    found = true;
+  });
+  PPO_ASSERT(found, "--set ", key, ": unknown key; did you mean '", nearest(key, keys()), "'?");
+  check(*this);
+}
+
+void DemoSettings::update_from_json(const json& j, const std::string& source) {
+  for (const char* section : {"sft", "rm", "demo"}) {
+    if (!j.contains(section)) continue;
+    PPO_ASSERT(j.at(section).is_object(), source, ": \"", section, "\" must be an object");
+    for (const auto& [member, value] : j.at(section).items()) {
+      const std::string key = std::string(section) + "." + member;
+      bool found = false;
+      visit_fields(*this, [&](const char* name, auto& field) {
+        if (key != name) return;
+        assign(source + ": " + key, value, field);
+        found = true;
+      });
+      PPO_ASSERT(found, source, ": unknown key '", key, "'; did you mean '", nearest(key, keys()), "'?");
+    }
+  }
+  check(*this);
+}
+
+json DemoSettings::to_json() const {
+  json j = json::object();
+  DemoSettings copy = *this;
+  visit_fields(copy, [&](const char* name, auto& field) {
+    const std::string key = name;
+    const size_t dot = key.find('.');
+    j[key.substr(0, dot)][key.substr(dot + 1)] = field;
+  });
+  return j;
+}
+
+json demo_policy_config() {
+  return {{"arch", "gpt2"}, {"n_layer", 2}, {"n_head", 4}, {"d_model", 64}, {"d_ff", 256},
+          {"vocab_size", DemoTask::vocab_size()}, {"max_seq_len", 16}};
+}
+
+PpoConfig demo_ppo_config() {
+  PpoConfig c;
+  c.output_dir = "runs/demo";
+  c.policy = demo_policy_config();
+  c.prompt_length = DemoTask::max_prompt_length();  // 7
+  c.response_length = 8;
+  c.eos_token_id = DemoTask::kEos;
+  c.total_steps = 60;
+  c.rollout_batch_size = 64;
+  c.micro_batch_size = 32;
+  c.ppo_epochs = 4;
+  c.num_minibatches = 2;
+  c.temperature = 1.0f;
+  c.learning_rate = 3e-4f;
+  c.value_learning_rate = 1e-3f;
+  c.lr_schedule = LrSchedule::Constant;
+  c.kl_coef = 0.02f;
+  c.reward_clip = 10.0f;
+  return c;
+}
+
+double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t first, int64_t count,
+                        const SamplingSettings& sampling) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t i = 0; i < count; ++i) prompts.push_back(task.prompt(first + uint64_t(i)));
+  const std::vector<std::vector<int32_t>> responses = policy.generate(prompts, sampling, DemoTask::kPad);
+  double sum = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) sum += DemoTask::gold_reward(prompts[i], responses[i]);
+  return sum / double(count);
+}
+
+DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides) {
+  DemoRunConfig c{demo_ppo_config(), DemoSettings()};
+  if (!path.empty()) {
+    std::ifstream in(path);
+    PPO_ASSERT(in.good(), "config file '", path, "' cannot be read");
+    json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    PPO_ASSERT(!j.is_discarded(), "config file '", path, "' is not valid JSON");
+    PPO_ASSERT(j.is_object(), "config file '", path, "': expected a JSON object at the top level");
+    c.settings.update_from_json(j, "config file '" + path + "'");
+    for (const char* section : {"sft", "rm", "demo"}) j.erase(section);
+    c.ppo.update_from_json(j, "config file '" + path + "'");
+  }
+  std::vector<std::string> all_keys = PpoConfig::keys();
+  for (const std::string& k : DemoSettings::keys()) all_keys.push_back(k);
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('=');
+    PPO_ASSERT(eq != std::string::npos && eq > 0, "--set ", o, ": expected key=value");
+    const std::string key = o.substr(0, eq), prefix = key.substr(0, key.find('.'));
+    if (prefix == "sft" || prefix == "rm" || prefix == "demo") {
+      c.settings.set(key, o.substr(eq + 1));
+      continue;
+    }
+    const std::vector<std::string> ppo_keys = PpoConfig::keys();
+    const bool known = prefix == "policy" || prefix == "reward" ||
+                       std::find(ppo_keys.begin(), ppo_keys.end(), key) != ppo_keys.end();
+    PPO_ASSERT(known, "--set ", o, ": unknown key '", key, "'; did you mean '", nearest(key, all_keys), "'?");
+    c.ppo.apply_override(o);
+  }
+  c.ppo.derive();
+  return c;
+}
+
+std::vector<std::string> demo_plot_metrics() {
+  return {metric::kScores, metric::kGoldScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac};
+}
+
+namespace {
+
+// The weights as f32 CPU views with the model's shapes, for the safetensors writer.
+void save_policy(const std::string& dir, const HostWeights& weights, const std::map<std::string, std::vector<int64_t>>& shapes,
+                 const ModelConfig& config) {
+  std::vector<io::NamedTensor> tensors;
+  for (const auto& [name, values] : weights) {
+    Tensor t;
+    t.data = const_cast<float*>(values.data());
+    t.dtype = DType::F32;
+    t.device = DeviceKind::CPU;
+    const std::vector<int64_t>& shape = shapes.at(name);
+    t.ndim = int(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+    tensors.push_back({name, t});
+  }
+  io::write_safetensors(dir + "/policy.safetensors", tensors, {{"format", "pt"}, {"arch", arch_name(config.arch)}});
+  std::ofstream(dir + "/policy_config.json") << config.to_json().dump(2) << "\n";
+}
+
+}  // namespace
+
+DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
+                    const std::function<void(const std::string&)>& log) {
+  const auto start = std::chrono::steady_clock::now();
+  auto say = [&](const std::string& line) {
+    if (log) log(line);
+  };
+  auto fmt = [](const char* format, auto... args) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, format, args...);
+    return std::string(buf);
+  };
+  PPO_ASSERT(config.prompt_length >= DemoTask::max_prompt_length(), "demo: prompt_length = ", config.prompt_length,
+             " must be at least ", DemoTask::max_prompt_length(), " (the longest demo prompt)");
+  const DemoTask task(config.seed);
+  DemoResult result;
+  result.policy_config = ModelConfig::from_json(config.policy, "policy");
+  PPO_ASSERT(result.policy_config.vocab_size == DemoTask::vocab_size(), "demo: policy.vocab_size = ",
+             result.policy_config.vocab_size, " must be the demo vocabulary's ", DemoTask::vocab_size());
+  const bool reward_given = !config.reward.is_object() || !config.reward.empty();
+  const ModelConfig reward_config = reward_given ? ModelConfig::from_json(config.reward, "reward") : result.policy_config;
+  const DeviceKind device = resolve_device(config.device);
+  const int64_t P = config.prompt_length, R = config.response_length;
+  SamplingSettings sampling;
+  sampling.temperature = config.temperature;
+  sampling.top_k = config.top_k;
+  sampling.top_p = config.top_p;
+  sampling.eos = DemoTask::kEos;
+  sampling.seed = config.seed + 0x5eed;
+
+  // ---- 1. SFT ----------------------------------------------------------------------------------
+  SingleModel policy(device, {result.policy_config, Heads::LM, Training::Trained, Generation::KVCache},
+                     {config.rollout_batch_size, P, R, settings.sft.micro_batch_size}, "policy");
+  policy.model().init_random(config.seed);
+  result.random_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+  SftConfig sft = settings.sft;
+  sft.seed = config.seed;
+  sft.pad_token_id = DemoTask::kPad;
+  SftTrainer sft_trainer(policy, sft);
+  const std::vector<SftExample> demos = demo_sft_examples(task, 0, settings.sft_examples);
+  const bool write = files == DemoFiles::Write;
+  if (write) std::filesystem::create_directories(config.output_dir);
+  auto logger = [&](const char* name) {
+    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, LogMode::Truncate) : nullptr;
+  };
+  std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl");
+  const std::vector<MetricsRow> sft_rows = sft_trainer.train(demos, sft_log.get());
+  result.sft_loss = sft_rows.back().get(metric::kSftLoss);
+  result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+  const HostWeights sft_weights = policy.weights();
+  say(fmt("sft: %lld steps, loss %.3f; gold reward on %lld held-out prompts: random init %.3f -> SFT %.3f",
+          (long long)sft_rows.size(), result.sft_loss, (long long)settings.eval_prompts, result.random_gold,
+          result.sft_gold));
+
+  // ---- 2. reward model ---------------------------------------------------------------------------
+  HostWeights rm_weights;
+  {
+    SingleModel rm(device, {reward_config, Heads::Scalar, Training::Trained, Generation::None},
+                   {1, P, R, 2 * settings.rm.micro_batch_size}, "reward");
+    rm.model().init_random(config.seed + 1);
+    if (settings.rm_from_sft) {
+      PPO_ASSERT(reward_given == false || reward_config.to_json() == result.policy_config.to_json(),
+                 "demo.rm_from_sft needs the reward model's config to be the policy's");
+      HostWeights trunk;
+      for (const std::string& name : rm.model().parameter_names())
+        if (sft_weights.count(name)) trunk[name] = sft_weights.at(name);
+      rm.set_weights(trunk, false);
+    }
+    RewardTrainingConfig rmc = settings.rm;
+    rmc.seed = config.seed;
+    rmc.pad_token_id = DemoTask::kPad;
+    RewardTrainer rm_trainer(rm, rmc);
+    const uint64_t first_pair = uint64_t(settings.sft_examples);
+    std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl");
+    const std::vector<MetricsRow> rm_rows =
+        rm_trainer.train(demo_preference_examples(task, first_pair, settings.rm_pairs, settings.label_noise), rm_log.get());
+    const uint64_t eval_first = kDemoEvalFirst + uint64_t(settings.eval_prompts);
+    result.rm_accuracy =
+        rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, settings.label_noise)).accuracy;
+    result.rm_gold_accuracy =
+        rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, 0.0)).accuracy;
+    rm_weights = rm.weights();
+    say(fmt("reward model: %lld steps, loss %.3f; held-out accuracy %.3f (noisy labels), %.3f (gold order)",
+            (long long)rm_rows.size(), rm_rows.back().get(metric::kRmLoss), result.rm_accuracy, result.rm_gold_accuracy));
+  }
+
+  // ---- 3. PPO ----------------------------------------------------------------------------------------
+  std::unique_ptr<MetricsLogger> ppo_log = logger("metrics.jsonl");
+  {
+    TrainerOptions options;
+    options.prompts = PromptSource::demo_task(config.seed);  // enables objective/gold_scores
+    options.print_plan = false;
+    PpoTrainer trainer(config, options);
+    trainer.load_policy_weights(sft_weights);  // policy and reference
+    trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
+    const auto ppo_start = std::chrono::steady_clock::now();
+    for (int64_t step = 1; step <= config.total_steps; ++step) {
+      result.ppo_rows.push_back(trainer.step());
+      if (ppo_log) ppo_log->write(result.ppo_rows.back());
+      if (step % config.log_every == 0 || step == config.total_steps) {
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ppo_start).count();
+        say(format_progress(step, config.total_steps, elapsed / double(step), result.ppo_rows.back()));
+      }
+    }
+    result.policy = PpoTrainer::read_weights(trainer.policy());
+  }
+  policy.set_weights(result.policy, true);
+  result.final_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+  say(fmt("gold reward on %lld held-out prompts: SFT policy %.3f -> after PPO %.3f", (long long)settings.eval_prompts,
+          result.sft_gold, result.final_gold));
+  if (write) {
+    write_svg(config.output_dir + "/metrics.svg", result.ppo_rows, demo_plot_metrics(),
+              {"ppo train (demo task): proxy and gold reward, KL, entropy, clip fraction", 3, 320, 210});
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const std::string& name : policy.model().parameter_names()) {
+      const Tensor p = policy.model().parameter(name);
+      shapes[name] = std::vector<int64_t>(p.shape, p.shape + p.ndim);
+    }
+    save_policy(config.output_dir, result.policy, shapes, result.policy_config);
+  }
+
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace ppo

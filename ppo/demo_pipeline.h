@@ -1,0 +1,93 @@
+// The self-contained RLHF pipeline of `ppo train` on the demo task (ppo/demo_task.h), no downloads:
+//   1. SFT a tiny policy on DemoTask demonstrations (mediocre on purpose);
+//   2. train a reward model on preference pairs labelled by the hidden gold reward, with label
+//      noise (a proxy of the gold reward, as a learned reward model always is);
+//   3. PPO (PpoTrainer) against that reward model, logging the proxy reward (objective/scores)
+//      and the gold reward (objective/gold_scores) every step.
+// The gold reward of the SFT policy and of the final policy is measured on held-out prompts with
+// the same sampling, so the two numbers compare.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+#include <nlohmann/json.hpp>
+#include "ppo/config.h"
+#include "ppo/demo_task.h"
+#include "ppo/metrics.h"
+#include "ppo/reward_training.h"
+#include "ppo/sft.h"
+#include "ppo/single_model.h"
+
+namespace ppo {
+
+// Settings of the stages before PPO and of the evaluation; `--set sft.key=value`,
+// `--set rm.key=value`, `--set demo.key=value` and config-file sections "sft", "rm", "demo".
+struct DemoSettings {
+  int64_t sft_examples = 2048;       // demonstrations 0 .. sft_examples-1
+  SftConfig sft;
+  int64_t rm_pairs = 4096;           // preference pairs (indices after the demonstrations')
+  int64_t rm_eval_pairs = 256;       // held-out pairs for the reward model's accuracy
+  double label_noise = 0.1;          // preference labels flipped with this probability
+  bool rm_from_sft = false;          // the reward model's trunk starts from the SFT policy (InstructGPT's
+                                     // choice; on the demo a fresh init ranks held-out pairs better)
+  RewardTrainingConfig rm;
+  int64_t eval_prompts = 256;        // held-out prompts for the gold reward before and after PPO
+
+  DemoSettings();
+  // "sft.epochs", "rm.learning_rate", "demo.eval_prompts", ...
+  static std::vector<std::string> keys();
+  // `key` one of keys(); the value parses strictly for the key's type.
+  void set(const std::string& key, const std::string& value);
+  // Sections {"sft": {...}, "rm": {...}, "demo": {...}}; unknown keys are errors naming `source`.
+  void update_from_json(const nlohmann::json& j, const std::string& source);
+  nlohmann::json to_json() const;
+};
+
+// The demo's PPO defaults: the tiny gpt2 policy (2 layers, d 64) on the demo vocabulary, P = 7,
+// R = 8, and the tuned learning rates, batch sizes, KL coefficient and steps.
+PpoConfig demo_ppo_config();
+nlohmann::json demo_policy_config();
+
+// Held-out prompt indices: far from the training data's.
+inline constexpr uint64_t kDemoEvalFirst = uint64_t(1) << 40;
+
+// Mean gold reward of the responses `policy` samples for prompts [first, first + count).
+double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t first, int64_t count,
+                        const SamplingSettings& sampling);
+
+struct DemoResult {
+  double random_gold = 0;     // the untrained policy, held-out prompts
+  double sft_gold = 0;        // the SFT policy, held-out prompts
+  double final_gold = 0;      // after PPO, held-out prompts
+  double sft_loss = 0;        // the last SFT step's loss
+  double rm_accuracy = 0;     // held-out pairs, noisy labels
+  double rm_gold_accuracy = 0;  // held-out pairs, against the gold ordering
+  double seconds = 0;         // the whole pipeline
+  std::vector<MetricsRow> ppo_rows;
+  HostWeights policy;         // the final policy
+  ModelConfig policy_config;
+};
+
+// Defaults (demo_ppo_config(), DemoSettings()), then the JSON file when `path` is not empty (its
+// sections "sft", "rm", "demo" go to the settings, the rest to the PPO config), then each --set
+// key=value (keys "sft.*", "rm.*", "demo.*" to the settings), then PpoConfig::derive(). An unknown
+// key is an error that suggests the nearest valid one.
+struct DemoRunConfig {
+  PpoConfig ppo;
+  DemoSettings settings;
+};
+DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides);
+
+enum class DemoFiles : uint8_t { None, Write };
+// With DemoFiles::Write, config.output_dir receives: metrics.jsonl (a PPO row per step),
+// sft_metrics.jsonl, reward_metrics.jsonl, metrics.svg (proxy reward, gold reward, KL, entropy,
+// clip fraction), policy.safetensors and policy_config.json (the final policy's ModelConfig).
+// Stage reports and the PPO progress line go to `log` (one line each).
+DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
+                    const std::function<void(const std::string&)>& log = {});
+
+// The metrics the plot shows.
+std::vector<std::string> demo_plot_metrics();
+
+}  // namespace ppo

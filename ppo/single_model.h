@@ -1,0 +1,88 @@
+// One transformer on its own backend and arena, with device buffers for one batch of token rows:
+// the setting of supervised fine-tuning, reward-model training and evaluation by sampling. Stages
+// hand weights to each other (and to PpoTrainer) by parameter name, as host f32 values.
+//
+// Row layout (the PPO rollout's): [prompt left-padded to P | response right-padded to R], T = P+R.
+// Positions count from each row's first real token; pads hold token `pad`, position 0, mask 0.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+#include "engine/arena.h"
+#include "kernels/backend.h"
+#include "models/transformer.h"
+#include "ppo/config.h"
+
+namespace ppo {
+
+using HostWeights = std::map<std::string, std::vector<float>>;  // parameter name -> f32 values
+
+// auto: CUDA when a GPU answers, else the CPU.
+DeviceKind resolve_device(DeviceChoice choice);
+
+// Host rows in the layout above.
+struct PackedRows {
+  int64_t rows = 0, P = 0, R = 0;
+  std::vector<int32_t> tokens, pos, mask;  // (rows, P+R)
+  std::vector<int64_t> prompt_len, response_len;  // per row
+  int64_t T() const { return P + R; }
+  // Column of row b's last real token (its response's last token, or the prompt's when empty).
+  int64_t last_column(int64_t b) const { return P + response_len[size_t(b)] - 1; }
+};
+// Errors name the row when a prompt is empty or longer than P, or a response longer than R.
+PackedRows pack_rows(const std::vector<std::vector<int32_t>>& prompts,
+                     const std::vector<std::vector<int32_t>>& responses, int64_t P, int64_t R, int32_t pad);
+
+// Sampling settings for generate().
+struct SamplingSettings {
+  float temperature = 1.0f;
+  int64_t top_k = 0;
+  float top_p = 1.0f;
+  int32_t eos = -1;  // rows stop at this token (generation ends when every row has); -1: never
+  uint64_t seed = 1;
+  uint64_t stream = 0;  // token t of row b of chunk c: Philox stream (stream + c*R + t) * rollout_batch + b
+};
+
+class SingleModel {
+ public:
+  // `shape`: training forwards of micro_batch rows of prompt_len + response_len tokens, and (when
+  // spec.generation is KVCache) generation for rollout_batch prompts. CUDA runs in bf16.
+  SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner = "model");
+  SingleModel(const SingleModel&) = delete;
+  SingleModel& operator=(const SingleModel&) = delete;
+
+  Backend& backend() { return *backend_; }
+  Transformer& model() { return *model_; }
+  const RunShape& shape() const { return shape_; }
+  const ArenaPlan& plan() const { return arena_->plan(); }
+
+  // Device views of (rows, T) for a training forward: tokens, pos, mask, targets (i32) and two
+  // stat tensors (a gradient and an output) for the heads.
+  struct Batch {
+    Tensor tokens, pos, mask, targets, grad, out;
+  };
+  // Uploads rows [begin, end) of `rows` (T = rows.T() <= the planned length); targets[b,t] is
+  // tokens[b,t+1] (pad in the last column).
+  Batch upload(const PackedRows& rows, int64_t begin, int64_t end, int32_t pad);
+
+  // Samples up to shape.response_len tokens after each prompt (at most rollout_batch per call;
+  // longer lists run in chunks). Responses end after the first EOS (included).
+  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                             const SamplingSettings& sampling, int32_t pad);
+
+  HostWeights weights();
+  // Sets every parameter named in `w`; with `require_all`, every parameter must be named.
+  void set_weights(const HostWeights& w, bool require_all);
+
+ private:
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Arena> arena_;
+  std::unique_ptr<Transformer> model_;
+  RunShape shape_;
+  std::string owner_;
+  std::map<std::string, Tensor> buf_;  // the "batch" region, by name
+};
+
+}  // namespace ppo
