@@ -3,6 +3,9 @@
 // (key, counter), so the CPU and the GPU produce identical streams from the same (seed, offset).
 #pragma once
 #include <cstdint>
+#if !defined(__CUDACC__)
+#include <vector>
+#endif
 #include "engine/dtype.h"
 
 namespace ppo {
@@ -44,5 +47,11 @@ PPO_HD Philox4x32 philox_draw(uint64_t seed, uint64_t stream, uint64_t offset) {
 
 // Uniform float in [0, 1) from the top 24 bits of a 32-bit draw.
 PPO_HD float uniform_from_bits(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
+
+#if !defined(__CUDACC__)
+// A permutation of [0, n) from Philox draws (Fisher-Yates), a pure function of (seed, stream):
+// minibatch shuffles and dataset orders that a resumed run reproduces. Host only (engine/philox.cpp).
+std::vector<int32_t> philox_permutation(int64_t n, uint64_t seed, uint64_t stream);
+#endif
 
 }  // namespace ppo

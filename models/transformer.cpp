@@ -636,4 +636,17 @@ Tensor Transformer::decode(Tensor tokens, Tensor pos, Tensor mask, int64_t lengt
   return logits_from(lnf.reshape({B, C}));
 }
 
+HostWeights read_weights(Transformer& model) {
+  HostWeights w;
+  for (const std::string& name : model.parameter_names()) w[name] = model.get_parameter(name);
+  return w;
+}
+
+void write_weights(Transformer& model, const HostWeights& weights, WeightCoverage coverage) {
+  for (const auto& [name, values] : weights) model.set_parameter(name, values);
+  if (coverage == WeightCoverage::Some) return;
+  for (const std::string& name : model.parameter_names())
+    PPO_ASSERT(weights.count(name), "write_weights: no values for parameter '", name, "'");
+}
+
 }  // namespace ppo

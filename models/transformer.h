@@ -181,4 +181,11 @@ class Transformer {
   bool lm_ready_ = false, scalar_ready_ = false;
 };
 
+// Parameter name -> host values (f32), the names of Transformer::parameter_names().
+using HostWeights = std::map<std::string, std::vector<float>>;
+HostWeights read_weights(Transformer& model);  // every parameter (the master copy where there is one)
+// Sets the named parameters; with WeightCoverage::All every parameter of the model must be given.
+enum class WeightCoverage : uint8_t { Some, All };
+void write_weights(Transformer& model, const HostWeights& weights, WeightCoverage coverage = WeightCoverage::Some);
+
 }  // namespace ppo

@@ -268,7 +268,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   const std::vector<MetricsRow> sft_rows = sft_trainer.train(demos, sft_log.get());
   result.sft_loss = sft_rows.back().get(metric::kSftLoss);
   result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
-  const HostWeights sft_weights = policy.weights();
+  const HostWeights sft_weights = read_weights(policy.model());
   say(fmt("sft: %lld steps, loss %.3f; gold reward on %lld held-out prompts: random init %.3f -> SFT %.3f",
           (long long)sft_rows.size(), result.sft_loss, (long long)settings.eval_prompts, result.random_gold,
           result.sft_gold));
@@ -285,7 +285,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
       HostWeights trunk;
       for (const std::string& name : rm.model().parameter_names())
         if (sft_weights.count(name)) trunk[name] = sft_weights.at(name);
-      rm.set_weights(trunk, false);
+      write_weights(rm.model(), trunk, WeightCoverage::Some);
     }
     RewardTrainingConfig rmc = settings.rm;
     rmc.seed = config.seed;
@@ -300,7 +300,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
         rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, settings.label_noise)).accuracy;
     result.rm_gold_accuracy =
         rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, 0.0)).accuracy;
-    rm_weights = rm.weights();
+    rm_weights = read_weights(rm.model());
     say(fmt("reward model: %lld steps, loss %.3f; held-out accuracy %.3f (noisy labels), %.3f (gold order)",
             (long long)rm_rows.size(), rm_rows.back().get(metric::kRmLoss), result.rm_accuracy, result.rm_gold_accuracy));
   }
@@ -323,9 +323,9 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
         say(format_progress(step, config.total_steps, elapsed / double(step), result.ppo_rows.back()));
       }
     }
-    result.policy = PpoTrainer::read_weights(trainer.policy());
+    result.policy = read_weights(trainer.policy());
   }
-  policy.set_weights(result.policy, true);
+  write_weights(policy.model(), result.policy, WeightCoverage::All);
   result.final_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
   say(fmt("gold reward on %lld held-out prompts: SFT policy %.3f -> after PPO %.3f", (long long)settings.eval_prompts,
           result.sft_gold, result.final_gold));

@@ -20,16 +20,6 @@ int64_t max_response_length(const std::vector<SftExample>& data) {
   return int64_t(n);
 }
 
-std::vector<int64_t> philox_permutation(int64_t n, uint64_t seed, uint64_t stream) {
-  std::vector<int64_t> p(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) p[size_t(i)] = i;
-  for (int64_t i = n - 1; i > 0; --i) {
-    const double u = uniform_from_bits(philox_draw(seed, stream, uint64_t(i)).v[0]);
-    std::swap(p[size_t(i)], p[size_t(std::min<int64_t>(i, int64_t(u * double(i + 1))))]);
-  }
-  return p;
-}
-
 SftTrainer::SftTrainer(SingleModel& model, const SftConfig& config) : model_(model), cfg_(config) {
   const ModelSpec& spec = model.model().spec();
   PPO_ASSERT(spec.has_lm() && spec.training == Training::Trained, "sft: the model must be trained and have an LM head");
@@ -129,7 +119,7 @@ std::vector<MetricsRow> SftTrainer::train(const std::vector<SftExample>& data, M
   PPO_ASSERT(!data.empty(), "sft: no training examples");
   std::vector<MetricsRow> rows;
   for (epoch_ = 0; epoch_ < cfg_.epochs; ++epoch_) {
-    const std::vector<int64_t> order = philox_permutation(int64_t(data.size()), cfg_.seed, uint64_t(epoch_));
+    const std::vector<int32_t> order = philox_permutation(int64_t(data.size()), cfg_.seed, uint64_t(epoch_));
     for (size_t first = 0; first < order.size(); first += size_t(cfg_.batch_size)) {
       std::vector<SftExample> batch;
       for (size_t i = first; i < std::min(order.size(), first + size_t(cfg_.batch_size)); ++i)

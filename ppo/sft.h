@@ -76,7 +76,4 @@ std::vector<SftExample> demo_sft_examples(const DemoTask& task, uint64_t first, 
 // SFT data from JSONL pairs: prompt and completion tokenized, `eos` appended (when >= 0).
 std::vector<SftExample> sft_examples(const std::vector<io::SftPair>& pairs, const io::Tokenizer& tokenizer, int32_t eos);
 
-// A Philox permutation of [0, n) (Fisher-Yates on draws of (seed, stream)).
-std::vector<int64_t> philox_permutation(int64_t n, uint64_t seed, uint64_t stream);
-
 }  // namespace ppo

@@ -167,17 +167,4 @@ std::vector<std::vector<int32_t>> SingleModel::generate(const std::vector<std::v
   return responses;
 }
 
-HostWeights SingleModel::weights() {
-  HostWeights w;
-  for (const std::string& name : model_->parameter_names()) w[name] = model_->get_parameter(name);
-  return w;
-}
-
-void SingleModel::set_weights(const HostWeights& w, bool require_all) {
-  for (const auto& [name, values] : w) model_->set_parameter(name, values);
-  if (!require_all) return;
-  for (const std::string& name : model_->parameter_names())
-    PPO_ASSERT(w.count(name), owner_, ": set_weights: no values for parameter '", name, "'");
-}
-
 }  // namespace ppo

@@ -17,7 +17,6 @@
 
 namespace ppo {
 
-using HostWeights = std::map<std::string, std::vector<float>>;  // parameter name -> f32 values
 
 // auto: CUDA when a GPU answers, else the CPU.
 DeviceKind resolve_device(DeviceChoice choice);
@@ -72,9 +71,6 @@ class SingleModel {
   std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
                                              const SamplingSettings& sampling, int32_t pad);
 
-  HostWeights weights();
-  // Sets every parameter named in `w`; with `require_all`, every parameter must be named.
-  void set_weights(const HostWeights& w, bool require_all);
 
  private:
   std::unique_ptr<Backend> backend_;

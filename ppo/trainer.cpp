@@ -6,6 +6,7 @@
 #include <limits>
 #include "engine/device_memory.h"
 #include "engine/error.h"
+#include "engine/philox.h"
 #include "io/jsonl.h"
 #include "io/tokenizer.h"
 #include "models/plan.h"
@@ -103,10 +104,6 @@ DeviceKind pick_device(DeviceChoice c) {
   return cuda_device_count() > 0 ? DeviceKind::CUDA : DeviceKind::CPU;
 }
 
-void set_weights(Transformer& m, const HostWeights& w) {
-  for (const auto& [name, values] : w) m.set_parameter(name, values);
-}
-
 // Every parameter of `src` that `dst` also has (the trunk; heads by name).
 void copy_shared(Transformer& dst, Transformer& src) {
   for (const std::string& name : dst.parameter_names()) {
@@ -171,27 +168,21 @@ PpoTrainer::~PpoTrainer() = default;
 // ---- weights ----------------------------------------------------------------------------------------
 
 void PpoTrainer::load_policy_weights(const HostWeights& w) {
-  set_weights(*policy_, w);
-  set_weights(*reference_, w);
+  write_weights(*policy_, w);
+  write_weights(*reference_, w);
   if (value_ && cfg_.value_init == ValueInit::Policy)
     for (const auto& [name, values] : w)
       if (name != "lm_head.weight") value_->set_parameter(name, values);
 }
 
 void PpoTrainer::load_reward_weights(const HostWeights& w) {
-  set_weights(*reward_, w);
-  if (value_ && cfg_.value_init == ValueInit::Reward) set_weights(*value_, w);
+  write_weights(*reward_, w);
+  if (value_ && cfg_.value_init == ValueInit::Reward) write_weights(*value_, w);
 }
 
-void PpoTrainer::load_reference_weights(const HostWeights& w) { set_weights(*reference_, w); }
+void PpoTrainer::load_reference_weights(const HostWeights& w) { write_weights(*reference_, w); }
 
-void PpoTrainer::load_value_weights(const HostWeights& w) { set_weights(value_model(), w); }
-
-HostWeights PpoTrainer::read_weights(Transformer& m) {
-  HostWeights w;
-  for (const std::string& name : m.parameter_names()) w[name] = m.get_parameter(name);
-  return w;
-}
+void PpoTrainer::load_value_weights(const HostWeights& w) { write_weights(value_model(), w); }
 
 // ---- the step ---------------------------------------------------------------------------------------
 

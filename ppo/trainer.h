@@ -89,9 +89,6 @@ struct PhaseTimes {
   double sampling = 0, old_logp = 0, reference = 0, reward = 0, value = 0, advantages = 0, train = 0, total = 0;
 };
 
-// Parameter name -> host values (f32), the names of Transformer::parameter_names().
-using HostWeights = std::map<std::string, std::vector<float>>;
-
 class PpoTrainer {
  public:
   // config.derive() must have run (load_config does it).
@@ -120,7 +117,6 @@ class PpoTrainer {
   void load_reward_weights(const HostWeights& weights);
   void load_reference_weights(const HostWeights& weights);
   void load_value_weights(const HostWeights& weights);  // the value model, or the policy's score head
-  static HostWeights read_weights(Transformer& model);  // every parameter of a model
 
   // ---- accessors ---------------------------------------------------------------------------------
   const PpoConfig& config() const { return cfg_; }

@@ -56,7 +56,4 @@ UpdateStats ppo_update(Backend& backend, const PpoConfig& config, const UpdateMo
                        const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
                        UpdateTrace* trace);
 
-// A permutation of [0, n) from Philox draws (Fisher-Yates), a pure function of (seed, stream).
-std::vector<int32_t> philox_permutation(int64_t n, uint64_t seed, uint64_t stream);
-
 }  // namespace ppo

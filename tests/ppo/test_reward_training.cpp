@@ -41,10 +41,10 @@ TEST_CASE("the pair loss gradient matches finite differences; rewards sit at the
   SingleModel m(DeviceKind::CPU, scalar_spec(tiny_reward()), {1, 7, 8, 6});
   m.model().init_random(3);
   // Larger weights than the init's so that rewards differ by O(1) and sigmoid is not flat.
-  HostWeights w = m.weights();
+  HostWeights w = read_weights(m.model());
   for (auto& [name, v] : w)
     for (size_t i = 0; i < v.size(); ++i) v[i] += float(0.2 * std::sin(double(i) * 1.7 + double(name.size())));
-  m.set_weights(w, true);
+  write_weights(m.model(), w, WeightCoverage::All);
   RewardTrainer trainer(m, rm_config(3));  // 5 pairs in micro-batches of 3 and 2
   const PreferenceEval before = trainer.evaluate(pairs);
 
@@ -66,19 +66,19 @@ TEST_CASE("the pair loss gradient matches finite differences; rewards sit at the
   trainer.train_step(pairs);  // gradients at w stay in the model until the next step
   const std::vector<float> g_score = m.backend().to_host(m.model().gradient("score.weight"));
   const std::vector<float> g_fc = m.backend().to_host(m.model().gradient("h.1.mlp.c_fc.weight"));
-  m.set_weights(w, true);
+  write_weights(m.model(), w, WeightCoverage::All);
   // f32 forward: central differences with h = 1e-2 on weights of size ~0.2 have truncation error
   // ~h^2 |L'''| ~ 1e-5 and rounding error ~1e-7 / h ~ 1e-5; gradients are O(1e-2..1e-1).
   const double h = 1e-2;
   auto fd = [&](const std::string& name, size_t i) {
     HostWeights p = w;
     p[name][i] += float(h);
-    m.set_weights(p, true);
+    write_weights(m.model(), p, WeightCoverage::All);
     const double up = trainer.evaluate(pairs).loss;
     p[name][i] -= float(2 * h);
-    m.set_weights(p, true);
+    write_weights(m.model(), p, WeightCoverage::All);
     const double down = trainer.evaluate(pairs).loss;
-    m.set_weights(w, true);
+    write_weights(m.model(), w, WeightCoverage::All);
     return (up - down) / (2 * h);
   };
   for (size_t i : {size_t(0), size_t(7), size_t(31)})

@@ -46,7 +46,7 @@ TrainerOptions quiet() {
 // Every parameter of a model, concatenated.
 std::vector<float> all_weights(Transformer& m) {
   std::vector<float> w;
-  for (const auto& [name, v] : PpoTrainer::read_weights(m)) w.insert(w.end(), v.begin(), v.end());
+  for (const auto& [name, v] : read_weights(m)) w.insert(w.end(), v.begin(), v.end());
   return w;
 }
 
