@@ -7,52 +7,16 @@
 #include <cstdlib>
 #include <fstream>
 #include "engine/error.h"
+#include "io/json_fields.h"
 
 namespace ppo::io {
 namespace {
 
 using nlohmann::json;
 
-bool has(const json& j, const char* field) { return j.contains(field) && !j.at(field).is_null(); }
-
-int64_t read_int(const json& j, const std::string& where, const char* field, int64_t fallback, bool required) {
-  if (!has(j, field)) {
-    PPO_ASSERT(!required, where, ": missing field '", field, "'");
-    return fallback;
-  }
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number_integer(), where, ": field '", field, "' must be an integer, got ", v.dump());
-  const int64_t n = v.get<int64_t>();
-  PPO_ASSERT(n > 0, where, ": field '", field, "' = ", n, " must be positive");
-  return n;
-}
-
-float read_float(const json& j, const std::string& where, const char* field, float fallback) {
-  if (!has(j, field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number(), where, ": field '", field, "' must be a number, got ", v.dump());
-  const double x = v.get<double>();
-  PPO_ASSERT(std::isfinite(x) && x > 0, where, ": field '", field, "' = ", x, " must be positive");
-  return float(x);
-}
-
-bool read_bool(const json& j, const std::string& where, const char* field, bool fallback) {
-  if (!has(j, field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_boolean(), where, ": field '", field, "' must be true or false, got ", v.dump());
-  return v.get<bool>();
-}
-
-std::string read_string(const json& j, const std::string& where, const char* field, const std::string& fallback) {
-  if (!has(j, field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_string(), where, ": field '", field, "' must be a string, got ", v.dump());
-  return v.get<std::string>();
-}
-
 // A field that must hold `expected` (or be absent) because the engine implements only that.
 void require_value(const json& j, const std::string& where, const char* field, const json& expected, const char* why) {
-  if (!has(j, field)) return;
+  if (!has_field(j, field)) return;
   PPO_ASSERT(j.at(field) == expected, where, ": field '", field, "' = ", j.at(field).dump(), " is not supported (",
              why, "; the engine needs ", expected.dump(), ")");
 }
@@ -60,9 +24,9 @@ void require_value(const json& j, const std::string& where, const char* field, c
 // RoPE: theta from the top level (transformers 4) or rope_parameters (transformers 5); any
 // scaling (rope_scaling, or a rope_type other than "default") is unsupported.
 float read_rope_theta(const json& j, const std::string& where) {
-  float theta = read_float(j, where, "rope_theta", 10000.0f);
+  float theta = read_positive_float(j, where, "rope_theta", 10000.0f);
   for (const char* field : {"rope_scaling", "rope_parameters"}) {
-    if (!has(j, field)) continue;
+    if (!has_field(j, field)) continue;
     const json& r = j.at(field);
     PPO_ASSERT(r.is_object(), where, ": field '", field, "' must be an object, got ", r.dump());
     const std::string type = r.contains("rope_type") ? r.at("rope_type").dump() : r.contains("type") ? r.at("type").dump() : "";
@@ -70,7 +34,7 @@ float read_rope_theta(const json& j, const std::string& where) {
                ": RoPE scaling is not supported (only the default rotary embedding)");
     PPO_ASSERT(std::string(field) != "rope_scaling" || type == "\"default\"", where, ": field 'rope_scaling' = ",
                r.dump(), " is not supported (only the default rotary embedding)");
-    if (r.contains("rope_theta")) theta = read_float(r, where + ": field '" + field + "'", "rope_theta", theta);
+    if (r.contains("rope_theta")) theta = read_positive_float(r, where + ": field '" + field + "'", "rope_theta", theta);
   }
   return theta;
 }
@@ -79,9 +43,9 @@ float read_rope_theta(const json& j, const std::string& where) {
 void require_one_label(const json& j, const std::string& where) {
   int64_t labels = 2;
   const char* field = "num_labels";
-  if (has(j, "num_labels")) {
-    labels = read_int(j, where, "num_labels", 2, true);
-  } else if (has(j, "id2label")) {
+  if (has_field(j, "num_labels")) {
+    labels = read_positive_int(j, where, "num_labels", 2, Presence::Required);
+  } else if (has_field(j, "id2label")) {
     PPO_ASSERT(j.at("id2label").is_object(), where, ": field 'id2label' must be an object");
     labels = int64_t(j.at("id2label").size());
     field = "id2label";
@@ -94,14 +58,14 @@ HfModelConfig parse_gpt2(const json& j, const std::string& where) {
   HfModelConfig h;
   ModelConfig& c = h.config;
   c.arch = Arch::GPT2;
-  c.n_layer = read_int(j, where, "n_layer", 0, true);
-  c.n_head = read_int(j, where, "n_head", 0, true);
+  c.n_layer = read_positive_int(j, where, "n_layer", 0, Presence::Required);
+  c.n_head = read_positive_int(j, where, "n_head", 0, Presence::Required);
   c.n_kv_head = c.n_head;
-  c.d_model = read_int(j, where, "n_embd", 0, true);
-  c.d_ff = read_int(j, where, "n_inner", 4 * c.d_model, false);  // null -> 4 * n_embd
-  c.vocab_size = read_int(j, where, "vocab_size", 0, true);
-  c.max_seq_len = read_int(j, where, "n_positions", 0, true);
-  c.norm_eps = read_float(j, where, "layer_norm_epsilon", 1e-5f);
+  c.d_model = read_positive_int(j, where, "n_embd", 0, Presence::Required);
+  c.d_ff = read_positive_int(j, where, "n_inner", 4 * c.d_model, Presence::Optional);  // null -> 4 * n_embd
+  c.vocab_size = read_positive_int(j, where, "vocab_size", 0, Presence::Required);
+  c.max_seq_len = read_positive_int(j, where, "n_positions", 0, Presence::Required);
+  c.norm_eps = read_positive_float(j, where, "layer_norm_epsilon", 1e-5f);
   c.tied_embeddings = true;
   c.qkv_bias = true;
   const std::string act = read_string(j, where, "activation_function", "gelu_new");
@@ -119,14 +83,14 @@ HfModelConfig parse_llama_family(const json& j, const std::string& where, HfFami
   HfModelConfig h;
   ModelConfig& c = h.config;
   c.arch = Arch::Llama;
-  c.n_layer = read_int(j, where, "num_hidden_layers", 0, true);
-  c.n_head = read_int(j, where, "num_attention_heads", 0, true);
-  c.n_kv_head = read_int(j, where, "num_key_value_heads", c.n_head, false);
-  c.d_model = read_int(j, where, "hidden_size", 0, true);
-  c.d_ff = read_int(j, where, "intermediate_size", 0, true);
-  c.vocab_size = read_int(j, where, "vocab_size", 0, true);
-  c.max_seq_len = read_int(j, where, "max_position_embeddings", 0, true);
-  c.norm_eps = read_float(j, where, "rms_norm_eps", 1e-6f);
+  c.n_layer = read_positive_int(j, where, "num_hidden_layers", 0, Presence::Required);
+  c.n_head = read_positive_int(j, where, "num_attention_heads", 0, Presence::Required);
+  c.n_kv_head = read_positive_int(j, where, "num_key_value_heads", c.n_head, Presence::Optional);
+  c.d_model = read_positive_int(j, where, "hidden_size", 0, Presence::Required);
+  c.d_ff = read_positive_int(j, where, "intermediate_size", 0, Presence::Required);
+  c.vocab_size = read_positive_int(j, where, "vocab_size", 0, Presence::Required);
+  c.max_seq_len = read_positive_int(j, where, "max_position_embeddings", 0, Presence::Required);
+  c.norm_eps = read_positive_float(j, where, "rms_norm_eps", 1e-6f);
   c.rope_theta = read_rope_theta(j, where);
   c.tied_embeddings = read_bool(j, where, "tie_word_embeddings", false);
   c.qkv_bias = family == HfFamily::Qwen2;
@@ -140,7 +104,7 @@ HfModelConfig parse_llama_family(const json& j, const std::string& where, HfFami
     require_value(j, where, "mlp_bias", false, "the MLP has no biases");
   } else {
     require_value(j, where, "use_sliding_window", false, "sliding-window attention");
-    if (has(j, "layer_types")) {
+    if (has_field(j, "layer_types")) {
       PPO_ASSERT(j.at("layer_types").is_array(), where, ": field 'layer_types' must be an array");
       for (const json& t : j.at("layer_types"))
         PPO_ASSERT(t == "full_attention", where, ": field 'layer_types' holds ", t.dump(),
@@ -164,10 +128,10 @@ double shortest_decimal(float x) {
 
 HfModelConfig parse_hf_config(const json& j, const std::string& where) {
   PPO_ASSERT(j.is_object(), where, ": a config.json must be a JSON object");
-  PPO_ASSERT(has(j, "architectures") && j.at("architectures").is_array() && j.at("architectures").size() == 1 &&
+  PPO_ASSERT(has_field(j, "architectures") && j.at("architectures").is_array() && j.at("architectures").size() == 1 &&
                  j.at("architectures")[0].is_string(),
              where, ": field 'architectures' must list exactly one model class, got ",
-             has(j, "architectures") ? j.at("architectures").dump() : "nothing");
+             has_field(j, "architectures") ? j.at("architectures").dump() : "nothing");
   const std::string arch = j.at("architectures")[0].get<std::string>();
   struct Known {
     const char* name;

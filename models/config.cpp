@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 #include "engine/error.h"
+#include "io/json_fields.h"
 
 namespace ppo {
 
@@ -20,35 +21,6 @@ const std::vector<std::string>& known_fields() {
   return f;
 }
 
-// Field readers: each names `where` and the field in its error.
-int64_t read_size(const json& j, const std::string& where, const char* field, bool required, int64_t fallback) {
-  if (!j.contains(field)) {
-    PPO_ASSERT(!required, where, ": missing field '", field, "'");
-    return fallback;
-  }
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number_integer(), where, ": field '", field, "' must be an integer, got ", v.dump());
-  const int64_t n = v.get<int64_t>();
-  PPO_ASSERT(n > 0, where, ": field '", field, "' = ", n, " must be positive");
-  return n;
-}
-
-float read_positive_float(const json& j, const std::string& where, const char* field, float fallback) {
-  if (!j.contains(field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number(), where, ": field '", field, "' must be a number, got ", v.dump());
-  const double x = v.get<double>();
-  PPO_ASSERT(std::isfinite(x) && x > 0, where, ": field '", field, "' = ", x, " must be positive");
-  return float(x);
-}
-
-bool read_bool(const json& j, const std::string& where, const char* field, bool fallback) {
-  if (!j.contains(field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_boolean(), where, ": field '", field, "' must be true or false, got ", v.dump());
-  return v.get<bool>();
-}
-
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
@@ -63,18 +35,18 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   const std::string arch = j.at("arch").get<std::string>();
   PPO_ASSERT(arch == "gpt2" || arch == "llama", where, ": field 'arch' = \"", arch, "\" must be \"gpt2\" or \"llama\"");
   c.arch = arch == "gpt2" ? Arch::GPT2 : Arch::Llama;
-  c.n_layer = read_size(j, where, "n_layer", true, 0);
-  c.n_head = read_size(j, where, "n_head", true, 0);
-  c.n_kv_head = read_size(j, where, "n_kv_head", false, c.n_head);
-  c.d_model = read_size(j, where, "d_model", true, 0);
-  c.d_ff = read_size(j, where, "d_ff", true, 0);
-  c.vocab_size = read_size(j, where, "vocab_size", true, 0);
-  c.max_seq_len = read_size(j, where, "max_seq_len", true, 0);
-  c.rope_theta = read_positive_float(j, where, "rope_theta", c.rope_theta);
-  c.norm_eps = read_positive_float(j, where, "norm_eps", c.norm_eps);
+  c.n_layer = io::read_positive_int(j, where, "n_layer", 0, io::Presence::Required);
+  c.n_head = io::read_positive_int(j, where, "n_head", 0, io::Presence::Required);
+  c.n_kv_head = io::read_positive_int(j, where, "n_kv_head", c.n_head, io::Presence::Optional);
+  c.d_model = io::read_positive_int(j, where, "d_model", 0, io::Presence::Required);
+  c.d_ff = io::read_positive_int(j, where, "d_ff", 0, io::Presence::Required);
+  c.vocab_size = io::read_positive_int(j, where, "vocab_size", 0, io::Presence::Required);
+  c.max_seq_len = io::read_positive_int(j, where, "max_seq_len", 0, io::Presence::Required);
+  c.rope_theta = io::read_positive_float(j, where, "rope_theta", c.rope_theta);
+  c.norm_eps = io::read_positive_float(j, where, "norm_eps", c.norm_eps);
   const bool gpt2 = c.arch == Arch::GPT2;
-  c.tied_embeddings = read_bool(j, where, "tied_embeddings", true);
-  c.qkv_bias = read_bool(j, where, "qkv_bias", gpt2);
+  c.tied_embeddings = io::read_bool(j, where, "tied_embeddings", true);
+  c.qkv_bias = io::read_bool(j, where, "qkv_bias", gpt2);
 
   PPO_ASSERT(c.d_model % c.n_head == 0, where, ": field 'n_head' = ", c.n_head, " does not divide d_model = ", c.d_model);
   PPO_ASSERT(c.n_head % c.n_kv_head == 0, where, ": field 'n_kv_head' = ", c.n_kv_head,

@@ -119,11 +119,7 @@ std::vector<MetricsRow> SftTrainer::train(const std::vector<SftExample>& data, M
   PPO_ASSERT(!data.empty(), "sft: no training examples");
   std::vector<MetricsRow> rows;
   for (epoch_ = 0; epoch_ < cfg_.epochs; ++epoch_) {
-    const std::vector<int32_t> order = philox_permutation(int64_t(data.size()), cfg_.seed, uint64_t(epoch_));
-    for (size_t first = 0; first < order.size(); first += size_t(cfg_.batch_size)) {
-      std::vector<SftExample> batch;
-      for (size_t i = first; i < std::min(order.size(), first + size_t(cfg_.batch_size)); ++i)
-        batch.push_back(data[size_t(order[i])]);
+    for (const std::vector<SftExample>& batch : shuffled_batches(data, cfg_.batch_size, cfg_.seed, epoch_)) {
       rows.push_back(train_step(batch));
       if (log) log->write(rows.back());
       if (on_row) on_row(rows.back());
