@@ -56,6 +56,40 @@ __device__ __forceinline__ void load_rows(float* dst, int dst_stride, const bf16
   }
 }
 
+// The key tile k0..k0+31 of kv head g: K and V rows into Ks, Vs (stride hs+1) and key_ok[c] = key
+// k0+c exists and is unmasked. Whole block cooperates; the caller syncs before and after.
+__device__ __forceinline__ void load_key_tile(float* Ks, float* Vs, int* key_ok, const bf16* base, const int32_t* mask_b,
+                                              int64_t W, int NH, int NKV, int g, int64_t k0, int64_t T, int hs) {
+  load_rows(Ks, hs + 1, base + int64_t(NH + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
+  load_rows(Vs, hs + 1, base + int64_t(NH + NKV + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
+  if (threadIdx.x < kTileRows) {
+    const int64_t s = k0 + threadIdx.x;
+    key_ok[threadIdx.x] = s < T && mask_b[s] == 1;
+  }
+}
+
+// acc[i][j] += sum_c w_c[i] tile[c][lane + 32 j] over the kTileRows tile rows, where lane c holds
+// w_c[i] (the warp's weight of tile row c for owned row i); tile rows have stride `pad`.
+template <int DPL>
+__device__ __forceinline__ void accumulate_tile(float (&acc)[kRowsPerWarp][DPL], const float (&w)[kRowsPerWarp],
+                                                const float* tile, int pad, int hs) {
+  const int lane = threadIdx.x % 32;
+  for (int c = 0; c < kTileRows; ++c) {
+    float td[DPL];
+#pragma unroll
+    for (int j = 0; j < DPL; ++j) {
+      const int d = lane + 32 * j;
+      td[j] = d < hs ? tile[c * pad + d] : 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      const float wc = __shfl_sync(0xffffffffu, w[i], c);
+#pragma unroll
+      for (int j = 0; j < DPL; ++j) acc[i][j] += wc * td[j];
+    }
+  }
+}
+
 // D[r] = sum_d dO[r][d] * out[row0+r, d] for r < nrows (0 for rows >= T); dO rows in shared memory.
 // Warp w handles rows w, w + kWarps, ...
 __device__ __forceinline__ void rows_dot_out(float* D, const float* dO, int dO_stride, const bf16* out,
@@ -108,12 +142,7 @@ attention_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const 
   const int64_t key_end = min(T, q0 + kOwnedRows);  // causal: no key past the block's last query
   for (int64_t k0 = 0; k0 < key_end; k0 += kTileRows) {
     __syncthreads();  // previous tile fully used (and Qs loaded on the first pass)
-    load_rows(Ks, pad, base + int64_t(NH + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
-    load_rows(Vs, pad, base + int64_t(NH + NKV + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
-    if (threadIdx.x < kTileRows) {
-      const int64_t s = k0 + threadIdx.x;
-      key_ok[threadIdx.x] = s < T && mask[b * T + s] == 1;
-    }
+    load_key_tile(Ks, Vs, key_ok, base, mask + b * T, W, NH, NKV, g, k0, T, hs);
     __syncthreads();
 
     // Scores of key k0+lane against the warp's rows.
@@ -146,21 +175,7 @@ attention_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const 
 #pragma unroll
       for (int j = 0; j < DPL; ++j) acc[i][j] *= alpha;
     }
-    // acc[i][d] += sum_c p_c[i] V[c][d]
-    for (int c = 0; c < kTileRows; ++c) {
-      float vd[DPL];
-#pragma unroll
-      for (int j = 0; j < DPL; ++j) {
-        const int d = lane + 32 * j;
-        vd[j] = d < hs ? Vs[c * pad + d] : 0.0f;
-      }
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const float pc = __shfl_sync(0xffffffffu, p[i], c);
-#pragma unroll
-        for (int j = 0; j < DPL; ++j) acc[i][j] += pc * vd[j];
-      }
-    }
+    accumulate_tile(acc, p, Vs, pad, hs);  // acc[i][d] += sum_c p_c[i] V[c][d]
   }
 
 #pragma unroll
@@ -264,26 +279,8 @@ attention_backward_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ 
         p[i] = visible ? expf(score[i] - lse_t) : 0.0f;
         ds[i] = p[i] * (dp[i] - D_t);
       }
-      // dv[i][d] += sum_c p_c[i] dO[c][d];  dk[i][d] += sum_c ds_c[i] Q[c][d]
-      for (int c = 0; c < kTileRows; ++c) {
-        float qd[DPL], od[DPL];
-#pragma unroll
-        for (int j = 0; j < DPL; ++j) {
-          const int d = lane + 32 * j;
-          qd[j] = d < hs ? Qs[c * pad + d] : 0.0f;
-          od[j] = d < hs ? dOs[c * pad + d] : 0.0f;
-        }
-#pragma unroll
-        for (int i = 0; i < kRowsPerWarp; ++i) {
-          const float pc = __shfl_sync(0xffffffffu, p[i], c);
-          const float dsc = __shfl_sync(0xffffffffu, ds[i], c);
-#pragma unroll
-          for (int j = 0; j < DPL; ++j) {
-            dv[i][j] += pc * od[j];
-            dk[i][j] += dsc * qd[j];
-          }
-        }
-      }
+      accumulate_tile(dv, p, dOs, pad, hs);  // dv[i][d] += sum_c p_c[i] dO[c][d]
+      accumulate_tile(dk, ds, Qs, pad, hs);  // dk[i][d] += sum_c ds_c[i] Q[c][d]
     }
   }
 
@@ -351,12 +348,7 @@ attention_backward_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ d
   const int64_t key_end = min(T, q0 + kOwnedRows);
   for (int64_t k0 = 0; k0 < key_end; k0 += kTileRows) {
     __syncthreads();  // previous tile fully used
-    load_rows(Ks, pad, base + int64_t(NH + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
-    load_rows(Vs, pad, base + int64_t(NH + NKV + g) * hs, W, k0, T, kTileRows, hs, 1.0f);
-    if (threadIdx.x < kTileRows) {
-      const int64_t s = k0 + threadIdx.x;
-      key_ok[threadIdx.x] = s < T && mask[b * T + s] == 1;
-    }
+    load_key_tile(Ks, Vs, key_ok, base, mask + b * T, W, NH, NKV, g, k0, T, hs);
     __syncthreads();
 
     // Key k0+lane against the warp's queries: s = q.k*scale, dp = dO.v.
@@ -383,21 +375,7 @@ attention_backward_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ d
       const float p = visible ? expf(score[i] - lse_i[i]) : 0.0f;
       ds[i] = p * (dp[i] - D_i[i]);
     }
-    // dq[i][d] += sum_c ds_c[i] K[c][d]
-    for (int c = 0; c < kTileRows; ++c) {
-      float kd[DPL];
-#pragma unroll
-      for (int j = 0; j < DPL; ++j) {
-        const int d = lane + 32 * j;
-        kd[j] = d < hs ? Ks[c * pad + d] : 0.0f;
-      }
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const float dsc = __shfl_sync(0xffffffffu, ds[i], c);
-#pragma unroll
-        for (int j = 0; j < DPL; ++j) dq[i][j] += dsc * kd[j];
-      }
-    }
+    accumulate_tile(dq, ds, Ks, pad, hs);  // dq[i][d] += sum_c ds_c[i] K[c][d]
   }
 
 #pragma unroll
