@@ -55,6 +55,8 @@ void visit_fields(Config& c, F&& f) {
   f("output_dir", c.output_dir);
   f("total_steps", c.total_steps);
   f("log_every", c.log_every);
+  f("save_every", c.save_every);
+  f("resume", c.resume);
   f("rollout_batch_size", c.rollout_batch_size);
   f("prompt_length", c.prompt_length);
   f("response_length", c.response_length);
@@ -256,6 +258,7 @@ void PpoConfig::apply_override(const std::string& assignment) {
 void PpoConfig::derive() {
   check_positive("total_steps", double(total_steps));
   check_positive("log_every", double(log_every));
+  check_non_negative("save_every", double(save_every));
   check_positive("rollout_batch_size", double(rollout_batch_size));
   check_positive("prompt_length", double(prompt_length));
   check_positive("response_length", double(response_length));

@@ -7,6 +7,7 @@
 #include "engine/device_memory.h"
 #include "engine/error.h"
 #include "engine/philox.h"
+#include "io/checkpoint.h"
 #include "io/jsonl.h"
 #include "io/tokenizer.h"
 #include "models/plan.h"
@@ -24,6 +25,24 @@ constexpr uint64_t kPromptStream = uint64_t(1) << 41;  // Philox streams of the 
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Field-by-field comparison of a checkpoint's shapes with this run's; `field` is the dotted path.
+void check_same_shapes(const nlohmann::json& saved, const nlohmann::json& ours, const std::string& field,
+                       const std::string& where) {
+  if (saved.is_object() && ours.is_object()) {
+    for (const auto& [key, value] : saved.items()) {
+      const std::string name = field.empty() ? key : field + "." + key;
+      PPO_ASSERT(ours.contains(key), where, ": field '", name, "' of the checkpoint is not in this run's config");
+      check_same_shapes(value, ours[key], name, where);
+    }
+    for (const auto& [key, value] : ours.items())
+      PPO_ASSERT(saved.contains(key), where, ": field '", field.empty() ? key : field + "." + key,
+                 "' of this run's config is not in the checkpoint");
+    return;
+  }
+  PPO_ASSERT(saved == ours, where, ": cannot resume: field '", field, "' is ", saved.dump(),
+             " in the checkpoint but ", ours.dump(), " in this run's config");
+}
 
 }  // namespace
 
@@ -161,13 +180,20 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
     value_->init_random(cfg_.seed + 2);  // the fresh head of value_init = policy
     copy_shared(*value_, cfg_.value_init == ValueInit::Reward ? *reward_ : *policy_);
   }
+  if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
 }
 
 PpoTrainer::~PpoTrainer() = default;
 
 // ---- weights ----------------------------------------------------------------------------------------
 
+void PpoTrainer::refuse_after_resume(const char* what) const {
+  PPO_ASSERT(!resumed_, "PpoTrainer::", what,
+             ": the trainer resumed from a checkpoint; loading weights now would overwrite the resumed run's");
+}
+
 void PpoTrainer::load_policy_weights(const HostWeights& w) {
+  refuse_after_resume("load_policy_weights");
   write_weights(*policy_, w);
   write_weights(*reference_, w);
   if (value_ && cfg_.value_init == ValueInit::Policy)
@@ -176,20 +202,82 @@ void PpoTrainer::load_policy_weights(const HostWeights& w) {
 }
 
 void PpoTrainer::load_reward_weights(const HostWeights& w) {
+  refuse_after_resume("load_reward_weights");
   write_weights(*reward_, w);
   if (value_ && cfg_.value_init == ValueInit::Reward) write_weights(*value_, w);
 }
 
-void PpoTrainer::load_reference_weights(const HostWeights& w) { write_weights(*reference_, w); }
+void PpoTrainer::load_reference_weights(const HostWeights& w) {
+  refuse_after_resume("load_reference_weights");
+  write_weights(*reference_, w);
+}
 
-void PpoTrainer::load_value_weights(const HostWeights& w) { write_weights(value_model(), w); }
+void PpoTrainer::load_value_weights(const HostWeights& w) {
+  refuse_after_resume("load_value_weights");
+  write_weights(value_model(), w);
+}
+
+// ---- checkpoints ------------------------------------------------------------------------------------
+
+std::map<std::string, Transformer*> PpoTrainer::checkpoint_models() {
+  std::map<std::string, Transformer*> m{{"policy", policy_.get()}, {"reference", reference_.get()}, {"reward", reward_.get()}};
+  if (value_) m["value"] = value_.get();
+  return m;
+}
+
+nlohmann::json PpoTrainer::run_shapes() const {
+  nlohmann::json models = nlohmann::json::object();
+  for (const PlannedModel& m : ppo_models(cfg_, "config")) models[m.owner] = m.spec.config.to_json();
+  return {{"models", models},
+          {"value_model", to_string(cfg_.value_model)},
+          {"precision", backend_->precision() == Precision::BF16 ? "bf16" : "f32"},
+          {"rollout_batch_size", cfg_.rollout_batch_size},
+          {"prompt_length", cfg_.prompt_length},
+          {"response_length", cfg_.response_length},
+          {"seed", cfg_.seed},
+          {"prompt_set_size", prompts_.size()}};
+}
+
+void PpoTrainer::save_checkpoint(const std::string& run_dir) {
+  backend_->synchronize();
+  nlohmann::json data = {{"next_prompt", next_prompt_}};
+  if (prompts_.size() > 0) {
+    data["pass"] = next_prompt_ / uint64_t(prompts_.size());
+    data["index_in_pass"] = next_prompt_ % uint64_t(prompts_.size());
+  }
+  const nlohmann::json state = {{"steps_done", step_},
+                                {"optimizer_steps_done", optimizer_step_},
+                                {"data", data},
+                                {"kl_controller", kl_.state()},
+                                {"shapes", run_shapes()}};
+  io::save_checkpoint(run_dir, step_, checkpoint_models(), state);
+}
+
+void PpoTrainer::load_checkpoint(const std::string& path) {
+  const std::string dir = io::checkpoint_step_dir(path), where = dir + "/state.json";
+  // the state first (no models): a run of other shapes stops here, naming the field
+  const nlohmann::json state = io::load_checkpoint(dir, {});
+  for (const char* key : {"steps_done", "optimizer_steps_done", "data", "kl_controller", "shapes"})
+    PPO_ASSERT(state.contains(key), where, ": missing '", key, "'");
+  check_same_shapes(state["shapes"], run_shapes(), "", where);
+  const nlohmann::json& data = state["data"];
+  PPO_ASSERT(data.contains("next_prompt") && data["next_prompt"].is_number_unsigned(), where,
+             ": data.next_prompt missing or not a non-negative integer");
+  PPO_ASSERT(state["steps_done"].is_number_integer() && state["optimizer_steps_done"].is_number_integer(), where,
+             ": steps_done / optimizer_steps_done must be integers");
+  io::load_checkpoint(dir, checkpoint_models());
+  step_ = state["steps_done"].get<int64_t>();
+  optimizer_step_ = state["optimizer_steps_done"].get<int64_t>();
+  next_prompt_ = data["next_prompt"].get<uint64_t>();
+  kl_.load_state(state["kl_controller"]);
+  resumed_ = true;
+}
 
 // ---- the step ---------------------------------------------------------------------------------------
 
 std::vector<std::vector<int32_t>> PpoTrainer::next_prompts() {
   std::vector<std::vector<int32_t>> p;
-  const uint64_t first = uint64_t(step_) * uint64_t(cfg_.rollout_batch_size);
-  for (int64_t b = 0; b < cfg_.rollout_batch_size; ++b) p.push_back(prompts_.prompt(first + uint64_t(b)));
+  for (int64_t b = 0; b < cfg_.rollout_batch_size; ++b) p.push_back(prompts_.prompt(next_prompt_++));
   return p;
 }
 
@@ -319,6 +407,7 @@ MetricsRow PpoTrainer::step() {
   row.set("time/advantages_s", times_.advantages);
   row.set(metric::kSkipped, (!a.finite || u.skipped) ? 1.0 : 0.0);
   metrics_.push_back(row);
+  if (cfg_.save_every > 0 && step_ % cfg_.save_every == 0) save_checkpoint(cfg_.output_dir + "/checkpoints");
   return row;
 }
 

@@ -102,6 +102,19 @@ class PpoTrainer {
   // optimizer steps of the step (weights untouched from there) and sets `skipped` = 1.
   MetricsRow step();
 
+  // ---- checkpoints (io/checkpoint.h) -----------------------------------------------------------------
+  // Saves every model (parameters, f32 master weights, AdamW moments) and a state JSON as
+  // run_dir/step_<steps_done>: steps and optimizer steps done, the data position (next prompt of
+  // the stream, as pass and index within it for a finite set), the KL controller, and the run's
+  // shapes (model configs, value model, B/P/R, seed, prompt-set size). step() calls it with
+  // output_dir/checkpoints every save_every steps.
+  void save_checkpoint(const std::string& run_dir);
+  // Restores a checkpoint (a run directory: its `latest`; or a step directory). The saved shapes
+  // are checked against this run first: a mismatch is an error naming the field. Every sample
+  // after it is a pure function of (seed, step), so the next step() continues the saved run
+  // bit-exactly. The constructor calls it when config.resume is set.
+  void load_checkpoint(const std::string& path);
+
   // Rollout + scoring only, for the given prompts (B of them) or, with `responses`, for forced
   // responses (no sampling; each response up to and including its EOS, <= response_length).
   // Does not update anything but the KL controller.
@@ -109,7 +122,7 @@ class PpoTrainer {
                              const std::vector<std::vector<int32_t>>* responses = nullptr);
 
   // ---- weights from host vectors, by parameter name (missing names keep their values; unknown
-  // names are errors) -------------------------------------------------------------------------------
+  // names are errors; after a resume they are errors too: the checkpoint's weights are the run's) -------------------------------------------------------------------------------
   // Policy and reference (the reference is the SFT policy); with value_init = policy also the
   // value model's trunk (score.weight stays fresh).
   void load_policy_weights(const HostWeights& weights);
@@ -139,6 +152,9 @@ class PpoTrainer {
 
  private:
   std::vector<std::vector<int32_t>> next_prompts();
+  std::map<std::string, Transformer*> checkpoint_models();
+  nlohmann::json run_shapes() const;
+  void refuse_after_resume(const char* what) const;  // what a checkpoint must match to be resumed by this run
 
   PpoConfig cfg_;
   TrainerOptions opt_;
@@ -150,6 +166,8 @@ class PpoTrainer {
   KlController kl_;
   int32_t eos_ = -1;
   int64_t step_ = 0, optimizer_step_ = 0;
+  bool resumed_ = false;      // load_checkpoint ran: the load_*_weights calls would clobber it
+  uint64_t next_prompt_ = 0;  // index of the next prompt of the stream (the data position)
   std::vector<MetricsRow> metrics_;
   PhaseTimes times_;
 };

@@ -165,6 +165,7 @@ TEST_CASE("each invalid value names its key") {
       {"eos_token_id=-2", "eos_token_id"},
       {"max_grad_norm=-1", "max_grad_norm"},
       {"log_every=0", "log_every"},
+      {"save_every=-1", "save_every"},
   };
   for (const Case& k : cases) {
     PpoConfig c;

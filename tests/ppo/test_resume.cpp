@@ -1,0 +1,163 @@
+// Checkpoint and resume of a PPO run (CPU, tiny models): 4 steps in one trainer against 2 steps,
+// a checkpoint, and a new trainer resuming for 2 more must give bitwise the same metrics rows
+// (time/* aside) and final parameters; a leftover temporary directory of a crashed save is ignored;
+// a run of other shapes refuses the checkpoint, naming the field.
+#include "helpers.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include "ppo/trainer.h"
+
+using namespace ppo;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Adaptive KL (its coefficient is state to restore) and a finite prompt set of 6 walked by B = 4
+// per step (steps 2 and 3 cross a pass boundary mid-batch).
+PpoConfig tiny_config(const std::string& output_dir) {
+  PpoConfig c;
+  c.device = DeviceChoice::CPU;
+  c.policy = {{"arch", "gpt2"}, {"n_layer", 2}, {"n_head", 2}, {"d_model", 16}, {"d_ff", 32},
+              {"vocab_size", 37}, {"max_seq_len", 16}};
+  c.rollout_batch_size = 4;
+  c.prompt_length = 7;
+  c.response_length = 6;
+  c.micro_batch_size = 2;
+  c.ppo_epochs = 2;
+  c.num_minibatches = 2;
+  c.temperature = 0.9f;
+  c.learning_rate = 3e-3f;
+  c.value_learning_rate = 3e-3f;
+  c.adaptive_kl = true;
+  c.kl_target = 0.01f;
+  c.kl_horizon = 100.0f;
+  c.lr_warmup_steps = 1;
+  c.total_steps = 4;
+  c.seed = 7;
+  c.output_dir = output_dir;
+  c.derive();
+  return c;
+}
+
+TrainerOptions options() {
+  TrainerOptions o;
+  o.print_plan = false;
+  o.prompts = PromptSource::token_ids({{1, 2, 3}, {4, 5}, {6, 7, 8, 9}, {10}, {11, 12, 13, 14, 15}, {16, 17}});
+  return o;
+}
+
+std::vector<std::pair<std::string, double>> without_times(const MetricsRow& row) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& item : row.items())
+    if (item.first.rfind("time/", 0) != 0) out.push_back(item);
+  return out;
+}
+
+// Bitwise equality of two rows (NaN == NaN when the bits agree); names the first differing key.
+void check_same_row(const MetricsRow& a, const MetricsRow& b, int step) {
+  const auto x = without_times(a), y = without_times(b);
+  REQUIRE(x.size() == y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    INFO("step ", step, " metric ", x[i].first, ": ", x[i].second, " vs ", y[i].second);
+    CHECK(x[i].first == y[i].first);
+    CHECK(std::memcmp(&x[i].second, &y[i].second, sizeof(double)) == 0);
+  }
+}
+
+void check_same_weights(Transformer& a, Transformer& b) {
+  const HostWeights wa = read_weights(a), wb = read_weights(b);
+  REQUIRE(wa.size() == wb.size());
+  for (const auto& [name, va] : wa) {
+    const std::vector<float>& vb = wb.at(name);
+    INFO(a.owner(), ": ", name);
+    REQUIRE(va.size() == vb.size());
+    CHECK(std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0);
+  }
+}
+
+std::string temp_dir(const char* name) {
+  const std::string dir = fs::temp_directory_path() / name;
+  fs::remove_all(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("2 steps + checkpoint + a new trainer resuming for 2 steps == 4 steps, bitwise") {
+  const std::string straight_dir = temp_dir("ppo_resume_straight"), run_dir = temp_dir("ppo_resume_run");
+
+  PpoTrainer straight(tiny_config(straight_dir), options());
+  for (int i = 0; i < 4; ++i) straight.step();
+  CHECK(!fs::exists(straight_dir + "/checkpoints"));  // save_every = 0: off
+
+  PpoConfig first = tiny_config(run_dir);
+  first.save_every = 2;
+  {
+    PpoTrainer t(first, options());
+    for (int i = 0; i < 2; ++i) check_same_row(t.step(), straight.metrics()[size_t(i)], i);
+  }
+  const std::string ckpt = run_dir + "/checkpoints";
+  REQUIRE(fs::exists(ckpt + "/step_2/state.json"));
+
+  // a save of step 4 killed half-way: its temporary directory holds junk; `latest` still names step_2
+  fs::create_directories(ckpt + "/.tmp_step_4");
+  std::ofstream(ckpt + "/.tmp_step_4/policy.safetensors") << "truncated";
+  std::ofstream(ckpt + "/.tmp_step_4/state.json") << "{\"steps_done\": 4";
+
+  PpoConfig resumed = first;
+  resumed.resume = ckpt;
+  PpoTrainer t(resumed, options());
+  CHECK(t.steps_done() == 2);
+  CHECK(t.optimizer_steps_done() == 2 * first.optimizer_steps_per_step);
+  for (int i = 2; i < 4; ++i) check_same_row(t.step(), straight.metrics()[size_t(i)], i);
+  CHECK(t.kl_controller().coef() == straight.kl_controller().coef());
+  CHECK(t.kl_controller().coef() != double(first.kl_coef));  // adaptive: the coefficient moved
+  check_same_weights(t.policy(), straight.policy());
+  check_same_weights(t.reference(), straight.reference());
+  check_same_weights(t.reward_model(), straight.reward_model());
+  REQUIRE(t.has_separate_value_model());
+  check_same_weights(t.value_model(), straight.value_model());
+
+  // the save of step 4 replaced the leftover
+  CHECK(fs::exists(ckpt + "/step_4/state.json"));
+  CHECK(!fs::exists(ckpt + "/.tmp_step_4"));
+}
+
+TEST_CASE("resuming with other shapes fails naming the field") {
+  const std::string run_dir = temp_dir("ppo_resume_shapes");
+  PpoConfig c = tiny_config(run_dir);
+  {
+    PpoTrainer t(c, options());
+    t.step();
+    t.save_checkpoint(run_dir + "/checkpoints");
+  }
+  PpoConfig wider = c;
+  wider.policy["d_model"] = 24;
+  wider.resume = run_dir + "/checkpoints";
+  CHECK_THROWS_WITH_AS(PpoTrainer(wider, options()), doctest::Contains("field 'models.policy.d_model'"), Error);
+
+  PpoConfig longer = c;
+  longer.response_length = 5;
+  longer.derive();
+  longer.resume = run_dir + "/checkpoints";
+  CHECK_THROWS_WITH_AS(PpoTrainer(longer, options()), doctest::Contains("field 'response_length'"), Error);
+
+  TrainerOptions other_prompts = options();
+  other_prompts.prompts = PromptSource::token_ids({{1, 2}, {3}});
+  PpoConfig same = c;
+  same.resume = run_dir + "/checkpoints";
+  CHECK_THROWS_WITH_AS(PpoTrainer(same, other_prompts), doctest::Contains("field 'prompt_set_size'"), Error);
+
+  // the matching config resumes (from the step directory too)
+  same.resume = run_dir + "/checkpoints/step_1";
+  PpoTrainer ok(same, options());
+  CHECK(ok.steps_done() == 1);
+  // loading weights into a resumed run would silently replace the checkpoint's
+  CHECK_THROWS_WITH_AS(ok.load_policy_weights(read_weights(ok.policy())), doctest::Contains("resumed"), Error);
+
+  PpoConfig missing = c;
+  missing.resume = run_dir + "/nowhere";
+  CHECK_THROWS_WITH_AS(PpoTrainer(missing, options()), doctest::Contains("nowhere"), Error);
+}
