@@ -31,7 +31,7 @@ struct PpoConfig {
   int64_t total_steps = 200;            // PPO steps (each: one rollout batch + its updates)
   int64_t log_every = 1;                // metrics row and progress line every this many steps
   int64_t save_every = 0;               // checkpoint to output_dir/checkpoints every this many steps (0 = off)
-  std::string resume;                   // a run directory (or step directory) to resume from; empty = fresh
+  std::string resume;                   // checkpoint run directory (its latest) or step directory to continue; "" = fresh
 
   // ---- rollout ------------------------------------------------------------------------------------
   int64_t rollout_batch_size = 64;  // B: prompts (one response each) per PPO step

@@ -99,7 +99,8 @@ class PpoTrainer {
 
   // One PPO step: rollout, scoring, advantages, updates. Returns its metrics row (also kept in
   // metrics()). A NaN/Inf in log-probs, values, losses or a gradient norm skips the remaining
-  // optimizer steps of the step (weights untouched from there) and sets `skipped` = 1.
+  // optimizer steps of the step (weights untouched from there) and sets `skipped` = 1. With
+  // save_every > 0, a step whose count is a multiple of it ends with save_checkpoint.
   MetricsRow step();
 
   // ---- checkpoints (io/checkpoint.h) -----------------------------------------------------------------
@@ -122,7 +123,7 @@ class PpoTrainer {
                              const std::vector<std::vector<int32_t>>* responses = nullptr);
 
   // ---- weights from host vectors, by parameter name (missing names keep their values; unknown
-  // names are errors; after a resume they are errors too: the checkpoint's weights are the run's) -------------------------------------------------------------------------------
+  // names are errors; after a resume every call is an error: it would overwrite the checkpoint) ----
   // Policy and reference (the reference is the SFT policy); with value_init = policy also the
   // value model's trunk (score.weight stays fresh).
   void load_policy_weights(const HostWeights& weights);
@@ -153,8 +154,8 @@ class PpoTrainer {
  private:
   std::vector<std::vector<int32_t>> next_prompts();
   std::map<std::string, Transformer*> checkpoint_models();
-  nlohmann::json run_shapes() const;
-  void refuse_after_resume(const char* what) const;  // what a checkpoint must match to be resumed by this run
+  nlohmann::json run_shapes() const;  // what a checkpoint must match to be resumed by this run
+  void refuse_after_resume(const char* what) const;
 
   PpoConfig cfg_;
   TrainerOptions opt_;
