@@ -44,5 +44,5 @@ echo "== peer: torch_ppo_step.py ($device, eager)  [log $WORK/peer.log]"
 "$PYTHON" "$here/peers/torch_ppo_step.py" --config "$config" --device "$device" --steps "$steps" --warmup 1 \
   --fixed-response-length --json "$WORK/peer.json" "${sets[@]}" > "$WORK/peer.log" 2>&1 || { tail -20 "$WORK/peer.log"; exit 1; }
 echo
-echo "# threads: ${threads:-default} (OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}); $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "# threads: ${threads:-default} (OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}); $(nproc --all) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 "$PYTHON" "$here/compare_table.py" "$WORK/engine.json" "$WORK/peer.json" ${json:+--json "$json"}

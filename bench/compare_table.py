@@ -6,7 +6,8 @@
 Rows: the phases (generate, reference, reward, value, advantages, train, total) in mean seconds per
 timed step, response tokens/s (valid response tokens / step time), and peak memory where known
 (engine: the planned arena, which holds everything the step allocates; peer: per phase
-torch.cuda.max_memory_allocated on CUDA or the resident set on the CPU). speedup = peer / engine
+torch.cuda.max_memory_allocated on CUDA or the resident set on the CPU; the latter includes the torch
+runtime, so no ratio is given on the CPU). speedup = peer / engine
 for times and memory (> 1: the engine is faster or smaller), engine / peer for tokens/s.
 Standard library only (no torch).
 """
@@ -18,7 +19,7 @@ PHASES = ["generate", "reference", "reward", "value", "advantages", "train", "to
 
 
 def fmt_seconds(s):
-    return "-" if s is None else (f"{s:.4f}" if s < 10 else f"{s:.2f}")
+    return "-" if s is None else f"{s:.4g}"
 
 
 def ratio(a, b):
@@ -36,8 +37,10 @@ def build_rows(engine, peer):
     e = engine.get("arena_bytes")
     p = max(peer_mem) if peer_mem else None
     kind = peer.get("memory_kind", "?")
+    # cpu_rss is the whole process (the torch runtime included), not the step's tensors: no ratio
     rows.append({"row": f"peak memory MiB (engine arena; peer {kind})", "engine": None if e is None else e / 2**20,
-                 "peer": None if p is None else p / 2**20, "speedup": ratio(p, e), "kind": "mib"})
+                 "peer": None if p is None else p / 2**20,
+                 "speedup": ratio(p, e) if kind == "cuda_max_allocated" else None, "kind": "mib"})
     return rows
 
 
