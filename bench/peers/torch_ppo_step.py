@@ -215,7 +215,7 @@ def hf_config(m: dict, name: str):
                    num_hidden_layers=m["n_layer"], num_attention_heads=m["n_head"],
                    num_key_value_heads=m.get("n_kv_head", m["n_head"]), max_position_embeddings=m["max_seq_len"],
                    rope_theta=float(m.get("rope_theta", 10000.0)), rms_norm_eps=m.get("norm_eps", 1e-5),
-                   tie_word_embeddings=m.get("tied_embeddings", False), attention_dropout=0.0,
+                   tie_word_embeddings=m.get("tied_embeddings", True), attention_dropout=0.0,
                    bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
     fail(f"{name}: arch must be 'gpt2' or 'llama', got {m['arch']!r}")
 

@@ -4,7 +4,10 @@
 // response tokens/s, model TFLOP/s per phase and, on a GPU with a known peak, MFU; --json writes
 // the same with the peer's phase names (generate, reference, reward, value, advantages, train,
 // total; subphases generate/sampling and generate/old_logp). --trace DIR dumps the first (warm-up)
-// step's tensors with the peer's names (ppo/trace.h).
+// step's tensors with the peer's names (ppo/trace.h). --save-weights DIR writes the four models
+// before the first step as HF checkpoints DIR/{policy,reference,reward,value}/ (config.json +
+// model.safetensors, io/hf_checkpoint.h): the peer's --weights files for the same-work check
+// (bench/same_work_check.py).
 //
 // FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
 // but the embedding lookups; a tied LM head counts once more); 2 N per token for forward-only
@@ -20,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include "engine/device_memory.h"
 #include "engine/philox.h"
+#include "io/hf_checkpoint.h"
 #include "ppo/trainer.h"
 #include "tools/ppo/commands.h"
 
@@ -35,6 +39,7 @@ struct BenchOptions {
   bool fixed_response_length = false;
   std::string json;
   std::string trace;
+  std::string save_weights;
   double peak_tflops = 0;
 };
 
@@ -77,6 +82,13 @@ void run_bench(const BenchOptions& o) {
   opt.trace_dir = o.trace;
   PpoTrainer trainer(cfg, opt);
   const bool cuda = trainer.backend().device() == DeviceKind::CUDA;
+  if (!o.save_weights.empty()) {
+    io::export_hf_checkpoint(o.save_weights + "/policy", trainer.policy(), Heads::LM);
+    io::export_hf_checkpoint(o.save_weights + "/reference", trainer.reference(), Heads::LM);
+    io::export_hf_checkpoint(o.save_weights + "/reward", trainer.reward_model(), Heads::Scalar);
+    if (trainer.has_separate_value_model())
+      io::export_hf_checkpoint(o.save_weights + "/value", trainer.value_model(), Heads::Scalar);
+  }
   const std::string device = cuda ? cuda_device_name() : "cpu";
 
   const double n_policy = matmul_params(trainer.policy()), n_reference = matmul_params(trainer.reference());
@@ -176,6 +188,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--fixed-response-length", o->fixed_response_length, "EOS off: every response has response_length tokens");
   cmd->add_option("--json", o->json, "write the report as JSON (the peer's phase names)");
   cmd->add_option("--trace", o->trace, "write every tensor of the first step to DIR/trace.safetensors (ppo/trace.h)");
+  cmd->add_option("--save-weights", o->save_weights,
+                  "write the initial models as HF checkpoints DIR/{policy,reference,reward,value}/");
   cmd->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (default: 989.4 on H100/H200)");
   cmd->callback([o] { run_bench(*o); });
 }
