@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <omp.h>
 #include "engine/device_memory.h"
 #include "kernels/cpu/ops.h"
 
@@ -68,6 +69,12 @@ void with_cpu_float(Precision p, F&& f) {
 bool is_float(DType t) { return t == DType::F32 || t == DType::F64 || t == DType::BF16; }
 
 }  // namespace
+
+void set_cpu_threads(int threads) {
+  PPO_ASSERT(threads >= 1, "set_cpu_threads: ", threads, " threads; expected at least 1");
+  omp_set_num_threads(threads);
+  cpu::set_blas_threads(threads);
+}
 
 // ---- construction ---------------------------------------------------------------------------------
 

@@ -54,6 +54,11 @@ struct MaskedMoments {
 
 struct CudaContext;  // kernels/cuda/context.h: stream, cuBLAS/cuBLASLt handles
 
+// Threads of every CPU backend in the process: OpenMP and OpenBLAS's own pool (which ignores
+// OpenMP's setting). Tiny models run fastest, and deterministically across machines with a
+// different core count, on one. The BLAS thread count changes its blocking and so the last bits.
+void set_cpu_threads(int threads);
+
 class Backend {
  public:
   // A CUDA backend needs a GPU; Precision must be F32/F64 on the CPU and BF16 on CUDA.

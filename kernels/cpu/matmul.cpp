@@ -28,6 +28,8 @@ void check_extents(const char* op, int64_t N, int64_t C, int64_t OC) {
 
 }  // namespace
 
+void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
+
 // out(N,OC) = inp(N,C) @ weight(OC,C)^T + bias(OC)   (bias may be null)
 template <class T> void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C, int64_t OC) {
   check_extents("matmul_forward", N, C, OC);

@@ -7,6 +7,8 @@
 
 namespace ppo::cpu {
 
+void set_blas_threads(int threads);
+
 template <class T> void embedding_forward(T* out, const int32_t* tokens, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int64_t C);
 template <class T> void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C);
 

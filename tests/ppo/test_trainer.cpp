@@ -56,7 +56,11 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 
 }  // namespace
 
-TEST_CASE("policy == reference before any update: KL == 0, ratio == 1, clipfrac == 0 exactly") {
+// The reference and old log-probs come from one pass over the batch in the same arrangement, so KL
+// is exactly 0. The update's pass sees the rows shuffled into other micro-batch positions, and BLAS
+// may round a row differently by its position in the tile (OpenBLAS's AVX-512 kernels do): the
+// ratio is 1 to float rounding, not bitwise.
+TEST_CASE("policy == reference before any update: KL == 0, clipfrac == 0 exactly, ratio == 1 to rounding") {
   PpoConfig c = tiny_config();
   c.ppo_epochs = 1;
   c.num_minibatches = 1;  // the one minibatch is trained before any optimizer step
@@ -69,11 +73,11 @@ TEST_CASE("policy == reference before any update: KL == 0, ratio == 1, clipfrac 
   const MetricsRow row = trainer.step();
   CHECK(row.get(metric::kKl) == 0.0);
   CHECK(row.get(metric::kPolicyClipfrac) == 0.0);
-  CHECK(row.get(metric::kRatio) == 1.0);
-  CHECK(row.get(metric::kApproxKl) == 0.0);
+  CHECK(std::abs(row.get(metric::kRatio) - 1.0) <= 1e-6);
+  CHECK(row.get(metric::kApproxKl) <= 1e-12);
   CHECK(row.get(metric::kSkipped) == 0.0);
 
-  // the trace holds the peer's names; ratio is exactly 1 on valid tokens, KL exactly 0
+  // the trace holds the peer's names; ratio is 1 on valid tokens (to rounding), KL exactly 0
   io::SafetensorsFile f(dir + "/trace.safetensors");
   for (const char* name : {"prompt_ids", "prompt_mask", "response_ids", "response_mask", "old_logp", "ref_logp",
                            "values", "scores", "kl", "rewards", "advantages", "returns", "epoch0/minibatch_indices",
@@ -89,7 +93,7 @@ TEST_CASE("policy == reference before any update: KL == 0, ratio == 1, clipfrac 
   for (int64_t i = 0; i < idx.numel(); ++i)
     for (int64_t t = 0; t < R; ++t)
       if (m[rows[i] * R + t]) {
-        CHECK(r[i * R + t] == 1.0f);
+        CHECK(std::abs(r[i * R + t] - 1.0f) <= 1e-6f);
         ++valid;
       }
   CHECK(valid > 0);

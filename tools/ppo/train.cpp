@@ -3,7 +3,6 @@
 // PPO against it, logging the proxy and the hidden gold reward (ppo/demo_pipeline.h). Prints the
 // gold reward of the SFT policy and of the final policy on held-out prompts; writes metrics JSONL,
 // an SVG plot and the final policy (safetensors + its config JSON) into output_dir.
-#include <omp.h>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -25,9 +24,9 @@ void run_train(const TrainOptions& o) {
   std::vector<std::string> overrides = o.overrides;
   if (!o.device.empty()) overrides.push_back("device=" + o.device);
   const DemoRunConfig c = load_demo_config(o.config, overrides);
-  // The demo's models are tiny: on the CPU, OpenMP threads cost more in synchronisation than they
-  // give (and spin-waiting threads crawl on a shared machine). One thread unless OMP_NUM_THREADS says.
-  if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
+  // The demo's models are tiny: on the CPU, threads cost more in synchronisation than they give
+  // (and spin-waiting threads crawl on a shared machine). One thread unless OMP_NUM_THREADS says.
+  if (!std::getenv("OMP_NUM_THREADS")) set_cpu_threads(1);
   std::fprintf(stderr, "ppo train: demo task, policy %s, %lld PPO steps of %lld rollouts, device %s, output %s\n",
                c.ppo.policy.dump().c_str(), (long long)c.ppo.total_steps, (long long)c.ppo.rollout_batch_size,
                to_string(c.ppo.device), c.ppo.output_dir.c_str());
