@@ -186,6 +186,11 @@ void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<st
   sync_directory(run_dir);
 }
 
+void check_no_checkpoints(const std::string& run_dir, const std::string& who) {
+  PPO_ASSERT(!fs::exists(run_dir + "/latest"), who, ": ", run_dir, " already holds checkpoints of a run (",
+             run_dir, "/latest); resume it (resume=", run_dir, "), or choose another output_dir, or remove them");
+}
+
 std::string checkpoint_step_dir(const std::string& path) {
   if (fs::exists(path + "/state.json")) return path;
   const std::string latest = path + "/latest";

@@ -24,6 +24,11 @@ namespace ppo::io {
 void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<std::string, Transformer*>& models,
                      const nlohmann::json& state);
 
+// A fresh (not resumed) run that will save into run_dir: fails before any work when run_dir already
+// holds a run's checkpoints (its `latest`), which the new run would mix with or collide with.
+// `who` names the caller in the message, which suggests resuming or another directory.
+void check_no_checkpoints(const std::string& run_dir, const std::string& who);
+
 // The step directory a path names: run_dir/<contents of latest>, or `path` itself when it is a
 // step directory (holds state.json).
 std::string checkpoint_step_dir(const std::string& path);

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 #include "engine/error.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "ppo/plot.h"
 #include "ppo/trainer.h"
@@ -218,6 +219,29 @@ void save_policy(const std::string& dir, const HostWeights& weights, const std::
   std::ofstream(dir + "/policy_config.json") << config.to_json().dump(2) << "\n";
 }
 
+// The numbers of the stages before PPO, kept in output_dir/demo_stages.json so that a resumed run
+// (which skips those stages) still reports them and compares with the SFT policy.
+constexpr const char* kStagesFile = "demo_stages.json";
+
+void save_stages(const std::string& dir, const DemoResult& r) {
+  const json j = {{"random_gold", r.random_gold}, {"sft_gold", r.sft_gold}, {"sft_loss", r.sft_loss},
+                  {"rm_accuracy", r.rm_accuracy}, {"rm_gold_accuracy", r.rm_gold_accuracy}};
+  std::ofstream(dir + "/" + kStagesFile) << j.dump(2) << "\n";
+}
+
+void load_stages(const std::string& dir, DemoResult& r) {
+  const std::string path = dir + "/" + kStagesFile;
+  std::ifstream in(path);
+  PPO_ASSERT(in.good(), "resume: '", path, "' cannot be read; resume a demo run with the output_dir it was started with");
+  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  PPO_ASSERT(j.is_object(), "resume: '", path, "' is not a JSON object");
+  for (auto [key, field] : {std::pair{"random_gold", &r.random_gold}, {"sft_gold", &r.sft_gold}, {"sft_loss", &r.sft_loss},
+                            {"rm_accuracy", &r.rm_accuracy}, {"rm_gold_accuracy", &r.rm_gold_accuracy}}) {
+    PPO_ASSERT(j.contains(key) && j.at(key).is_number(), "resume: '", path, "': '", key, "' missing or not a number");
+    *field = j.at(key).get<double>();
+  }
+}
+
 }  // namespace
 
 DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
@@ -248,34 +272,40 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   sampling.top_p = config.top_p;
   sampling.eos = DemoTask::kEos;
   sampling.seed = config.seed + 0x5eed;
-
-  // ---- 1. SFT ----------------------------------------------------------------------------------
-  SingleModel policy(device, {result.policy_config, Heads::LM, Training::Trained, Generation::KVCache},
-                     {config.rollout_batch_size, P, R, settings.sft.micro_batch_size}, "policy");
-  policy.model().init_random(config.seed);
-  result.random_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
-  SftConfig sft = settings.sft;
-  sft.seed = config.seed;
-  sft.pad_token_id = DemoTask::kPad;
-  SftTrainer sft_trainer(policy, sft);
-  const std::vector<SftExample> demos = demo_sft_examples(task, 0, settings.sft_examples);
   const bool write = files == DemoFiles::Write;
   if (write) std::filesystem::create_directories(config.output_dir);
-  auto logger = [&](const char* name) {
-    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, LogMode::Truncate) : nullptr;
+  auto logger = [&](const char* name, LogMode mode) {
+    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, mode) : nullptr;
   };
-  std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl");
-  const std::vector<MetricsRow> sft_rows = sft_trainer.train(demos, sft_log.get());
-  result.sft_loss = sft_rows.back().get(metric::kSftLoss);
-  result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
-  const HostWeights sft_weights = read_weights(policy.model());
-  say(fmt("sft: %lld steps, loss %.3f; gold reward on %lld held-out prompts: random init %.3f -> SFT %.3f",
-          (long long)sft_rows.size(), result.sft_loss, (long long)settings.eval_prompts, result.random_gold,
-          result.sft_gold));
+  // The policy used for generation outside PPO: the held-out evaluations.
+  SingleModel policy(device, {result.policy_config, Heads::LM, Training::Trained, Generation::KVCache},
+                     {config.rollout_batch_size, P, R, settings.sft.micro_batch_size}, "policy");
+  const bool resuming = !config.resume.empty();
+  if (write && !resuming) io::check_no_checkpoints(config.output_dir + "/checkpoints", "ppo train");
+  HostWeights sft_weights, rm_weights;
 
-  // ---- 2. reward model ---------------------------------------------------------------------------
-  HostWeights rm_weights;
-  {
+  if (resuming) {
+    load_stages(config.output_dir, result);
+    say(fmt("resume: SFT and reward model done (SFT gold %.3f, reward model gold-order accuracy %.3f); PPO from %s",
+            result.sft_gold, result.rm_gold_accuracy, config.resume.c_str()));
+  } else {
+    // ---- 1. SFT --------------------------------------------------------------------------------------
+    policy.model().init_random(config.seed);
+    result.random_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+    SftConfig sft = settings.sft;
+    sft.seed = config.seed;
+    sft.pad_token_id = DemoTask::kPad;
+    SftTrainer sft_trainer(policy, sft);
+    std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl", LogMode::Truncate);
+    const std::vector<MetricsRow> sft_rows = sft_trainer.train(demo_sft_examples(task, 0, settings.sft_examples), sft_log.get());
+    result.sft_loss = sft_rows.back().get(metric::kSftLoss);
+    result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+    sft_weights = read_weights(policy.model());
+    say(fmt("sft: %lld steps, loss %.3f; gold reward on %lld held-out prompts: random init %.3f -> SFT %.3f",
+            (long long)sft_rows.size(), result.sft_loss, (long long)settings.eval_prompts, result.random_gold,
+            result.sft_gold));
+
+    // ---- 2. reward model -----------------------------------------------------------------------------
     SingleModel rm(device, {reward_config, Heads::Scalar, Training::Trained, Generation::None},
                    {1, P, R, 2 * settings.rm.micro_batch_size}, "reward");
     rm.model().init_random(config.seed + 1);
@@ -292,7 +322,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
     rmc.pad_token_id = DemoTask::kPad;
     RewardTrainer rm_trainer(rm, rmc);
     const uint64_t first_pair = uint64_t(settings.sft_examples);
-    std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl");
+    std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl", LogMode::Truncate);
     const std::vector<MetricsRow> rm_rows =
         rm_trainer.train(demo_preference_examples(task, first_pair, settings.rm_pairs, settings.label_noise), rm_log.get());
     const uint64_t eval_first = kDemoEvalFirst + uint64_t(settings.eval_prompts);
@@ -303,26 +333,37 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
     rm_weights = read_weights(rm.model());
     say(fmt("reward model: %lld steps, loss %.3f; held-out accuracy %.3f (noisy labels), %.3f (gold order)",
             (long long)rm_rows.size(), rm_rows.back().get(metric::kRmLoss), result.rm_accuracy, result.rm_gold_accuracy));
+    if (write) save_stages(config.output_dir, result);
   }
 
   // ---- 3. PPO ----------------------------------------------------------------------------------------
-  std::unique_ptr<MetricsLogger> ppo_log = logger("metrics.jsonl");
   {
     TrainerOptions options;
     options.prompts = PromptSource::demo_task(config.seed);  // enables objective/gold_scores
     options.print_plan = false;
-    PpoTrainer trainer(config, options);
-    trainer.load_policy_weights(sft_weights);  // policy and reference
-    trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
+    PpoTrainer trainer(config, options);  // restores the checkpoint when config.resume is set
+    if (!resuming) {
+      trainer.load_policy_weights(sft_weights);  // policy and reference
+      trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
+    }
+    const std::string metrics_path = config.output_dir + "/metrics.jsonl";
+    // A resumed run redoes the steps after its checkpoint: their rows (from before a crash) go.
+    if (resuming && write) result.ppo_rows = keep_metrics_through_step(metrics_path, trainer.steps_done());
+    std::unique_ptr<MetricsLogger> ppo_log = logger("metrics.jsonl", resuming ? LogMode::Append : LogMode::Truncate);
+    const int64_t first_step = trainer.steps_done() + 1;
     const auto ppo_start = std::chrono::steady_clock::now();
-    for (int64_t step = 1; step <= config.total_steps; ++step) {
+    for (int64_t step = first_step; step <= config.total_steps; ++step) {
       result.ppo_rows.push_back(trainer.step());
       if (ppo_log) ppo_log->write(result.ppo_rows.back());
       if (step % config.log_every == 0 || step == config.total_steps) {
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ppo_start).count();
-        say(format_progress(step, config.total_steps, elapsed / double(step), result.ppo_rows.back()));
+        say(format_progress(step, config.total_steps, elapsed / double(step - first_step + 1), result.ppo_rows.back()));
       }
     }
+    // The run ends on a checkpoint (step() saves every save_every steps) so that it can be extended
+    // with more total_steps and `resume`.
+    const bool saved = config.save_every > 0 && trainer.steps_done() % config.save_every == 0;
+    if (write && trainer.steps_done() >= first_step && !saved) trainer.save_checkpoint(config.output_dir + "/checkpoints");
     result.policy = read_weights(trainer.policy());
   }
   write_weights(policy.model(), result.policy, WeightCoverage::All);

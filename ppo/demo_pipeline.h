@@ -81,9 +81,14 @@ DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::s
 
 enum class DemoFiles : uint8_t { None, Write };
 // With DemoFiles::Write, config.output_dir receives: metrics.jsonl (a PPO row per step),
-// sft_metrics.jsonl, reward_metrics.jsonl, metrics.svg (proxy reward, gold reward, KL, entropy,
-// clip fraction), policy.safetensors and policy_config.json (the final policy's ModelConfig).
-// Stage reports and the PPO progress line go to `log` (one line each).
+// sft_metrics.jsonl, reward_metrics.jsonl, demo_stages.json (the SFT and reward-model numbers),
+// metrics.svg (proxy reward, gold reward, KL, entropy, clip fraction), policy.safetensors,
+// policy_config.json (the final policy's ModelConfig) and checkpoints/ (every save_every steps and
+// at the end: the run can be resumed or extended).
+// With config.resume set, SFT and reward-model training are skipped (their numbers come from
+// output_dir/demo_stages.json), PPO continues from the checkpoint, and metrics.jsonl keeps its rows
+// up to the checkpoint's step and gets the new ones appended; ppo_rows holds them all (with
+// DemoFiles::None only the new ones). Stage reports and the PPO progress line go to `log`.
 DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
                     const std::function<void(const std::string&)>& log = {});
 

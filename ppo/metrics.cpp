@@ -1,6 +1,8 @@
 #include "ppo/metrics.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include "engine/error.h"
 
@@ -64,6 +66,22 @@ std::vector<MetricsRow> read_metrics_jsonl(const std::string& path) {
     }
     rows.push_back(std::move(row));
   }
+  return rows;
+}
+
+std::vector<MetricsRow> keep_metrics_through_step(const std::string& path, int64_t step) {
+  std::vector<MetricsRow> rows = read_metrics_jsonl(path);
+  rows.erase(std::remove_if(rows.begin(), rows.end(),
+                            [&](const MetricsRow& r) { return !r.has(metric::kStep) || r.get(metric::kStep) > double(step); }),
+             rows.end());
+  const std::string tmp = path + ".tmp";
+  {
+    MetricsLogger out(tmp, LogMode::Truncate);
+    for (const MetricsRow& r : rows) out.write(r);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  PPO_ASSERT(!ec, "metrics file '", path, "': cannot replace it with '", tmp, "': ", ec.message());
   return rows;
 }
 

@@ -70,6 +70,11 @@ class MetricsLogger {
 // Every row of a metrics JSONL file (null reads back as NaN). Blank lines are skipped.
 std::vector<MetricsRow> read_metrics_jsonl(const std::string& path);
 
+// Resuming from a checkpoint taken after step `step`: the rows of a later step (written before a
+// crash, and about to be redone) are removed from the file, which is rewritten atomically
+// (temporary file, rename). Returns the rows kept. A missing file is an error.
+std::vector<MetricsRow> keep_metrics_through_step(const std::string& path, int64_t step);
+
 // "step 12/200 | rlhf_reward 0.531 | kl 0.0123 | ... | 1.23 s/step | ETA 3m51s"
 // seconds_per_step is measured over the steps of this process (a resumed run starts afresh).
 std::string format_progress(int64_t step, int64_t total_steps, double seconds_per_step, const MetricsRow& row);

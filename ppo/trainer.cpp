@@ -181,6 +181,7 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
     copy_shared(*value_, cfg_.value_init == ValueInit::Reward ? *reward_ : *policy_);
   }
   if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
+  else if (cfg_.save_every > 0) io::check_no_checkpoints(cfg_.output_dir + "/checkpoints", "PpoTrainer");
 }
 
 PpoTrainer::~PpoTrainer() = default;

@@ -80,6 +80,47 @@ TEST_CASE("demo pipeline: one seed gives identical results; the files are writte
         a.policy.at("wte.weight"));
 }
 
+TEST_CASE("demo pipeline: a resumed run continues bit-exactly; rows after the checkpoint are redone") {
+  set_cpu_threads(1);
+  const std::string dir = test::temp_dir();
+  auto config = [&](const std::string& out, int64_t steps, const std::string& resume) {
+    DemoRunConfig c = reduced(out);
+    c.ppo.total_steps = steps;
+    c.ppo.save_every = 2;
+    c.ppo.resume = resume;
+    c.ppo.derive();
+    return c;
+  };
+  const DemoRunConfig whole = config(dir + "/whole", 4, "");
+  const DemoResult a = run_demo(whole.ppo, whole.settings, DemoFiles::Write);
+
+  const DemoRunConfig first = config(dir + "/split", 3, "");  // saves after step 2, ...
+  run_demo(first.ppo, first.settings, DemoFiles::Write);      // ... then "crashes" after step 3
+  const DemoRunConfig rest = config(dir + "/split", 4, dir + "/split/checkpoints/step_2");
+  const DemoResult b = run_demo(rest.ppo, rest.settings, DemoFiles::Write);
+
+  CHECK(b.policy == a.policy);
+  CHECK(b.final_gold == a.final_gold);
+  CHECK(b.sft_gold == a.sft_gold);  // from demo_stages.json
+  const std::vector<MetricsRow> rows = read_metrics_jsonl(dir + "/split/metrics.jsonl");
+  REQUIRE(rows.size() == 4);  // step 3's first row is gone, not duplicated
+  REQUIRE(b.ppo_rows.size() == 4);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CHECK(rows[i].get(metric::kStep) == double(i + 1));
+    for (const auto& [name, value] : a.ppo_rows[i].items())
+      if (name.rfind("time/", 0) != 0) CHECK_MESSAGE(value == rows[i].get(name), name, " at row ", i);
+  }
+  // The run ended on a checkpoint: step 4 (save_every) here; a resume of a run dir takes its latest.
+  CHECK(std::filesystem::exists(dir + "/split/checkpoints/step_4/state.json"));
+
+  using test::contains;
+  using test::error_of;
+  // a fresh run into a directory with checkpoints stops before any work
+  CHECK(contains(error_of([&] { run_demo(whole.ppo, whole.settings, DemoFiles::Write); }), "resume it"));
+  const DemoRunConfig elsewhere = config(dir + "/other", 4, dir + "/split/checkpoints");
+  CHECK(contains(error_of([&] { run_demo(elsewhere.ppo, elsewhere.settings, DemoFiles::Write); }), "demo_stages.json"));
+}
+
 // The demo's own SFT and reward-model settings and half its PPO steps. (With a weaker reward model,
 // e.g. half the preference pairs, PPO raises the proxy reward but hardly the gold one.)
 // About 30 s on one core: SFT 6 s, reward model 12 s, 30 PPO steps 9 s.

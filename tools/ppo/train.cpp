@@ -17,12 +17,14 @@ namespace {
 struct TrainOptions {
   std::string config;
   std::string device;  // empty: the config's
+  std::string resume;  // empty: the config's
   std::vector<std::string> overrides;
 };
 
 void run_train(const TrainOptions& o) {
   std::vector<std::string> overrides = o.overrides;
   if (!o.device.empty()) overrides.push_back("device=" + o.device);
+  if (!o.resume.empty()) overrides.push_back("resume=" + o.resume);
   const DemoRunConfig c = load_demo_config(o.config, overrides);
   // The demo's models are tiny: on the CPU, threads cost more in synchronisation than they give
   // (and spin-waiting threads crawl on a shared machine). One thread unless OMP_NUM_THREADS says.
@@ -36,8 +38,8 @@ void run_train(const TrainOptions& o) {
               r.final_gold - r.sft_gold);
   std::printf("reward model held-out accuracy: %.3f (noisy labels), %.3f (gold order)\n", r.rm_accuracy,
               r.rm_gold_accuracy);
-  std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,metrics.svg,policy.safetensors,"
-              "policy_config.json} in %.1f s\n",
+  std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,demo_stages.json,metrics.svg,policy.safetensors,"
+              "policy_config.json,checkpoints/} in %.1f s\n",
               c.ppo.output_dir.c_str(), r.seconds);
 }
 }  // namespace
@@ -50,6 +52,9 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--device", o->device, "auto: cuda when a GPU answers, else cpu")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--resume", o->resume,
+                  "continue a run from its checkpoints (OUTPUT_DIR/checkpoints, or one step_N directory): SFT and "
+                  "reward model are skipped; raise total_steps to extend a finished run");
   cmd->add_option("--set", o->overrides, "override a setting: key=value (repeatable; sft.*, rm.*, demo.* too)");
   cmd->callback([o] { run_train(*o); });
 }
