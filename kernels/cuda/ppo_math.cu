@@ -46,25 +46,26 @@ __global__ void kl_penalty_backward_kernel(float* dlogp, const float* logp, cons
 // One thread per row b, scanning t = T-1 .. 0 (rows are short; the loads are not coalesced):
 //   delta_t = r_t + gamma m_{t+1} V_{t+1} - V_t;   A_t = delta_t + gamma lambda m_{t+1} A_{t+1}
 //   returns_t = A_t + V_t;   A_t = returns_t = 0 where m_t == 0;   m_T = 0.
+// Values and rewards at masked tokens are never read (as in the reference): 0 * NaN padding would be NaN.
 __global__ void gae_kernel(float* advantages, float* returns, const float* rewards, const float* values,
                            const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda) {
   const int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (b >= B) return;
   const int64_t row = b * T;
-  float next_value = 0.0f, next_adv = 0.0f, next_mask = 0.0f;
+  float next_value = 0.0f, next_adv = 0.0f;  // m_{t+1} V_{t+1} and m_{t+1} A_{t+1}
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t i = row + t;
-    float adv = 0.0f, ret = 0.0f;
+    float adv = 0.0f, ret = 0.0f, value = 0.0f;
     if (mask[i]) {
-      const float delta = rewards[i] + gamma * next_mask * next_value - values[i];
-      adv = delta + gamma * lambda * next_mask * next_adv;
-      ret = adv + values[i];
+      value = values[i];
+      const float delta = rewards[i] + gamma * next_value - value;
+      adv = delta + gamma * lambda * next_adv;
+      ret = adv + value;
     }
     advantages[i] = adv;
     returns[i] = ret;
-    next_value = values[i];
+    next_value = value;
     next_adv = adv;
-    next_mask = mask[i] ? 1.0f : 0.0f;
   }
 }
 
