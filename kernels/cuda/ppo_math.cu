@@ -152,8 +152,9 @@ __global__ void ppo_policy_loss_kernel(double* partial, float* dlogp, const floa
 }
 
 // Clipped value loss per valid token: vc = old + clip(v - old, -clip_value, clip_value)
-//   l = 0.5 max((v-R)^2, (vc-R)^2);  dl/dv = (v - R) when the unclipped term is active (>=), else
-//   (vc - R) dvc/dv with dvc/dv = 1 inside the clip range (|v - old| < clip_value), 0 outside.
+//   l = 0.5 max((v-R)^2, (vc-R)^2);  dl/dv = (v - R) when the unclipped term is active (>=), else 0
+//   (then vc is clipped: constant in v). Inside the range vc is v itself, not the f32 old + (v - old),
+//   which can miss v by an ulp and count a spurious clip.
 // clipped counts tokens with (vc-R)^2 > (v-R)^2. dvalues = token_weight dl/dv.
 // partial[b] = (loss, clipped, count).
 __global__ void ppo_value_loss_kernel(double* partial, float* dvalues, const float* values, const float* old_values,
@@ -165,11 +166,10 @@ __global__ void ppo_value_loss_kernel(double* partial, float* dvalues, const flo
     if (mask[i]) {
       const float v = values[i], old = old_values[i], R = returns[i];
       const float step = v - old;
-      const float vc = old + fminf(fmaxf(step, -clip_value), clip_value);
+      const float vc = fabsf(step) <= clip_value ? v : old + copysignf(clip_value, step);
       const float e1 = v - R, e2 = vc - R;
       const float s1 = e1 * e1, s2 = e2 * e2;
-      if (s1 >= s2) grad = e1;
-      else grad = fabsf(step) < clip_value ? e2 : 0.0f;
+      grad = s1 >= s2 ? e1 : 0.0f;
       acc[0] += 0.5 * double(fmaxf(s1, s2));
       acc[1] += s2 > s1 ? 1.0 : 0.0;
       acc[2] += 1.0;
