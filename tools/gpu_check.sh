@@ -2,15 +2,23 @@
 # GPU validation in one command, sized for one device call (<= 10 minutes) on a machine with a GPU:
 #   1. configure and build for sm_90 (PPO_CUDA_ARCHS overrides) in build-gpu/
 #   2. every test (ctest), CUDA cases included
-#   3. the CUDA test binaries (label gpu) under compute-sanitizer memcheck and racecheck, with
-#      PPO_SMALL=1 (tests may shrink their shapes) and PPO_SYNC_LAUNCHES=1
+#   3. the CUDA test cases (doctest filter *cuda*) under compute-sanitizer with PPO_SYNC_LAUNCHES=1:
+#      memcheck over every binary holding them (tests/ops first), racecheck over tests/ops
 #   4. `ppo bench` when the binary has that command (extra variants: PPO_BENCH_ARGS, ';'-separated),
 #      and every program built under bench/kernels (kernel_bench: its table joins the summary, its
 #      JSON goes to $OUT/kernel_bench.json), after bench/peers/sdpa_bench.py (its JSON to
 #      $OUT/sdpa_bench.json) when python3 has torch with CUDA
 # Logs go to build-gpu/gpu_check/; the summary is written to summary.txt there and printed last.
 # With OUT set, $OUT receives only summary.txt, the benchmark JSON files and gpu_check_logs.tar.gz
-# (the device tool brings back at most 8 files). Exit status: nonzero when any step failed.
+# (the device tool brings back at most 8 files), on every exit, a failed build included. Exit
+# status: nonzero when any step failed.
+# Host libraries: the device image has nvcc and CMake but may lack the Debian -dev packages of the
+# build. When the folder $GPU_CHECK_DEPS (default .deps) holds .deb files they are unpacked under
+# build-gpu/deps and put on the pkg-config, CMake and loader paths. Fetch them on a Debian 12 machine:
+#   echo /.deps/ >>.git/info/exclude; mkdir -p .deps; (cd .deps && apt-get download doctest-dev
+#     libcli11-dev nlohmann-json3-dev libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread
+#     libgfortran5 libquadmath0 libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 pkgconf-bin libpkgconf3)
+# (about 14 MB) and name .deps in the device call's carry.
 # The whole run keeps within GPU_CHECK_BUDGET_S seconds (default 570): each step's limit is cut to
 # what is left, and steps that find no time left are reported as failed.
 set -uo pipefail
@@ -51,16 +59,44 @@ step() {
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
+# On every exit: the summary and the logs into $OUT (when set).
+finish() {
+  if [ -n "${OUT:-}" ]; then
+    cp "$SUMMARY" "$OUT/summary.txt"
+    tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
+  fi
+}
+trap finish EXIT
+
+# Unpacks carried .deb files (see the header) and points the build and the loader at them.
+use_carried_debs() {
+  local dir="${GPU_CHECK_DEPS:-.deps}" root="$PWD/$BUILD/deps" lib deb
+  compgen -G "$dir/*.deb" >/dev/null || return 0
+  mkdir -p "$root" || return 1
+  for deb in "$dir"/*.deb; do dpkg -x "$deb" "$root" || return 1; done
+  # pkg-config files name absolute /usr paths: point them into the unpacked tree
+  find "$root" -name '*.pc' -exec sed -i -e "s#=/usr/#=$root/usr/#g" -e "s#=/usr\$#=$root/usr#" {} +
+  lib="$root/usr/lib/x86_64-linux-gnu"
+  export PKG_CONFIG_PATH="$lib/pkgconfig:$lib/openblas-pthread/pkgconfig:$root/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export CMAKE_PREFIX_PATH="$root/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  # after the system's: carried libraries only fill in what the image lacks
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$lib:$lib/openblas-pthread"
+  command -v pkg-config >/dev/null || [ ! -x "$root/usr/bin/pkgconf" ] || export PKG_CONFIG="$root/usr/bin/pkgconf"
+  note "host libraries: unpacked $(ls "$dir"/*.deb | wc -l) carried .deb files from $dir"
+}
+
 note "gpu_check $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 note "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi unavailable')"
 note "nvcc: $(/usr/local/cuda/bin/nvcc --version 2>/dev/null | tail -1)"
 
 # ---- 1. build -------------------------------------------------------------------------------------
+use_carried_debs || note "host libraries: unpacking the carried .deb files failed"
 step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPPO_CUDA_ARCHS="${PPO_CUDA_ARCHS:-90}" &&
   step build 300 cmake --build "$BUILD" -j"$JOBS"
 if [ $FAILED -ne 0 ]; then
   note "build failed: see $LOGS/configure.log and $LOGS/build.log"
-  cat "$SUMMARY"
+  grep -m5 -E "Could NOT find|No package '|not found|error" "$LOGS/configure.log" "$LOGS/build.log" 2>/dev/null |
+    tee -a "$SUMMARY"
   exit 1
 fi
 if ! grep -q "^CMAKE_CUDA_COMPILER:.*nvcc" "$BUILD/CMakeCache.txt" 2>/dev/null; then
@@ -72,21 +108,26 @@ fi
 step ctest 240 ctest --test-dir "$BUILD" --output-on-failure -j4
 
 # ---- 3. compute-sanitizer over the CUDA test binaries ------------------------------------------------
+# Binaries with CUDA test cases, the op tests (one kernel family each) first. Every CUDA test case
+# has "cuda" in its name: the doctest filter skips the CPU-only cases (finite differences in f64).
 CUDA_TESTS=()
 while IFS= read -r file; do
   bin="$BUILD/tests/$(basename "$file" .cpp)"
   [ -x "$bin" ] && CUDA_TESTS+=("$bin")
-done < <(grep -rlE "CUDA_CASE|cuda_backend_or_skip" tests --include='test_*.cpp' | sort)
+done < <(grep -rlE "CUDA_CASE|cuda_backend_or_skip" tests --include='test_*.cpp' | sort | grep '^tests/ops/'
+         grep -rlE "CUDA_CASE|cuda_backend_or_skip" tests --include='test_*.cpp' | sort | grep -v '^tests/ops/')
 if [ ! -x "$SANITIZER" ]; then
   note "compute-sanitizer not found: sanitizer steps skipped"
   FAILED=1
 else
+  sanitize() {  # sanitize TOOL BINARY
+    step "sanitize-$1-$(basename "$2")" 180 env PPO_SYNC_LAUNCHES=1 \
+      "$SANITIZER" --tool "$1" --error-exitcode 1 "$2" --test-case='*cuda*'
+  }
+  for bin in "${CUDA_TESTS[@]}"; do sanitize memcheck "$bin"; done
+  # racecheck sees shared memory only; the model and PPO tests run the same kernels as tests/ops
   for bin in "${CUDA_TESTS[@]}"; do
-    name="$(basename "$bin")"
-    for tool in memcheck racecheck; do
-      step "sanitize-$tool-$name" 180 env PPO_SMALL=1 PPO_SYNC_LAUNCHES=1 \
-        "$SANITIZER" --tool "$tool" --error-exitcode 1 "$bin"
-    done
+    [ -f "tests/ops/$(basename "$bin").cpp" ] && sanitize racecheck "$bin"
   done
   if grep -l "SKIP CUDA" "$LOGS"/sanitize-*.log >/dev/null 2>&1; then
     note "FAIL: CUDA cases skipped under the sanitizer (no GPU answered?)"
@@ -140,10 +181,6 @@ done
 
 # ---- summary --------------------------------------------------------------------------------------
 note "overall: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL) (logs in $LOGS)"
-if [ -n "${OUT:-}" ]; then
-  cp "$SUMMARY" "$OUT/summary.txt"
-  tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
-fi
 echo
 echo "===== summary ====="
 cat "$SUMMARY"

@@ -23,6 +23,7 @@
 //             CUBLASLT_EPILOGUE_BGRADB writes it (=, f32) into scratch; a kernel adds it to dbias.
 //             When cuBLASLt offers no algorithm with that epilogue, or dweight is not wanted, a
 //             deterministic column-sum kernel computes dbias instead.
+// A product cuBLASLt has no algorithm for at all runs through cublasGemmEx (lt_matmul_or_cublas).
 #include <algorithm>
 
 #include "kernels/cuda/context.h"
@@ -121,13 +122,13 @@ bool lt_matmul(CudaContext& ctx, const LtProduct& p) {
   int found = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, op, layout_a, layout_b, layout_d, layout_d,
                                                            pref, 1, &heuristic, &found);
+  // Any refusal (NOT_SUPPORTED, or INVALID_VALUE for an epilogue this layout cannot take) means "no
+  // algorithm": the callers fall back to a plain product and to cublasGemmEx, which report real errors.
   const bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
   if (ok) {
     const float alpha = 1.0f;
     PPO_CHECK_CUBLAS(cublasLtMatmul(ctx.cublaslt, op, &alpha, p.a, layout_a, p.b, layout_b, &p.beta, p.d, layout_d,
                                     p.d, layout_d, &heuristic.algo, workspace, kWorkspaceBytes, ctx.stream));
-  } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
-    PPO_CHECK_CUBLAS(st);
   }
   cublasLtMatmulPreferenceDestroy(pref);
   cublasLtMatrixLayoutDestroy(layout_d);
@@ -137,9 +138,18 @@ bool lt_matmul(CudaContext& ctx, const LtProduct& p) {
   return ok;
 }
 
-// The same, failing with the shape when cuBLASLt has no algorithm.
-void lt_matmul_or_fail(CudaContext& ctx, const LtProduct& p, const char* what) {
-  PPO_ASSERT(lt_matmul(ctx, p), what, ": cuBLASLt offers no algorithm for m=", p.m, " n=", p.n, " k=", p.k);
+// The same product without an epilogue; through cublasGemmEx (same column-major terms) when cuBLASLt
+// has no algorithm for it (e.g. a leading dimension that is odd, as GPT-2's vocabulary 50257 makes
+// the logits', or 1, as the scalar head makes the values').
+void lt_matmul_or_cublas(CudaContext& ctx, const LtProduct& p, const char* what) {
+  PPO_ASSERT(p.epilogue == CUBLASLT_EPILOGUE_DEFAULT, what, ": the cuBLAS path has no epilogue");
+  if (lt_matmul(ctx, p)) return;
+  PPO_ASSERT(p.m <= INT32_MAX && p.n <= INT32_MAX && p.k <= INT32_MAX, what, ": m=", p.m, " n=", p.n, " k=", p.k,
+             " exceed cuBLAS's int range");
+  const float alpha = 1.0f;
+  PPO_CHECK_CUBLAS(cublasGemmEx(ctx.cublas, p.op_a, p.op_b, int(p.m), int(p.n), int(p.k), &alpha, p.a, CUDA_R_16BF,
+                                int(p.lda), p.b, CUDA_R_16BF, int(p.ldb), &p.beta, p.d, p.d_type, int(p.ldd),
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // dbias(OC) += sum_n dout(N, OC), deterministic: row groups a function of N and OC only (at most
@@ -165,12 +175,12 @@ void matmul_forward(CudaContext& ctx, bf16* out, const bf16* inp, const bf16* we
   PPO_ASSERT(C > 0, "matmul_forward: C = 0");
   LtProduct p{CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, 0.0f,
               bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, const_cast<bf16*>(bias)};
-  if (lt_matmul(ctx, p)) return;
-  PPO_ASSERT(bias != nullptr, "matmul_forward: cuBLASLt offers no algorithm for N=", N, " C=", C, " OC=", OC);
-  // No fused-bias algorithm for this shape: plain product, then the bias.
+  if (bias && lt_matmul(ctx, p)) return;
+  // No bias, or no fused-bias algorithm for this shape: plain product, then the bias.
   p.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   p.epilogue_vector = nullptr;
-  lt_matmul_or_fail(ctx, p, "matmul_forward");
+  lt_matmul_or_cublas(ctx, p, "matmul_forward");
+  if (!bias) return;
   add_bias_kernel<<<grid_for(ctx, N * OC, 256), 256, 0, ctx.stream>>>(out, bias, N, OC);
   PPO_CHECK_LAUNCH("add_bias_kernel");
 }
@@ -181,7 +191,7 @@ void matmul_backward(CudaContext& ctx, bf16* dinp, float* dweight, float* dbias,
   if (dinp) {
     const LtProduct p{CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF, 0.0f,
                       CUBLASLT_EPILOGUE_DEFAULT, nullptr};
-    lt_matmul_or_fail(ctx, p, "matmul_backward dinp");
+    lt_matmul_or_cublas(ctx, p, "matmul_backward dinp");
   }
   bool dbias_done = false;
   if (dweight) {
@@ -201,7 +211,7 @@ void matmul_backward(CudaContext& ctx, bf16* dinp, float* dweight, float* dbias,
       p.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
       p.epilogue_vector = nullptr;
     }
-    if (!dbias_done) lt_matmul_or_fail(ctx, p, "matmul_backward dweight");
+    if (!dbias_done) lt_matmul_or_cublas(ctx, p, "matmul_backward dweight");
   }
   if (dbias && !dbias_done) launch_column_sum(ctx, dbias, dout, N, OC);
 }

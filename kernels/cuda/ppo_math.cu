@@ -46,25 +46,26 @@ __global__ void kl_penalty_backward_kernel(float* dlogp, const float* logp, cons
 // One thread per row b, scanning t = T-1 .. 0 (rows are short; the loads are not coalesced):
 //   delta_t = r_t + gamma m_{t+1} V_{t+1} - V_t;   A_t = delta_t + gamma lambda m_{t+1} A_{t+1}
 //   returns_t = A_t + V_t;   A_t = returns_t = 0 where m_t == 0;   m_T = 0.
+// Values and rewards at masked tokens are never read (as in the reference): 0 * NaN padding would be NaN.
 __global__ void gae_kernel(float* advantages, float* returns, const float* rewards, const float* values,
                            const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda) {
   const int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (b >= B) return;
   const int64_t row = b * T;
-  float next_value = 0.0f, next_adv = 0.0f, next_mask = 0.0f;
+  float next_value = 0.0f, next_adv = 0.0f;  // m_{t+1} V_{t+1} and m_{t+1} A_{t+1}
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t i = row + t;
-    float adv = 0.0f, ret = 0.0f;
+    float adv = 0.0f, ret = 0.0f, value = 0.0f;
     if (mask[i]) {
-      const float delta = rewards[i] + gamma * next_mask * next_value - values[i];
-      adv = delta + gamma * lambda * next_mask * next_adv;
-      ret = adv + values[i];
+      value = values[i];
+      const float delta = rewards[i] + gamma * next_value - value;
+      adv = delta + gamma * lambda * next_adv;
+      ret = adv + value;
     }
     advantages[i] = adv;
     returns[i] = ret;
-    next_value = values[i];
+    next_value = value;
     next_adv = adv;
-    next_mask = mask[i] ? 1.0f : 0.0f;
   }
 }
 
@@ -151,8 +152,9 @@ __global__ void ppo_policy_loss_kernel(double* partial, float* dlogp, const floa
 }
 
 // Clipped value loss per valid token: vc = old + clip(v - old, -clip_value, clip_value)
-//   l = 0.5 max((v-R)^2, (vc-R)^2);  dl/dv = (v - R) when the unclipped term is active (>=), else
-//   (vc - R) dvc/dv with dvc/dv = 1 inside the clip range (|v - old| < clip_value), 0 outside.
+//   l = 0.5 max((v-R)^2, (vc-R)^2);  dl/dv = (v - R) when the unclipped term is active (>=), else 0
+//   (then vc is clipped: constant in v). Inside the range vc is v itself, not the f32 old + (v - old),
+//   which can miss v by an ulp and count a spurious clip.
 // clipped counts tokens with (vc-R)^2 > (v-R)^2. dvalues = token_weight dl/dv.
 // partial[b] = (loss, clipped, count).
 __global__ void ppo_value_loss_kernel(double* partial, float* dvalues, const float* values, const float* old_values,
@@ -164,11 +166,10 @@ __global__ void ppo_value_loss_kernel(double* partial, float* dvalues, const flo
     if (mask[i]) {
       const float v = values[i], old = old_values[i], R = returns[i];
       const float step = v - old;
-      const float vc = old + fminf(fmaxf(step, -clip_value), clip_value);
+      const float vc = fabsf(step) <= clip_value ? v : old + copysignf(clip_value, step);
       const float e1 = v - R, e2 = vc - R;
       const float s1 = e1 * e1, s2 = e2 * e2;
-      if (s1 >= s2) grad = e1;
-      else grad = fabsf(step) < clip_value ? e2 : 0.0f;
+      grad = s1 >= s2 ? e1 : 0.0f;
       acc[0] += 0.5 * double(fmaxf(s1, s2));
       acc[1] += s2 > s1 ? 1.0 : 0.0;
       acc[2] += 1.0;
