@@ -161,6 +161,13 @@ HfModelConfig parse_hf_config(const json& j, const std::string& where) {
   h.heads = k->heads;
   h.architecture = arch;
   if (h.heads == Heads::Scalar) require_one_label(j, where);
+  if (has_field(j, "eos_token_id")) {
+    const json& e = j.at("eos_token_id").is_array() && !j.at("eos_token_id").empty() ? j.at("eos_token_id")[0]
+                                                                                     : j.at("eos_token_id");
+    PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": field 'eos_token_id' = ",
+               j.at("eos_token_id").dump(), " is not a token id (or a list of them)");
+    h.eos_token_id = e.get<int64_t>();
+  }
   // The engine's own checks (divisibility, even head size, ...), under the engine's field names.
   h.config = ModelConfig::from_json(h.config.to_json(), where + " (as the engine config)");
   return h;

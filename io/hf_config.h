@@ -24,6 +24,7 @@ struct HfModelConfig {
   Heads heads = Heads::LM;      // LM (*CausalLM / GPT2LMHeadModel) or Scalar (*ForSequenceClassification)
   HfFamily family = HfFamily::GPT2;
   std::string architecture;     // e.g. "Qwen2ForCausalLM"
+  int64_t eos_token_id = -1;    // config.json's eos_token_id (a list: its first); -1 when absent
 };
 
 // Parses a config.json document; `where` (the file) names every error.

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 #include "engine/error.h"
+#include "io/hf_config.h"
 
 namespace ppo {
 
@@ -98,6 +99,10 @@ void visit_fields(Config& c, F&& f) {
   f("value_init", c.value_init);
   f("policy", c.policy);
   f("reward", c.reward);
+  f("policy_checkpoint", c.policy_checkpoint);
+  f("reward_checkpoint", c.reward_checkpoint);
+  f("prompts", c.prompts);
+  f("tokenizer", c.tokenizer);
 }
 
 [[noreturn]] void unknown_key(const std::string& key, const std::string& source) {
@@ -255,6 +260,27 @@ void PpoConfig::apply_override(const std::string& assignment) {
   if (!found) unknown_key(key, "--set " + assignment);
 }
 
+namespace {
+
+// `model` (the config's "policy" or "reward") from a Hugging Face checkpoint's config.json; members
+// given as well must agree with it (derive() may run again on a derived config).
+io::HfModelConfig adopt_checkpoint_config(const char* key, const std::string& dir, Heads heads, const char* model_key,
+                                          json& model) {
+  const io::HfModelConfig h = io::read_hf_config(dir);
+  PPO_ASSERT(h.heads == heads, "config ", key, " = '", dir, "': ", h.architecture, " is not ",
+             heads == Heads::LM ? "a causal language model" : "a sequence classifier (a reward model)");
+  const json from_file = h.config.to_json();
+  PPO_ASSERT(model.is_object(), "config ", model_key, " must be a JSON object");
+  for (const auto& [member, value] : model.items())
+    PPO_ASSERT(from_file.contains(member) && from_file.at(member) == value, "config ", model_key, ".", member, " = ",
+               value.dump(), " disagrees with ", key, " '", dir, "' (",
+               from_file.contains(member) ? from_file.at(member).dump() : "no such field", "); leave ", model_key, " out");
+  model = from_file;
+  return h;
+}
+
+}  // namespace
+
 void PpoConfig::derive() {
   check_positive("total_steps", double(total_steps));
   check_positive("log_every", double(log_every));
@@ -298,6 +324,14 @@ void PpoConfig::derive() {
   check_positive("kl_horizon", kl_horizon);
   check_non_negative("reward_clip", reward_clip);
   check_non_negative("missing_eos_penalty", missing_eos_penalty);
+  if (!policy_checkpoint.empty()) {
+    const io::HfModelConfig h = adopt_checkpoint_config("policy_checkpoint", policy_checkpoint, Heads::LM, "policy", policy);
+    if (eos_token_id < 0) eos_token_id = h.eos_token_id;
+  }
+  if (!reward_checkpoint.empty()) adopt_checkpoint_config("reward_checkpoint", reward_checkpoint, Heads::Scalar, "reward", reward);
+  PPO_ASSERT(prompts.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config prompts = '", prompts,
+             "': set tokenizer (or policy_checkpoint, whose directory holds tokenizer.json)");
+  if (!prompts.empty() && tokenizer.empty()) tokenizer = policy_checkpoint;
   optimizer_steps_per_step = ppo_epochs * num_minibatches;
   total_optimizer_steps = total_steps * optimizer_steps_per_step;
   sequence_length = prompt_length + response_length;

@@ -84,6 +84,14 @@ struct PpoConfig {
   nlohmann::json policy = nlohmann::json::object();       // policy model config (parsed by models/)
   nlohmann::json reward = nlohmann::json::object();       // reward model config (parsed by models/)
 
+  // ---- models and data from files (a run on real checkpoints; all "" = the built-in demo task) ------
+  std::string policy_checkpoint;  // Hugging Face directory (io/hf_checkpoint.h): policy and reference start
+                                  // from it; its config.json gives `policy` and, when eos_token_id is -1, the EOS
+  std::string reward_checkpoint;  // Hugging Face *ForSequenceClassification directory: the reward model (and
+                                  // the value model with value_init = reward); its config.json gives `reward`
+  std::string prompts;            // JSONL prompt set: {"prompt": ...} or chat {"messages": [...]} (io/jsonl.h)
+  std::string tokenizer;          // tokenizer.json or a GPT-2 vocabulary directory; "" = policy_checkpoint
+
   // ---- derived by derive(); not settable ---------------------------------------------------------------
   int64_t minibatch_size = 0;           // B / num_minibatches sequences per optimizer step
   int64_t grad_accum_steps = 0;         // minibatch_size / micro_batch_size micro-batches per optimizer step
@@ -91,7 +99,9 @@ struct PpoConfig {
   int64_t total_optimizer_steps = 0;    // total_steps * optimizer_steps_per_step (the lr schedule's length)
   int64_t sequence_length = 0;          // T = prompt_length + response_length
 
-  // Checks every value (errors name the key) and computes the derived sizes.
+  // Checks every value (errors name the key) and computes the derived sizes; reads the config.json of
+  // policy_checkpoint / reward_checkpoint into `policy` / `reward` (a model config given as well must
+  // agree with it).
   void derive();
   // `key=value` from --set. Numbers, booleans (true/false/1/0) and names parse strictly for the
   // key's type; `policy.key=value` / `reward.key=value` set a member of the model config (the

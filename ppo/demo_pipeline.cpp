@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "ppo/plot.h"
+#include "ppo/train_loop.h"
 #include "ppo/trainer.h"
 
 namespace ppo {
@@ -274,8 +275,8 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   sampling.seed = config.seed + 0x5eed;
   const bool write = files == DemoFiles::Write;
   if (write) std::filesystem::create_directories(config.output_dir);
-  auto logger = [&](const char* name, LogMode mode) {
-    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, mode) : nullptr;
+  auto logger = [&](const char* name) {
+    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, LogMode::Truncate) : nullptr;
   };
   // The policy used for generation outside PPO: the held-out evaluations.
   SingleModel policy(device, {result.policy_config, Heads::LM, Training::Trained, Generation::KVCache},
@@ -296,7 +297,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
     sft.seed = config.seed;
     sft.pad_token_id = DemoTask::kPad;
     SftTrainer sft_trainer(policy, sft);
-    std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl", LogMode::Truncate);
+    std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl");
     const std::vector<MetricsRow> sft_rows = sft_trainer.train(demo_sft_examples(task, 0, settings.sft_examples), sft_log.get());
     result.sft_loss = sft_rows.back().get(metric::kSftLoss);
     result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
@@ -322,7 +323,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
     rmc.pad_token_id = DemoTask::kPad;
     RewardTrainer rm_trainer(rm, rmc);
     const uint64_t first_pair = uint64_t(settings.sft_examples);
-    std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl", LogMode::Truncate);
+    std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl");
     const std::vector<MetricsRow> rm_rows =
         rm_trainer.train(demo_preference_examples(task, first_pair, settings.rm_pairs, settings.label_noise), rm_log.get());
     const uint64_t eval_first = kDemoEvalFirst + uint64_t(settings.eval_prompts);
@@ -346,24 +347,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
       trainer.load_policy_weights(sft_weights);  // policy and reference
       trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
     }
-    const std::string metrics_path = config.output_dir + "/metrics.jsonl";
-    // A resumed run redoes the steps after its checkpoint: their rows (from before a crash) go.
-    if (resuming && write) result.ppo_rows = keep_metrics_through_step(metrics_path, trainer.steps_done());
-    std::unique_ptr<MetricsLogger> ppo_log = logger("metrics.jsonl", resuming ? LogMode::Append : LogMode::Truncate);
-    const int64_t first_step = trainer.steps_done() + 1;
-    const auto ppo_start = std::chrono::steady_clock::now();
-    for (int64_t step = first_step; step <= config.total_steps; ++step) {
-      result.ppo_rows.push_back(trainer.step());
-      if (ppo_log) ppo_log->write(result.ppo_rows.back());
-      if (step % config.log_every == 0 || step == config.total_steps) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ppo_start).count();
-        say(format_progress(step, config.total_steps, elapsed / double(step - first_step + 1), result.ppo_rows.back()));
-      }
-    }
-    // The run ends on a checkpoint (step() saves every save_every steps) so that it can be extended
-    // with more total_steps and `resume`.
-    const bool saved = config.save_every > 0 && trainer.steps_done() % config.save_every == 0;
-    if (write && trainer.steps_done() >= first_step && !saved) trainer.save_checkpoint(config.output_dir + "/checkpoints");
+    result.ppo_rows = run_ppo_loop(trainer, write, log);
     result.policy = read_weights(trainer.policy());
   }
   write_weights(policy.model(), result.policy, WeightCoverage::All);

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/philox.h"
 #include "io/checkpoint.h"
+#include "io/hf_checkpoint.h"
 #include "io/jsonl.h"
 #include "io/tokenizer.h"
 #include "models/plan.h"
@@ -136,7 +137,10 @@ void copy_shared(Transformer& dst, Transformer& src) {
 
 PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
     : cfg_(config), opt_(std::move(options)),
-      prompts_(opt_.prompts ? *opt_.prompts : PromptSource::demo_task(config.seed)), kl_(config) {
+      prompts_(opt_.prompts ? *opt_.prompts
+               : config.prompts.empty() ? PromptSource::demo_task(config.seed)
+                                        : PromptSource::jsonl(config.prompts, config.tokenizer)),
+      kl_(config) {
   PPO_ASSERT(cfg_.sequence_length == cfg_.prompt_length + cfg_.response_length && cfg_.minibatch_size > 0,
              "PpoTrainer: call PpoConfig::derive() (load_config does) before building a trainer");
   const DeviceKind device = pick_device(cfg_.device);
@@ -172,10 +176,14 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   }
   buffers_ = std::make_unique<ExperienceBuffers>(cfg_, precision, *arena_);
 
-  // random weights: reference = policy (TRL), value from the reward model or the policy's trunk
+  // random weights, or Hugging Face checkpoints: reference = policy (TRL), value from the reward
+  // model or the policy's trunk
   policy_->init_random(cfg_.seed);
+  if (!cfg_.policy_checkpoint.empty())  // a policy_head value model keeps its fresh score head
+    io::load_hf_checkpoint(cfg_.policy_checkpoint, *policy_, value_ ? io::HeadMatch::Exact : io::HeadMatch::TrunkOnly);
   copy_shared(*reference_, *policy_);
   reward_->init_random(cfg_.seed + 1);
+  if (!cfg_.reward_checkpoint.empty()) io::load_hf_checkpoint(cfg_.reward_checkpoint, *reward_);
   if (value_) {
     value_->init_random(cfg_.seed + 2);  // the fresh head of value_init = policy
     copy_shared(*value_, cfg_.value_init == ValueInit::Reward ? *reward_ : *policy_);

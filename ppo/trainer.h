@@ -9,10 +9,10 @@
 // PpoTrainer owns the Backend (cfg.device: auto | cpu | cuda), the one Arena (models/plan.h
 // ppo_regions + the run's experience region; a device too small stops in the constructor, before
 // any work, with the plan table and the shortfall) and the four models of classic RLHF:
-//   policy    trained, generates; init_random(seed), or load_policy_weights
+//   policy    trained, generates; init_random(seed), config.policy_checkpoint, or load_policy_weights
 //   reference frozen copy of the policy (load_policy_weights sets both)
-//   reward    frozen scalar head; init_random(seed + 1), or load_reward_weights; unused (and never
-//             run) when a reward callback is given
+//   reward    frozen scalar head; init_random(seed + 1), config.reward_checkpoint, or
+//             load_reward_weights; unused (and never run) when a reward callback is given
 //   value     trained scalar head; from the reward model's weights (value_init = reward, TRL) or
 //             the policy's trunk with a fresh head (value_init = policy); absent with
 //             value_model = policy_head (the value head sits on the policy trunk)
@@ -76,7 +76,7 @@ class PromptSource {
 
 struct TrainerOptions {
   RewardFn reward;                      // when set, replaces the reward model's score
-  std::optional<PromptSource> prompts;  // default: PromptSource::demo_task(config.seed)
+  std::optional<PromptSource> prompts;  // default: config.prompts (JSONL) when set, else PromptSource::demo_task
   std::string trace_dir;                // when set, the first step() writes DIR/trace.safetensors (ppo/trace.h)
   bool fixed_response_length = false;   // EOS off: every response has response_length tokens (bench)
   size_t device_memory = 0;             // arena capacity; 0: the GPU's free memory, or unlimited on the CPU

@@ -1,14 +1,19 @@
-// `ppo train`: with no arguments, the built-in self-contained RLHF pipeline on the demo task (no
+// `ppo train`. With no arguments, the built-in self-contained RLHF pipeline on the demo task (no
 // downloads): SFT a tiny policy, train a reward model on noisily labelled preference pairs, then
 // PPO against it, logging the proxy and the hidden gold reward (ppo/demo_pipeline.h). Prints the
 // gold reward of the SFT policy and of the final policy on held-out prompts; writes metrics JSONL,
 // an SVG plot and the final policy (safetensors + its config JSON) into output_dir.
+// With a config naming `prompts` (and policy_checkpoint, reward_checkpoint): PPO on those Hugging
+// Face models (ppo/train_loop.h run_on_checkpoints).
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 #include "ppo/demo_pipeline.h"
+#include "ppo/train_loop.h"
 #include "tools/ppo/commands.h"
 
 namespace ppo::tools {
@@ -21,34 +26,67 @@ struct TrainOptions {
   std::vector<std::string> overrides;
 };
 
-void run_train(const TrainOptions& o) {
-  std::vector<std::string> overrides = o.overrides;
-  if (!o.device.empty()) overrides.push_back("device=" + o.device);
-  if (!o.resume.empty()) overrides.push_back("resume=" + o.resume);
-  const DemoRunConfig c = load_demo_config(o.config, overrides);
+// A run on real models names a prompt set: key "prompts" in the config file, or --set prompts=...
+bool names_prompts(const std::string& config_path, const std::vector<std::string>& overrides) {
+  for (const std::string& o : overrides)
+    if (o.rfind("prompts=", 0) == 0) return true;
+  if (config_path.empty()) return false;
+  std::ifstream in(config_path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  return j.is_object() && j.contains("prompts");
+}
+
+void say(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
+
+void run_demo_task(const std::string& config_path, const std::vector<std::string>& overrides) {
+  const DemoRunConfig c = load_demo_config(config_path, overrides);
   // The demo's models are tiny: on the CPU, threads cost more in synchronisation than they give
   // (and spin-waiting threads crawl on a shared machine). One thread unless OMP_NUM_THREADS says.
   if (!std::getenv("OMP_NUM_THREADS")) set_cpu_threads(1);
   std::fprintf(stderr, "ppo train: demo task, policy %s, %lld PPO steps of %lld rollouts, device %s, output %s\n",
                c.ppo.policy.dump().c_str(), (long long)c.ppo.total_steps, (long long)c.ppo.rollout_batch_size,
                to_string(c.ppo.device), c.ppo.output_dir.c_str());
-  const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::Write,
-                                [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+  const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::Write, say);
   std::printf("gold reward (held-out prompts): SFT policy %.4f, after PPO %.4f (%+.4f)\n", r.sft_gold, r.final_gold,
               r.final_gold - r.sft_gold);
   std::printf("reward model held-out accuracy: %.3f (noisy labels), %.3f (gold order)\n", r.rm_accuracy,
               r.rm_gold_accuracy);
-  std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,demo_stages.json,metrics.svg,policy.safetensors,"
-              "policy_config.json,checkpoints/} in %.1f s\n",
+  std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,demo_stages.json,metrics.svg,"
+              "policy.safetensors,policy_config.json,checkpoints/} in %.1f s\n",
               c.ppo.output_dir.c_str(), r.seconds);
+}
+
+void run_real_models(const std::string& config_path, const std::vector<std::string>& overrides) {
+  const auto start = std::chrono::steady_clock::now();
+  const PpoConfig c = load_config(config_path, overrides);
+  std::fprintf(stderr, "ppo train: policy %s, reward model %s, prompts %s; %lld PPO steps of %lld rollouts, output %s\n",
+               c.policy_checkpoint.c_str(), c.reward_checkpoint.c_str(), c.prompts.c_str(), (long long)c.total_steps,
+               (long long)c.rollout_batch_size, c.output_dir.c_str());
+  const std::vector<MetricsRow> rows = run_on_checkpoints(c, say);
+  if (!rows.empty())
+    std::printf("reward-model score: step %lld %.4f -> step %lld %.4f\n", (long long)rows.front().get(metric::kStep),
+                rows.front().get(metric::kScores), (long long)rows.back().get(metric::kStep), rows.back().get(metric::kScores));
+  std::printf("wrote %s/{metrics.jsonl,metrics.svg,checkpoints/,policy/,value/} in %.1f s\n", c.output_dir.c_str(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+void run_train(const TrainOptions& o) {
+  std::vector<std::string> overrides = o.overrides;
+  if (!o.device.empty()) overrides.push_back("device=" + o.device);
+  if (!o.resume.empty()) overrides.push_back("resume=" + o.resume);
+  if (names_prompts(o.config, overrides)) run_real_models(o.config, overrides);
+  else run_demo_task(o.config, overrides);
 }
 }  // namespace
 
 void add_train_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
-      "train", "Run the built-in demo pipeline: SFT, reward model, then PPO against it (proxy vs gold reward)");
+      "train",
+      "PPO-RLHF. With no prompts: the built-in demo pipeline (SFT, reward model, then PPO against it; proxy vs gold "
+      "reward). With prompts, policy_checkpoint and reward_checkpoint in the config: PPO on those models");
   auto o = std::make_shared<TrainOptions>();
-  cmd->add_option("--config", o->config, "run config (JSON): PPO keys, plus sections \"sft\", \"rm\", \"demo\"")
+  cmd->add_option("--config", o->config,
+                  "run config (JSON): PPO keys (ppo/config.h); for the demo also sections \"sft\", \"rm\", \"demo\"")
       ->check(CLI::ExistingFile);
   cmd->add_option("--device", o->device, "auto: cuda when a GPU answers, else cpu")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

@@ -1,0 +1,58 @@
+#include "ppo/train_loop.h"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include "engine/error.h"
+#include "io/checkpoint.h"
+#include "io/hf_checkpoint.h"
+#include "ppo/plot.h"
+#include "ppo/trainer.h"
+
+namespace ppo {
+
+std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log) {
+  const PpoConfig& config = trainer.config();
+  const bool resumed = !config.resume.empty();
+  const std::string metrics_path = config.output_dir + "/metrics.jsonl";
+  std::vector<MetricsRow> rows;
+  std::unique_ptr<MetricsLogger> out;
+  if (write_files) {
+    std::filesystem::create_directories(config.output_dir);
+    // the steps after the checkpoint are redone: their rows (from before a crash) go
+    if (resumed) rows = keep_metrics_through_step(metrics_path, trainer.steps_done());
+    out = std::make_unique<MetricsLogger>(metrics_path, resumed ? LogMode::Append : LogMode::Truncate);
+  }
+  const int64_t first_step = trainer.steps_done() + 1;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t step = first_step; step <= config.total_steps; ++step) {
+    rows.push_back(trainer.step());
+    if (out) out->write(rows.back());
+    if (log && (step % config.log_every == 0 || step == config.total_steps)) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      log(format_progress(step, config.total_steps, elapsed / double(step - first_step + 1), rows.back()));
+    }
+  }
+  const bool saved_by_step = config.save_every > 0 && trainer.steps_done() % config.save_every == 0;
+  if (write_files && trainer.steps_done() >= first_step && !saved_by_step)
+    trainer.save_checkpoint(config.output_dir + "/checkpoints");
+  return rows;
+}
+
+std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLine& log) {
+  PPO_ASSERT(!config.policy_checkpoint.empty() && !config.reward_checkpoint.empty() && !config.prompts.empty(),
+             "ppo train on real models needs policy_checkpoint, reward_checkpoint and prompts (set: '",
+             config.policy_checkpoint, "', '", config.reward_checkpoint, "', '", config.prompts, "')");
+  if (config.resume.empty()) io::check_no_checkpoints(config.output_dir + "/checkpoints", "ppo train");
+  PpoTrainer trainer(config);  // loads the checkpoints and the prompts; restores `resume`
+  const std::vector<MetricsRow> rows = run_ppo_loop(trainer, /*write_files=*/true, log);
+  write_svg(config.output_dir + "/metrics.svg", rows,
+            {metric::kScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac},
+            {"ppo train: reward-model score, KL, entropy, clip fraction", 2, 320, 210});
+  io::export_hf_checkpoint(config.output_dir + "/policy", trainer.policy(), Heads::LM);
+  if (trainer.has_separate_value_model())
+    io::export_hf_checkpoint(config.output_dir + "/value", trainer.value_model(), Heads::Scalar);
+  return rows;
+}
+
+}  // namespace ppo

@@ -1,0 +1,30 @@
+// The PPO loop of `ppo train`, shared by the demo (ppo/demo_pipeline.h) and runs on Hugging Face
+// checkpoints: steps, metrics file, progress line, checkpoints, resume.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+#include "ppo/config.h"
+#include "ppo/metrics.h"
+
+namespace ppo {
+
+class PpoTrainer;
+using LogLine = std::function<void(const std::string&)>;
+
+// Steps `trainer` from steps_done() + 1 through config.total_steps. With write_files: each row goes
+// to output_dir/metrics.jsonl (a resumed run first drops the rows after its checkpoint's step, then
+// appends) and the run ends on a checkpoint in output_dir/checkpoints (step() saves every
+// save_every steps) so that it can be resumed or extended. The progress line goes to `log` every
+// log_every steps. Returns the run's rows (after a resume with files: the kept ones too).
+std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log);
+
+// `ppo train` on real models: policy_checkpoint (policy and reference), reward_checkpoint (reward
+// and value models), prompts + tokenizer; everything else from `config`. Writes into output_dir:
+// metrics.jsonl, metrics.svg (proxy reward, KL, entropy, clip fraction), checkpoints/, and the final
+// policy and value model as Hugging Face directories policy/ and value/ (io/hf_checkpoint.h).
+// Errors before any work: a missing checkpoint or prompt file, an output_dir that holds
+// checkpoints of another run (unless resuming).
+std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLine& log);
+
+}  // namespace ppo
