@@ -567,9 +567,9 @@ double Transformer::grad_norm() {
   return std::sqrt(sum);
 }
 
-double Transformer::adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed) {
+double Transformer::adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed, std::optional<double> known_norm) {
   require_trained("adamw_step");
-  const double norm = grad_norm();
+  const double norm = known_norm ? *known_norm : grad_norm();
   if (max_grad_norm > 0) hp.grad_scale *= float(std::min(1.0, double(max_grad_norm) / (norm + 1e-6)));
   for (size_t i = 0; i < weights_.size(); ++i) {
     AdamWParams p = hp;

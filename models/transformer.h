@@ -14,6 +14,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 #include "engine/arena.h"
@@ -119,8 +120,9 @@ class Transformer {
   double grad_norm();
   // AdamW on every tensor; weight decay on matrices only (not biases, not norm weights), as HF
   // Trainer. max_grad_norm > 0 scales gradients by min(1, max_grad_norm / (norm + 1e-6)).
-  // Returns the gradient norm before clipping.
-  double adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed);
+  // Returns the gradient norm before clipping; `known_norm`: that norm, when the caller has already
+  // computed it (grad_norm(), a pass over every gradient) since the last backward.
+  double adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed, std::optional<double> known_norm = std::nullopt);
 
   // ---- generation (Generation::KVCache, LM head) ------------------------------------------------
   // tokens, pos (B,P) i32 with B <= rollout_batch, P <= prompt_len; mask (B,S) i32 with S =
