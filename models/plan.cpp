@@ -5,12 +5,12 @@
 namespace ppo {
 
 std::vector<PlannedModel> ppo_models(const ModelConfig& policy, const ModelConfig& reward, ValueModelKind value_model,
-                                     ValueInit value_init) {
+                                     ValueInit value_init, Scoring scoring) {
   const bool value_on_policy = value_model == ValueModelKind::PolicyHead;
   std::vector<PlannedModel> m;
   m.push_back({"policy", {policy, value_on_policy ? Heads::LMAndScalar : Heads::LM, Training::Trained, Generation::KVCache}});
   m.push_back({"reference", {policy, Heads::LM, Training::Frozen, Generation::None}});
-  m.push_back({"reward", {reward, Heads::Scalar, Training::Frozen, Generation::None}});
+  if (scoring == Scoring::RewardModel) m.push_back({"reward", {reward, Heads::Scalar, Training::Frozen, Generation::None}});
   if (!value_on_policy)
     m.push_back({"value", {value_init == ValueInit::Reward ? reward : policy, Heads::Scalar, Training::Trained, Generation::None}});
   return m;
@@ -33,11 +33,11 @@ std::vector<RegionSpec> ppo_regions(const std::vector<PlannedModel>& models, con
   return r;
 }
 
-std::vector<PlannedModel> ppo_models(const PpoConfig& config, const std::string& where) {
+std::vector<PlannedModel> ppo_models(const PpoConfig& config, const std::string& where, Scoring scoring) {
   const ModelConfig policy = ModelConfig::from_json(config.policy, where + ": policy");
   const bool reward_given = !config.reward.is_object() || !config.reward.empty();
   const ModelConfig reward = reward_given ? ModelConfig::from_json(config.reward, where + ": reward") : policy;
-  return ppo_models(policy, reward, config.value_model, config.value_init);
+  return ppo_models(policy, reward, config.value_model, config.value_init, scoring);
 }
 
 RunShape run_shape(const PpoConfig& config) {

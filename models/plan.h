@@ -17,10 +17,15 @@ struct PlannedModel {
   ModelSpec spec;
 };
 
+// Whether a run scores responses with a reward model or with the caller's reward function (no
+// reward model is allocated then).
+enum class Scoring : uint8_t { RewardModel, Callback };
+
 // The models of a run; `value_model` PolicyHead puts the value head on the policy trunk (no
-// separate value model).
+// separate value model). The value model's config is the reward model's with value_init = reward
+// (also when a callback scores and no reward model exists), else the policy's.
 std::vector<PlannedModel> ppo_models(const ModelConfig& policy, const ModelConfig& reward, ValueModelKind value_model,
-                                     ValueInit value_init);
+                                     ValueInit value_init, Scoring scoring = Scoring::RewardModel);
 
 // ("run", "scratch"), Always: Backend::scratch_bytes for the most rows one op sees (a training
 // micro-batch or a rollout batch) and the largest vocabulary.
@@ -31,7 +36,8 @@ std::vector<RegionSpec> ppo_regions(const std::vector<PlannedModel>& models, con
 
 // From a PPO run config: its model configs (parsed and checked; reward defaults to the policy's)
 // and shape.
-std::vector<PlannedModel> ppo_models(const PpoConfig& config, const std::string& where);
+std::vector<PlannedModel> ppo_models(const PpoConfig& config, const std::string& where,
+                                     Scoring scoring = Scoring::RewardModel);
 RunShape run_shape(const PpoConfig& config);
 
 }  // namespace ppo

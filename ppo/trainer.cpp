@@ -106,8 +106,8 @@ void PromptSource::validate(int64_t prompt_length, int64_t vocab_size) const {
 
 // ---- construction -----------------------------------------------------------------------------------
 
-std::vector<RegionSpec> trainer_regions(const PpoConfig& cfg, Precision precision) {
-  std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config"), run_shape(cfg), precision);
+std::vector<RegionSpec> trainer_regions(const PpoConfig& cfg, Precision precision, Scoring scoring) {
+  std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config", scoring), run_shape(cfg), precision);
   r.push_back(ExperienceBuffers::region(cfg, precision));
   return r;
 }
@@ -145,7 +145,8 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
              "PpoTrainer: call PpoConfig::derive() (load_config does) before building a trainer");
   const DeviceKind device = pick_device(cfg_.device);
   const Precision precision = device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32;
-  const std::vector<PlannedModel> models = ppo_models(cfg_, "config");
+  const Scoring scoring = opt_.reward ? Scoring::Callback : Scoring::RewardModel;
+  const std::vector<PlannedModel> models = ppo_models(cfg_, "config", scoring);
   const RunShape shape = run_shape(cfg_);
   const int64_t vocab = models[0].spec.config.vocab_size;
   prompts_.validate(cfg_.prompt_length, vocab);
@@ -153,7 +154,7 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   PPO_ASSERT(eos_ < vocab, "config eos_token_id = ", eos_, " is outside the policy's vocabulary [0,", vocab, ")");
 
   // the plan first: a device too small stops here, before any work
-  ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision));
+  ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));
   size_t capacity = opt_.device_memory;
   if (capacity == 0) capacity = device == DeviceKind::CUDA ? cuda_free_bytes() : std::numeric_limits<size_t>::max();
   if (opt_.print_plan) {
@@ -182,11 +183,18 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   if (!cfg_.policy_checkpoint.empty())  // a policy_head value model keeps its fresh score head
     io::load_hf_checkpoint(cfg_.policy_checkpoint, *policy_, value_ ? io::HeadMatch::Exact : io::HeadMatch::TrunkOnly);
   copy_shared(*reference_, *policy_);
-  reward_->init_random(cfg_.seed + 1);
-  if (!cfg_.reward_checkpoint.empty()) io::load_hf_checkpoint(cfg_.reward_checkpoint, *reward_);
-  if (value_) {
-    value_->init_random(cfg_.seed + 2);  // the fresh head of value_init = policy
-    copy_shared(*value_, cfg_.value_init == ValueInit::Reward ? *reward_ : *policy_);
+  if (reward_) {
+    reward_->init_random(cfg_.seed + 1);
+    if (!cfg_.reward_checkpoint.empty()) io::load_hf_checkpoint(cfg_.reward_checkpoint, *reward_);
+  }
+  if (value_ && cfg_.value_init == ValueInit::Policy) {
+    value_->init_random(cfg_.seed + 2);  // the fresh head
+    copy_shared(*value_, *policy_);
+  } else if (value_ && reward_) {
+    copy_shared(*value_, *reward_);
+  } else if (value_) {  // a callback scores: the value model is what the reward model would have been
+    value_->init_random(cfg_.seed + 1);
+    if (!cfg_.reward_checkpoint.empty()) io::load_hf_checkpoint(cfg_.reward_checkpoint, *value_);
   }
   if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
   else if (cfg_.save_every > 0) io::check_no_checkpoints(cfg_.output_dir + "/checkpoints", "PpoTrainer");
@@ -210,9 +218,14 @@ void PpoTrainer::load_policy_weights(const HostWeights& w) {
       if (name != "lm_head.weight") value_->set_parameter(name, values);
 }
 
+Transformer& PpoTrainer::reward_model() {
+  PPO_ASSERT(reward_, "PpoTrainer: no reward model: a reward callback scores this run");
+  return *reward_;
+}
+
 void PpoTrainer::load_reward_weights(const HostWeights& w) {
   refuse_after_resume("load_reward_weights");
-  write_weights(*reward_, w);
+  if (reward_) write_weights(*reward_, w);
   if (value_ && cfg_.value_init == ValueInit::Reward) write_weights(*value_, w);
 }
 
@@ -229,14 +242,16 @@ void PpoTrainer::load_value_weights(const HostWeights& w) {
 // ---- checkpoints ------------------------------------------------------------------------------------
 
 std::map<std::string, Transformer*> PpoTrainer::checkpoint_models() {
-  std::map<std::string, Transformer*> m{{"policy", policy_.get()}, {"reference", reference_.get()}, {"reward", reward_.get()}};
+  std::map<std::string, Transformer*> m{{"policy", policy_.get()}, {"reference", reference_.get()}};
+  if (reward_) m["reward"] = reward_.get();
   if (value_) m["value"] = value_.get();
   return m;
 }
 
 nlohmann::json PpoTrainer::run_shapes() const {
   nlohmann::json models = nlohmann::json::object();
-  for (const PlannedModel& m : ppo_models(cfg_, "config")) models[m.owner] = m.spec.config.to_json();
+  for (const PlannedModel& m : ppo_models(cfg_, "config", opt_.reward ? Scoring::Callback : Scoring::RewardModel))
+    models[m.owner] = m.spec.config.to_json();
   return {{"models", models},
           {"value_model", to_string(cfg_.value_model)},
           {"precision", backend_->precision() == Precision::BF16 ? "bf16" : "f32"},

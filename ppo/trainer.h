@@ -12,7 +12,7 @@
 //   policy    trained, generates; init_random(seed), config.policy_checkpoint, or load_policy_weights
 //   reference frozen copy of the policy (load_policy_weights sets both)
 //   reward    frozen scalar head; init_random(seed + 1), config.reward_checkpoint, or
-//             load_reward_weights; unused (and never run) when a reward callback is given
+//             load_reward_weights; not allocated when a reward callback is given
 //   value     trained scalar head; from the reward model's weights (value_init = reward, TRL) or
 //             the policy's trunk with a fresh head (value_init = policy); absent with
 //             value_model = policy_head (the value head sits on the policy trunk)
@@ -30,6 +30,7 @@
 #include <vector>
 #include "engine/arena.h"
 #include "kernels/backend.h"
+#include "models/plan.h"
 #include "models/transformer.h"
 #include "ppo/config.h"
 #include "ppo/kl_controller.h"
@@ -127,7 +128,7 @@ class PpoTrainer {
   // Policy and reference (the reference is the SFT policy); with value_init = policy also the
   // value model's trunk (score.weight stays fresh).
   void load_policy_weights(const HostWeights& weights);
-  // The reward model; with value_init = reward also the value model.
+  // The reward model (when there is one); with value_init = reward also the value model.
   void load_reward_weights(const HostWeights& weights);
   void load_reference_weights(const HostWeights& weights);
   void load_value_weights(const HostWeights& weights);  // the value model, or the policy's score head
@@ -138,7 +139,8 @@ class PpoTrainer {
   const Arena& arena() const { return *arena_; }
   Transformer& policy() { return *policy_; }
   Transformer& reference() { return *reference_; }
-  Transformer& reward_model() { return *reward_; }
+  Transformer& reward_model();  // an error when a reward callback scores (no reward model)
+  bool has_reward_model() const { return reward_ != nullptr; }
   // The value model, or the policy when the value head sits on its trunk.
   Transformer& value_model() { return value_ ? *value_ : *policy_; }
   bool has_separate_value_model() const { return value_ != nullptr; }
@@ -174,6 +176,7 @@ class PpoTrainer {
 };
 
 // The regions of a run: ppo_regions of its models plus ("run", "experience") (ppo/experience.h).
-std::vector<RegionSpec> trainer_regions(const PpoConfig& config, Precision precision);
+std::vector<RegionSpec> trainer_regions(const PpoConfig& config, Precision precision,
+                                        Scoring scoring = Scoring::RewardModel);
 
 }  // namespace ppo

@@ -159,6 +159,13 @@ TEST_CASE("the score lands on the last real response token; rewards are 0 past i
     for (int64_t t = 0; t < R; ++t) CHECK(e.rewards[size_t(b * R + t)] == (t == len - 1 ? float(len) : 0.0f));
   }
   CHECK(e.ended_with_eos == std::vector<uint8_t>{1, 0, 0, 1});
+
+  // a callback scores: no reward model is allocated (its bytes are not in the arena)
+  CHECK(!trainer.has_reward_model());
+  CHECK_THROWS_WITH_AS(trainer.reward_model(), doctest::Contains("reward callback"), Error);
+  PpoTrainer with_model(c, quiet());
+  CHECK(with_model.has_reward_model());
+  CHECK(trainer.arena().plan().total_bytes < with_model.arena().plan().total_bytes);
 }
 
 TEST_CASE("two CPU runs with one seed give identical metrics; fixed response length turns EOS off") {
