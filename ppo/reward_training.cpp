@@ -81,14 +81,7 @@ MetricsRow RewardTrainer::train_step(const std::vector<PreferenceExample>& batch
   Transformer& m = model_.model();
   m.zero_grad();
   const PreferenceEval sums = accumulate(batch, true);
-  AdamWParams hp;
-  hp.lr = cfg_.learning_rate;
-  hp.beta1 = cfg_.adam_beta1;
-  hp.beta2 = cfg_.adam_beta2;
-  hp.eps = cfg_.adam_eps;
-  hp.weight_decay = cfg_.weight_decay;
-  hp.step = step_ + 1;
-  const double norm = m.adamw_step(hp, cfg_.max_grad_norm, cfg_.seed * 1000003ull + uint64_t(step_));
+  const double norm = trainer_adamw_step(m, cfg_, cfg_.learning_rate, step_);
   ++step_;
   const double pairs = double(batch.size());
   MetricsRow row;
@@ -111,15 +104,8 @@ PreferenceEval RewardTrainer::evaluate(const std::vector<PreferenceExample>& dat
 std::vector<MetricsRow> RewardTrainer::train(const std::vector<PreferenceExample>& data, MetricsLogger* log,
                                              const std::function<void(const MetricsRow&)>& on_row) {
   PPO_ASSERT(!data.empty(), "reward training: no pairs");
-  std::vector<MetricsRow> rows;
-  for (epoch_ = 0; epoch_ < cfg_.epochs; ++epoch_) {
-    for (const std::vector<PreferenceExample>& batch : shuffled_batches(data, cfg_.batch_size, cfg_.seed, epoch_)) {
-      rows.push_back(train_step(batch));
-      if (log) log->write(rows.back());
-      if (on_row) on_row(rows.back());
-    }
-  }
-  return rows;
+  return train_epochs(data, cfg_, epoch_, log, on_row,
+                      [&](const std::vector<PreferenceExample>& b) { return train_step(b); });
 }
 
 std::vector<double> score_responses(SingleModel& model, const std::vector<std::vector<int32_t>>& prompts,

@@ -76,15 +76,9 @@ MetricsRow SftTrainer::train_step(const std::vector<SftExample>& batch) {
   m.zero_grad();
   int64_t tokens = 0;
   const double loss = accumulate(batch, true, &tokens);
-  AdamWParams hp;
   const double warm = cfg_.warmup_steps > 0 ? std::min(1.0, double(step_ + 1) / double(cfg_.warmup_steps)) : 1.0;
-  hp.lr = float(cfg_.learning_rate * warm);
-  hp.beta1 = cfg_.adam_beta1;
-  hp.beta2 = cfg_.adam_beta2;
-  hp.eps = cfg_.adam_eps;
-  hp.weight_decay = cfg_.weight_decay;
-  hp.step = step_ + 1;
-  const double norm = m.adamw_step(hp, cfg_.max_grad_norm, cfg_.seed * 1000003ull + uint64_t(step_));
+  const float lr = float(cfg_.learning_rate * warm);
+  const double norm = trainer_adamw_step(m, cfg_, lr, step_);
   model_.backend().synchronize();
   ++step_;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -94,7 +88,7 @@ MetricsRow SftTrainer::train_step(const std::vector<SftExample>& batch) {
   row.set(metric::kSftLoss, loss);
   row.set(metric::kSftTokensPerSecond, double(tokens) / std::max(seconds, 1e-9));
   row.set(metric::kSftGradNorm, norm);
-  row.set(metric::kSftLr, hp.lr);
+  row.set(metric::kSftLr, lr);
   return row;
 }
 
@@ -117,15 +111,7 @@ double SftTrainer::evaluate(const std::vector<SftExample>& data) {
 std::vector<MetricsRow> SftTrainer::train(const std::vector<SftExample>& data, MetricsLogger* log,
                                           const std::function<void(const MetricsRow&)>& on_row) {
   PPO_ASSERT(!data.empty(), "sft: no training examples");
-  std::vector<MetricsRow> rows;
-  for (epoch_ = 0; epoch_ < cfg_.epochs; ++epoch_) {
-    for (const std::vector<SftExample>& batch : shuffled_batches(data, cfg_.batch_size, cfg_.seed, epoch_)) {
-      rows.push_back(train_step(batch));
-      if (log) log->write(rows.back());
-      if (on_row) on_row(rows.back());
-    }
-  }
-  return rows;
+  return train_epochs(data, cfg_, epoch_, log, on_row, [&](const std::vector<SftExample>& b) { return train_step(b); });
 }
 
 std::vector<SftExample> demo_sft_examples(const DemoTask& task, uint64_t first, int64_t count) {

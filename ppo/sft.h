@@ -9,7 +9,6 @@
 #include <functional>
 #include <string>
 #include <vector>
-#include "engine/philox.h"
 #include "io/jsonl.h"
 #include "io/tokenizer.h"
 #include "ppo/demo_task.h"
@@ -76,19 +75,5 @@ class SftTrainer {
 std::vector<SftExample> demo_sft_examples(const DemoTask& task, uint64_t first, int64_t count);
 // SFT data from JSONL pairs: prompt and completion tokenized, `eos` appended (when >= 0).
 std::vector<SftExample> sft_examples(const std::vector<io::SftPair>& pairs, const io::Tokenizer& tokenizer, int32_t eos);
-
-// One epoch's minibatches: `data` in the Philox shuffle of (seed, epoch), `batch_size` at a time
-// (the last one shorter). Shared by SFT and reward-model training.
-template <class Example>
-std::vector<std::vector<Example>> shuffled_batches(const std::vector<Example>& data, int64_t batch_size, uint64_t seed,
-                                                   int64_t epoch) {
-  const std::vector<int32_t> order = philox_permutation(int64_t(data.size()), seed, uint64_t(epoch));
-  std::vector<std::vector<Example>> batches;
-  for (size_t i = 0; i < order.size(); ++i) {
-    if (i % size_t(batch_size) == 0) batches.emplace_back();
-    batches.back().push_back(data[size_t(order[i])]);
-  }
-  return batches;
-}
 
 }  // namespace ppo

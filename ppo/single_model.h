@@ -6,14 +6,17 @@
 // Positions count from each row's first real token; pads hold token `pad`, position 0, mask 0.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 #include "engine/arena.h"
+#include "engine/philox.h"
 #include "kernels/backend.h"
 #include "models/transformer.h"
 #include "ppo/config.h"
+#include "ppo/metrics.h"
 
 namespace ppo {
 
@@ -80,5 +83,52 @@ class SingleModel {
   std::string owner_;
   std::map<std::string, Tensor> buf_;  // the "batch" region, by name
 };
+
+// ---- shared by the single-model trainers (ppo/sft.h, ppo/reward_training.h) ---------------------------
+
+// One epoch's minibatches: `data` in the Philox shuffle of (seed, epoch), `batch_size` at a time
+// (the last one shorter).
+template <class Example>
+std::vector<std::vector<Example>> shuffled_batches(const std::vector<Example>& data, int64_t batch_size, uint64_t seed,
+                                                   int64_t epoch) {
+  const std::vector<int32_t> order = philox_permutation(int64_t(data.size()), seed, uint64_t(epoch));
+  std::vector<std::vector<Example>> batches;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i % size_t(batch_size) == 0) batches.emplace_back();
+    batches.back().push_back(data[size_t(order[i])]);
+  }
+  return batches;
+}
+
+// cfg.epochs passes over `data` in shuffled batches of cfg.batch_size: train_step(batch) -> its row,
+// written to `log` and given to `on_row` as it comes. `epoch` (the trainer's) counts the passes.
+template <class Example, class Config, class TrainStep>
+std::vector<MetricsRow> train_epochs(const std::vector<Example>& data, const Config& cfg, int64_t& epoch,
+                                     MetricsLogger* log, const std::function<void(const MetricsRow&)>& on_row,
+                                     TrainStep&& train_step) {
+  std::vector<MetricsRow> rows;
+  for (epoch = 0; epoch < cfg.epochs; ++epoch) {
+    for (const std::vector<Example>& batch : shuffled_batches(data, cfg.batch_size, cfg.seed, epoch)) {
+      rows.push_back(train_step(batch));
+      if (log) log->write(rows.back());
+      if (on_row) on_row(rows.back());
+    }
+  }
+  return rows;
+}
+
+// AdamW step number `step` (0-based) at learning rate `lr` with cfg's betas, eps, weight decay and
+// gradient clipping; the rounding draws come from (cfg.seed, step). Returns the norm before clipping.
+template <class Config>
+double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step) {
+  AdamWParams hp;
+  hp.lr = lr;
+  hp.beta1 = cfg.adam_beta1;
+  hp.beta2 = cfg.adam_beta2;
+  hp.eps = cfg.adam_eps;
+  hp.weight_decay = cfg.weight_decay;
+  hp.step = step + 1;
+  return m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step));
+}
 
 }  // namespace ppo
