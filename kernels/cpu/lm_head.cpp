@@ -1,11 +1,16 @@
 // Fused language-model head: the chosen token's log-prob and the entropy of the tempered
-// distribution, computed over chunks of kChunkRows rows so that the (N,V) logits never exist whole.
-//   z(R,V) = hidden(R,C) @ wte(V,C)^T * inv_temperature        (one chunk of R rows, in scratch)
-//   lse = max + log sum_v exp(z_v - max);   logp = z[target] - lse;   entropy = lse - sum_v p_v z_v
-// Backward, p = exp(z - lse):
+// distribution, computed over blocks of kBlockRows rows times chunks of kChunkVocab vocabulary
+// columns so that the (N,V) logits never exist whole. For one block of R rows and chunk [v0, v0+W):
+//   z(R,W) = hidden(R,C) @ wte[v0:v0+W](W,C)^T * inv_temperature        (in scratch)
+// Each row keeps, over the chunks seen so far, m = max z, s = sum exp(z - m), u = sum exp(z - m) z;
+// a chunk with a larger max m' first rescales s and u by exp(m - m') (online logsumexp). Then
+//   lse = m + log s;   logp = z[target] - lse;   entropy = lse - u / s
+// Backward, recomputing z per chunk, p = exp(z - lse):
 //   dz_v = g_logp (1[v==target] - p_v) - g_ent p_v (log p_v + entropy)
-//   dhidden(R,C) = inv_temperature dz @ wte (=);   dwte(V,C) += inv_temperature dz^T @ hidden
-// Matrix products go through BLAS (sgemm/dgemm).
+//   dhidden(R,C) += inv_temperature dz(R,W) @ wte[v0:v0+W]  (= on the first chunk)
+//   dwte[v0:v0+W](W,C) += inv_temperature dz^T @ hidden(R,C)
+// Matrix products go through BLAS (sgemm/dgemm): a block of rows makes each product large enough
+// to run near peak, and wte is read once per block instead of once per few rows.
 #include <cblas.h>
 #include <algorithm>
 #include <cmath>
@@ -15,7 +20,8 @@ namespace ppo::cpu {
 
 namespace {
 
-constexpr int64_t kChunkRows = 8;  // rows of logits held in scratch at once
+constexpr int64_t kBlockRows = 256;   // rows sharing each pass over wte
+constexpr int64_t kChunkVocab = 1024;  // vocabulary columns of z held in scratch at once
 
 // Row-major C(M,N) = alpha op(A) op(B) + beta C.
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -27,59 +33,87 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t 
   cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
-// z(R,V) = hidden rows [n0, n0+R) @ wte^T * inv_temperature
+// z(R,W) = hidden rows [n0, n0+R) @ wte rows [v0, v0+W)^T * inv_temperature
 template <class T>
-void chunk_logits(T* z, const T* hidden, const T* wte, int64_t n0, int64_t R, int64_t C, int64_t V, float inv_temperature) {
-  gemm(CblasNoTrans, CblasTrans, R, V, C, T(inv_temperature), hidden + n0 * C, C, wte, C, T(0), z, V);
+void chunk_logits(T* z, const T* hidden, const T* wte, int64_t n0, int64_t R, int64_t v0, int64_t W, int64_t C,
+                  float inv_temperature) {
+  gemm(CblasNoTrans, CblasTrans, R, W, C, T(inv_temperature), hidden + n0 * C, C, wte + v0 * C, C, T(0), z, W);
 }
+
+// One row's softmax statistics over the chunks seen so far (see the top of the file).
+struct RowStats {
+  double max_z = -INFINITY, sum_e = 0, sum_ez = 0, z_target = 0;
+};
 
 }  // namespace
 
-int64_t lm_scratch_elems(int64_t V) { return kChunkRows * V; }
+// sample_tokens (kernels/cpu/sampling.cpp) takes the same scratch and sorts one row of V in it.
+int64_t lm_scratch_elems(int64_t V) { return std::max(V, kBlockRows * std::min(V, kChunkVocab)); }
 
 template <class T> void lm_logprob_entropy_forward(T* logp, T* entropy, T* lse, const T* hidden, const T* wte, const int32_t* targets, int64_t N, int64_t C, int64_t V, float inv_temperature, T* scratch) {
-  for (int64_t n0 = 0; n0 < N; n0 += kChunkRows) {
-    const int64_t R = std::min(kChunkRows, N - n0);
-    chunk_logits(scratch, hidden, wte, n0, R, C, V, inv_temperature);
+  RowStats stats[kBlockRows];
+  for (int64_t n0 = 0; n0 < N; n0 += kBlockRows) {
+    const int64_t R = std::min(kBlockRows, N - n0);
+    std::fill(stats, stats + R, RowStats{});
+    for (int64_t v0 = 0; v0 < V; v0 += kChunkVocab) {
+      const int64_t W = std::min(kChunkVocab, V - v0);
+      chunk_logits(scratch, hidden, wte, n0, R, v0, W, C, inv_temperature);
 #pragma omp parallel for
-    for (int64_t r = 0; r < R; ++r) {
-      const T* z = scratch + r * V;
-      const int64_t n = n0 + r;
-      double max_z = z[0];
-      for (int64_t v = 1; v < V; ++v) max_z = std::max(max_z, double(z[v]));
-      double sum_e = 0, sum_ez = 0;  // sum exp(z - max), sum exp(z - max) z
-      for (int64_t v = 0; v < V; ++v) {
-        const double e = std::exp(double(z[v]) - max_z);
-        sum_e += e;
-        sum_ez += e * double(z[v]);
+      for (int64_t r = 0; r < R; ++r) {
+        const T* z = scratch + r * W;
+        RowStats& st = stats[r];
+        double chunk_max = z[0];
+        for (int64_t v = 1; v < W; ++v) chunk_max = std::max(chunk_max, double(z[v]));
+        if (chunk_max > st.max_z) {
+          const double rescale = std::exp(st.max_z - chunk_max);
+          st.sum_e *= rescale;
+          st.sum_ez *= rescale;
+          st.max_z = chunk_max;
+        }
+        for (int64_t v = 0; v < W; ++v) {
+          const double e = std::exp(double(z[v]) - st.max_z);
+          st.sum_e += e;
+          st.sum_ez += e * double(z[v]);
+        }
+        const int64_t t = targets[n0 + r] - v0;
+        if (t >= 0 && t < W) st.z_target = z[t];
       }
-      const double lse_n = max_z + std::log(sum_e);
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      const RowStats& st = stats[r];
+      const int64_t n = n0 + r;
+      const double lse_n = st.max_z + std::log(st.sum_e);
       lse[n] = T(lse_n);
-      logp[n] = T(double(z[targets[n]]) - lse_n);
-      entropy[n] = T(lse_n - sum_ez / sum_e);
+      logp[n] = T(st.z_target - lse_n);
+      entropy[n] = T(lse_n - st.sum_ez / st.sum_e);
     }
   }
 }
 
 template <class T> void lm_logprob_entropy_backward(T* dhidden, T* dwte, const T* g_logp, const T* g_entropy, const T* hidden, const T* wte, const int32_t* targets, const T* lse, const T* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature, T* scratch) {
-  for (int64_t n0 = 0; n0 < N; n0 += kChunkRows) {
-    const int64_t R = std::min(kChunkRows, N - n0);
-    chunk_logits(scratch, hidden, wte, n0, R, C, V, inv_temperature);
-    // z -> dz in place
+  for (int64_t n0 = 0; n0 < N; n0 += kBlockRows) {
+    const int64_t R = std::min(kBlockRows, N - n0);
+    for (int64_t v0 = 0; v0 < V; v0 += kChunkVocab) {
+      const int64_t W = std::min(kChunkVocab, V - v0);
+      chunk_logits(scratch, hidden, wte, n0, R, v0, W, C, inv_temperature);
+      // z -> dz in place
 #pragma omp parallel for
-    for (int64_t r = 0; r < R; ++r) {
-      T* z = scratch + r * V;
-      const int64_t n = n0 + r;
-      const double gl = g_logp ? double(g_logp[n]) : 0.0, ge = g_entropy ? double(g_entropy[n]) : 0.0;
-      const double lse_n = lse[n], ent_n = entropy[n];
-      for (int64_t v = 0; v < V; ++v) {
-        const double log_p = double(z[v]) - lse_n, p = std::exp(log_p);
-        z[v] = T(gl * ((v == targets[n] ? 1.0 : 0.0) - p) - ge * p * (log_p + ent_n));
+      for (int64_t r = 0; r < R; ++r) {
+        T* z = scratch + r * W;
+        const int64_t n = n0 + r, t = targets[n] - v0;
+        const double gl = g_logp ? double(g_logp[n]) : 0.0, ge = g_entropy ? double(g_entropy[n]) : 0.0;
+        const double lse_n = lse[n], ent_n = entropy[n];
+        for (int64_t v = 0; v < W; ++v) {
+          const double log_p = double(z[v]) - lse_n, p = std::exp(log_p);
+          z[v] = T(gl * ((v == t ? 1.0 : 0.0) - p) - ge * p * (log_p + ent_n));
+        }
       }
+      // dhidden(R,C) (=, then +=) inv_temperature dz(R,W) @ wte(W,C);  dwte(W,C) += inv_temperature dz^T @ hidden(R,C)
+      gemm(CblasNoTrans, CblasNoTrans, R, C, W, T(inv_temperature), scratch, W, wte + v0 * C, C, T(v0 == 0 ? 0 : 1),
+           dhidden + n0 * C, C);
+      if (dwte)
+        gemm(CblasTrans, CblasNoTrans, W, C, R, T(inv_temperature), scratch, W, hidden + n0 * C, C, T(1), dwte + v0 * C, C);
     }
-    // dhidden(R,C) = inv_temperature dz(R,V) @ wte(V,C);  dwte(V,C) += inv_temperature dz^T @ hidden(R,C)
-    gemm(CblasNoTrans, CblasNoTrans, R, C, V, T(inv_temperature), scratch, V, wte, C, T(0), dhidden + n0 * C, C);
-    if (dwte) gemm(CblasTrans, CblasNoTrans, V, C, R, T(inv_temperature), scratch, V, hidden + n0 * C, C, T(1), dwte, C);
   }
 }
 
