@@ -244,22 +244,34 @@ std::vector<int32_t> Backend::to_host_ids(Tensor src) {
   return out;
 }
 
-void Backend::slice_columns(Tensor dst, Tensor src, int64_t start) {
-  const char* op = "slice_columns";
-  const int64_t B = src.dim(0), T = src.dim(1), W = dst.dim(1);
-  expect(op, "src", src, device_, src.dtype, {B, T});
-  expect(op, "dst", dst, device_, src.dtype, {B, W});
-  PPO_ASSERT(start >= 0 && start + W <= T, op, ": columns [", start, ",", start + W, ") outside ", T);
-  const size_t es = dtype_size(src.dtype);
+void Backend::copy_columns(Tensor dst, int64_t dst_start, Tensor src, int64_t src_start, int64_t W) {
+  const char* op = "copy_columns";
+  for (const Tensor* t : {&src, &dst})
+    PPO_ASSERT(!t->empty() && t->device == device_ && t->dtype == src.dtype, op, ": tensor '", t->name,
+               "' must be present, on ", device_name(device_), ", of src's dtype ", dtype_name(src.dtype));
+  PPO_ASSERT(src.ndim >= 2 && dst.ndim == src.ndim, op, ": src '", src.name, "' ", src.shape_str(), " and dst '",
+             dst.name, "' ", dst.shape_str(), " must both be (B,T,...) of one rank");
+  int64_t inner = 1;
+  for (int i = 2; i < src.ndim; ++i) {
+    PPO_ASSERT(dst.shape[i] == src.shape[i], op, ": trailing dims of dst '", dst.name, "' ", dst.shape_str(),
+               " and src '", src.name, "' ", src.shape_str(), " differ");
+    inner *= src.shape[i];
+  }
+  const int64_t B = src.dim(0), Ts = src.dim(1), Td = dst.dim(1);
+  PPO_ASSERT(dst.dim(0) == B, op, ": dst '", dst.name, "' ", dst.shape_str(), " and src '", src.name, "' ",
+             src.shape_str(), " differ in B");
+  PPO_ASSERT(W >= 0 && src_start >= 0 && src_start + W <= Ts && dst_start >= 0 && dst_start + W <= Td, op,
+             ": columns [", src_start, ",", src_start + W, ") of ", Ts, " -> [", dst_start, ",", dst_start + W, ") of ", Td);
+  const size_t column = dtype_size(src.dtype) * size_t(inner);  // bytes
+  char* d = static_cast<char*>(dst.data) + size_t(dst_start) * column;
+  const char* s = static_cast<const char*>(src.data) + size_t(src_start) * column;
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    cuda::slice_columns(*cuda_, dst.data, src.data, es, B, T, W, start);
+    cuda::copy_rows_2d(*cuda_, d, size_t(Td) * column, s, size_t(Ts) * column, size_t(W) * column, B);
 #endif
     return;
   }
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(static_cast<char*>(dst.data) + size_t(b * W) * es,
-                static_cast<const char*>(src.data) + size_t(b * T + start) * es, size_t(W) * es);
+  for (int64_t b = 0; b < B; ++b) std::memcpy(d + size_t(b * Td) * column, s + size_t(b * Ts) * column, size_t(W) * column);
 }
 
 // ---- embedding ------------------------------------------------------------------------------------

@@ -89,8 +89,10 @@ class Backend {
   void from_host(Tensor dst, const std::vector<float>& src);
   void from_host_ids(Tensor dst, const std::vector<int32_t>& src);
   std::vector<int32_t> to_host_ids(Tensor src);
-  // dst(B,W) = src(B,T)[:, start:start+W]   (stat or ids dtype, same for both)
-  void slice_columns(Tensor dst, Tensor src, int64_t start);
+  // dst(B,Td,...)[:, dst_start:dst_start+W] = src(B,Ts,...)[:, src_start:src_start+W]: W columns
+  // (time steps) between two tensors of one dtype with the same B and trailing dims (a column is
+  // the trailing dims' elements); dst's other columns keep their values.
+  void copy_columns(Tensor dst, int64_t dst_start, Tensor src, int64_t src_start, int64_t W);
 
   // ---- embedding ------------------------------------------------------------------------------
   // out(B,T,C) = wte(V,C)[tokens(B,T)] + wpe(P,C)[pos(B,T)]   (wpe optional: RoPE models have none)

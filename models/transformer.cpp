@@ -202,6 +202,13 @@ std::vector<TensorSpec> activation_specs(const ModelSpec& spec, Precision p, int
     t.push_back({"targets", DType::I32, {B, T}});
     t.push_back({"head_lse", stat, {B, T}});
     t.push_back({"head_entropy", stat, {B, T}});
+    // a window of columns scored alone (lm_logprobs first_column > 0): its hidden rows, log-probs
+    t.push_back({"head_hidden", act, {B, T, C}});
+    t.push_back({"head_logp", stat, {B, T}});
+    if (spec.training == Training::Trained) {
+      t.push_back({"head_dhidden", act, {B, T, C}});
+      t.push_back({"head_gentropy", stat, {B, T}});
+    }
   }
   if (spec.has_scalar()) t.push_back({"values", act, {N, 1}});
   if (spec.training == Training::Trained) {
@@ -465,18 +472,34 @@ void Transformer::forward(Tensor tokens, Tensor pos, Tensor mask) {
   lm_ready_ = scalar_ready_ = false;
 }
 
-void Transformer::lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy) {
+void Transformer::lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy, int64_t first_column) {
   PPO_ASSERT(spec_.has_lm(), owner_, ": lm_logprobs: this model has no LM head");
   PPO_ASSERT(B_ > 0, owner_, ": lm_logprobs before forward");
   PPO_ASSERT(targets.ndim == 2 && targets.dim(0) == B_ && targets.dim(1) == T_, owner_, ": targets '", targets.name,
              "' ", targets.shape_str(), " must match the forward's (", B_, ",", T_, ")");
-  const int64_t B = B_, T = T_;
-  Tensor tg = fit(act_.at("targets"), {B, T}), ent = fit(act_.at("head_entropy"), {B, T});
-  copy_tensor(tg, targets);
-  be_.lm_logprob_entropy_forward(logp, ent, fit(act_.at("head_lse"), {B, T}), fit(act_.at("lnf"), {B, T, config().d_model}),
-                                 lm_weight(), tg, inv_temperature);
-  if (!entropy.empty()) be_.convert(entropy, ent);
+  PPO_ASSERT(first_column >= 0 && first_column < T_, owner_, ": lm_logprobs: first_column ", first_column,
+             " outside [0,", T_, ")");
+  const int64_t B = B_, T = T_, W = T - first_column, C = config().d_model;
+  Tensor tg = fit(act_.at("targets"), {B, W}), ent = fit(act_.at("head_entropy"), {B, W});
+  Tensor lnf = fit(act_.at("lnf"), {B, T, C});
+  if (first_column == 0) {
+    copy_tensor(tg, targets);
+    be_.lm_logprob_entropy_forward(logp, ent, fit(act_.at("head_lse"), {B, T}), lnf, lm_weight(), tg, inv_temperature);
+    if (!entropy.empty()) be_.convert(entropy, ent);
+  } else {  // the window's rows, contiguous for the vocabulary pass, then back into (B,T) columns
+    Tensor hidden = fit(act_.at("head_hidden"), {B, W, C}), lp = fit(act_.at("head_logp"), {B, W});
+    be_.copy_columns(hidden, 0, lnf, first_column, W);
+    be_.copy_columns(tg, 0, targets, first_column, W);
+    be_.lm_logprob_entropy_forward(lp, ent, fit(act_.at("head_lse"), {B, W}), hidden, lm_weight(), tg, inv_temperature);
+    be_.zero(logp);
+    be_.copy_columns(logp, first_column, lp, 0, W);
+    if (!entropy.empty()) {
+      be_.zero(entropy);
+      be_.copy_columns(entropy, first_column, ent, 0, W);
+    }
+  }
   inv_temperature_ = inv_temperature;
+  head_first_ = first_column;
   lm_ready_ = true;
 }
 
@@ -501,11 +524,28 @@ void Transformer::scalar(Tensor values) {
 void Transformer::lm_logprobs_backward(Tensor g_logp, Tensor g_entropy) {
   require_trained("lm_logprobs_backward");
   PPO_ASSERT(lm_ready_, owner_, ": lm_logprobs_backward without lm_logprobs after the last forward");
-  const int64_t B = B_, T = T_, C = config().d_model;
+  const int64_t B = B_, T = T_, C = config().d_model, first = head_first_, W = T - first;
   Tensor dhead = fit(act_.at("dhead"), {B, T, C}), dlnf = fit(act_.at("dlnf"), {B, T, C});
-  be_.lm_logprob_entropy_backward(dhead, lm_weight_grad(), g_logp, g_entropy, fit(act_.at("lnf"), {B, T, C}), lm_weight(),
-                                  fit(act_.at("targets"), {B, T}), fit(act_.at("head_lse"), {B, T}),
-                                  fit(act_.at("head_entropy"), {B, T}), inv_temperature_);
+  Tensor tg = fit(act_.at("targets"), {B, W}), lse = fit(act_.at("head_lse"), {B, W});
+  Tensor ent = fit(act_.at("head_entropy"), {B, W});
+  if (first == 0) {
+    be_.lm_logprob_entropy_backward(dhead, lm_weight_grad(), g_logp, g_entropy, fit(act_.at("lnf"), {B, T, C}),
+                                    lm_weight(), tg, lse, ent, inv_temperature_);
+  } else {  // the window's weights in, its hidden gradient out into columns first.. of a zeroed dhead
+    Tensor gl, ge, dwindow = fit(act_.at("head_dhidden"), {B, W, C});
+    if (!g_logp.empty()) {
+      gl = fit(act_.at("head_logp"), {B, W});
+      be_.copy_columns(gl, 0, g_logp, first, W);
+    }
+    if (!g_entropy.empty()) {
+      ge = fit(act_.at("head_gentropy"), {B, W});
+      be_.copy_columns(ge, 0, g_entropy, first, W);
+    }
+    be_.lm_logprob_entropy_backward(dwindow, lm_weight_grad(), gl, ge, fit(act_.at("head_hidden"), {B, W, C}),
+                                    lm_weight(), tg, lse, ent, inv_temperature_);
+    be_.zero(dhead);
+    be_.copy_columns(dhead, first, dwindow, 0, W);
+  }
   be_.residual_forward(dlnf, dlnf, dhead);
 }
 
@@ -599,7 +639,7 @@ Tensor Transformer::prefill(Tensor tokens, Tensor pos, Tensor mask) {
              mask.shape_str(), " must be (", B, ",", S, ")");
   const int NH = int(c.n_head), NKV = int(c.n_kv_head), HS = int(c.head_size());
   Tensor prompt_mask = fit(dec_.at("prompt_mask"), {B, P});
-  be_.slice_columns(prompt_mask, mask, 0);
+  be_.copy_columns(prompt_mask, 0, mask, 0, P);
   const std::vector<BlockActs> acts = all_blocks(dec_, c, 1, B, P);
   embed(acts[0].in, tokens, pos);
   Tensor lnf = fit(dec_.at("lnf"), {B, P, C});
@@ -610,7 +650,7 @@ Tensor Transformer::prefill(Tensor tokens, Tensor pos, Tensor mask) {
              });
   // the hidden state of position P-1 of each row
   Tensor last = fit(dec_.at("last"), {B, C});
-  be_.slice_columns(last, lnf.reshape({B, P * C}), (P - 1) * C);
+  be_.copy_columns(last.reshape({B, 1, C}), 0, lnf, P - 1, 1);
   return logits_from(last);
 }
 

@@ -105,8 +105,11 @@ class Transformer {
   void forward(Tensor tokens, Tensor pos, Tensor mask);
   // After forward: logp[b,t] = log softmax(z)[targets[b,t]], entropy[b,t] = H(softmax(z)) with
   // z = logits[b,t] * inv_temperature. targets (B,T) i32; logp (B,T) stat; entropy optional.
-  void lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy);
-  // dL/dlogp, dL/dentropy (B,T) stat (either may be empty) -> accumulates into the hidden gradient.
+  // Only columns t >= first_column are scored (the vocabulary pass costs B*(T-first_column) rows,
+  // e.g. only the response positions of a PPO batch); logp and entropy are 0 before it.
+  void lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy, int64_t first_column = 0);
+  // dL/dlogp, dL/dentropy (B,T) stat (either may be empty; columns before the forward's
+  // first_column are ignored) -> accumulates into the hidden gradient.
   void lm_logprobs_backward(Tensor g_logp, Tensor g_entropy);
   // After forward: the final-norm output hidden (B,T,C) act the heads read.
   Tensor hidden() const;
@@ -180,6 +183,7 @@ class Transformer {
 
   int64_t B_ = 0, T_ = 0;                // shape of the last training forward
   float inv_temperature_ = 1.0f;         // of the last lm_logprobs
+  int64_t head_first_ = 0;               // its first scored column
   bool lm_ready_ = false, scalar_ready_ = false;
 };
 

@@ -161,13 +161,14 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
     }
   };
   auto response_columns = [&](Tensor dst, Tensor src_T, int64_t start, int64_t n) {
-    be.slice_columns(dst.slice0(start, start + n), src_T.slice0(0, n), P - 1);
+    be.copy_columns(dst.slice0(start, start + n), 0, src_T.slice0(0, n), P - 1, R);
   };
 
   exp.entropy.assign(size_t(B), 0.0f);
   timed(old_logp_s, [&] {
     pass(*models.policy, [&](int64_t start, int64_t n) {
-      models.policy->lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, buf.mb_logp.slice0(0, n), buf.mb_entropy.slice0(0, n));
+      models.policy->lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, buf.mb_logp.slice0(0, n), buf.mb_entropy.slice0(0, n),
+                                 P - 1);  // the response positions only
       response_columns(buf.old_logp, buf.mb_logp, start, n);
       const std::vector<float> ent = be.to_host(buf.mb_entropy.slice0(0, n));
       for (int64_t b = 0; b < n; ++b)
@@ -181,7 +182,7 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   });
   timed(reference_s, [&] {
     pass(*models.reference, [&](int64_t start, int64_t n) {
-      models.reference->lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, buf.mb_logp.slice0(0, n), Tensor{});
+      models.reference->lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, buf.mb_logp.slice0(0, n), Tensor{}, P - 1);
       response_columns(buf.ref_logp, buf.mb_logp, start, n);
     });
   });

@@ -91,7 +91,7 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
 
         // policy: clipped surrogate (+ KL loss) (+ entropy bonus)
         policy.forward(tokens, pos, attn);
-        policy.lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, logp, entropy);
+        policy.lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, logp, entropy, P - 1);  // response positions only
         const PolicyLossSums pl = be.ppo_policy_loss(dlogp, logp, buf.mb_old_logp.slice0(0, n),
                                                      buf.mb_advantages.slice0(0, n), loss_mask, cfg.clip_eps,
                                                      cfg.dual_clip, policy_weight);

@@ -80,13 +80,12 @@ void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DTyp
   PPO_FAIL("cuda convert: destination dtype ", dtype_name(dst_dtype), " is not a float type");
 }
 
-// dst(B,W) = src(B,T)[:, start:start+W]: a strided 2-D copy (rows of W*elem_bytes bytes) on the stream.
-void slice_columns(CudaContext& ctx, void* dst, const void* src, size_t elem_bytes, int64_t B, int64_t T, int64_t W,
-                   int64_t start) {
-  if (B == 0 || W == 0) return;
-  const char* first = static_cast<const char*>(src) + size_t(start) * elem_bytes;
-  PPO_CHECK_CUDA(cudaMemcpy2DAsync(dst, size_t(W) * elem_bytes, first, size_t(T) * elem_bytes, size_t(W) * elem_bytes,
-                                   size_t(B), cudaMemcpyDeviceToDevice, ctx.stream));
+// `rows` rows of `width` bytes, row r at dst + r*dst_pitch from src + r*src_pitch: a strided 2-D
+// device copy on the stream (Backend::copy_columns).
+void copy_rows_2d(CudaContext& ctx, void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+                  int64_t rows) {
+  if (rows == 0 || width == 0) return;
+  PPO_CHECK_CUDA(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, size_t(rows), cudaMemcpyDeviceToDevice, ctx.stream));
 }
 
 }  // namespace ppo::cuda

@@ -47,6 +47,6 @@ ValueLossSums ppo_value_loss(CudaContext& ctx, float* dvalues, const float* valu
 // memory helpers
 void fill(CudaContext& ctx, void* data, DType dtype, int64_t n, float value);
 void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
-void slice_columns(CudaContext& ctx, void* dst, const void* src, size_t elem_bytes, int64_t B, int64_t T, int64_t W, int64_t start);
+void copy_rows_2d(CudaContext& ctx, void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, int64_t rows);
 
 }  // namespace ppo::cuda

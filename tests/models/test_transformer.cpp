@@ -227,6 +227,46 @@ TEST_CASE("prefill + decode logits equal the training forward's") {
   check_prefill_decode(Arch::Llama, Precision::F32, 1e-4);
 }
 
+TEST_CASE("scoring a window of columns (first_column) equals the full pass there, values and gradients") {
+  const ModelSpec spec{tiny_config(Arch::GPT2), Heads::LM, Training::Trained, Generation::None};
+  TinyModel tm(spec, kShape, Precision::F64);
+  Transformer& m = *tm.model;
+  const TinyBatch batch(61);
+  const int64_t B = TinyBatch::B, T = TinyBatch::T, first = 3;
+  // loss weights on the window's columns only (as the PPO loss: response positions)
+  std::vector<float> w = masked_weights(batch.mask, 62), u = masked_weights(batch.mask, 63);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < first; ++t) w[size_t(b * T + t)] = u[size_t(b * T + t)] = 0.0f;
+  Tensor gw = tm.stat(w, {B, T}, "w"), gu = tm.stat(u, {B, T}, "u");
+  Tensor tokens = tm.ids(batch.tokens, {B, T}, "tokens"), pos = tm.ids(batch.pos, {B, T}, "pos");
+  Tensor mask = tm.ids(batch.mask, {B, T}, "mask"), targets = tm.ids(batch.targets, {B, T}, "targets");
+  auto run = [&](int64_t first_column, std::vector<float>& logp_out, std::vector<float>& ent_out) {
+    Tensor logp = tm.stat_out({B, T}, "logp"), ent = tm.stat_out({B, T}, "entropy");
+    m.zero_grad();
+    m.forward(tokens, pos, mask);
+    m.lm_logprobs(targets, 1.0f / 0.7f, logp, ent, first_column);
+    m.lm_logprobs_backward(gw, gu);
+    m.backward();
+    logp_out = tm.backend->to_host(logp);
+    ent_out = tm.backend->to_host(ent);
+    std::vector<std::vector<float>> grads;
+    for (const std::string& n : m.parameter_names()) grads.push_back(tm.backend->to_host(m.gradient(n)));
+    return grads;
+  };
+  std::vector<float> logp_full, ent_full, logp_window, ent_window;
+  const auto full = run(0, logp_full, ent_full);
+  const auto window = run(first, logp_window, ent_window);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t i = size_t(b * T + t);
+      CHECK(logp_window[i] == doctest::Approx(t < first ? 0.0 : logp_full[i]).epsilon(1e-12));
+      CHECK(ent_window[i] == doctest::Approx(t < first ? 0.0 : ent_full[i]).epsilon(1e-12));
+    }
+  for (size_t i = 0; i < full.size(); ++i) check_close(window[i], full[i], 1e-12, 1e-9, "window d/d " + m.parameter_names()[i]);
+  CHECK_THROWS_WITH_AS(m.lm_logprobs(targets, 1.0f, tm.stat_out({B, T}, "x"), Tensor{}, T), doctest::Contains("first_column"),
+                       Error);
+}
+
 TEST_CASE("gradients accumulate across micro-batches; zero_grad clears them") {
   const ModelSpec spec{tiny_config(Arch::Llama), Heads::LM, Training::Trained, Generation::None};
   TinyModel tm(spec, kShape, Precision::F64);

@@ -1,4 +1,5 @@
-// CUDA memory helpers (fill, convert, slice_columns) against the CPU backend on the same inputs.
+// Memory ops: copy_columns on the CPU by hand; the CUDA memory helpers (fill, convert, copy_columns)
+// against the CPU backend on the same inputs.
 // These are exact operations (bf16 rounding is nearest-even on both sides), so the comparisons
 // are exact: atol = rtol = 0. Without a GPU every case skips with one line.
 #include <cstring>
@@ -97,26 +98,60 @@ TEST_CASE("cuda convert rounds f32 to bf16 to nearest even") {
   test::check_close(gpu->backend->to_host(dst), want, 0, 0, "bf16 ties to even");
 }
 
-TEST_CASE("cuda slice_columns matches the cpu") {
+TEST_CASE("copy_columns (cpu): a window of columns each way; other columns kept; errors name the tensors") {
+  CpuSide cpu;
+  // (B=2, T=4, C=2) -> columns 1..2 into (2, 3, 2) at column 1
+  std::vector<float> src(16);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = float(i);
+  Tensor s = cpu.upload(src, DType::F32, {2, 4, 2}, "src");
+  Tensor d = cpu.upload(std::vector<float>(12, -1.0f), DType::F32, {2, 3, 2}, "dst");
+  cpu.backend.copy_columns(d, 1, s, 1, 2);
+  CHECK(cpu.backend.to_host(d) == std::vector<float>{-1, -1, 2, 3, 4, 5, -1, -1, 10, 11, 12, 13});
+  Tensor ids = cpu.pool.take(DType::I32, {2, 4}, "ids"), first = cpu.pool.take(DType::I32, {2, 1}, "first");
+  cpu.backend.from_host_ids(ids, {1, 2, 3, 4, 5, 6, 7, 8});
+  cpu.backend.copy_columns(first, 0, ids, 3, 1);
+  CHECK(cpu.backend.to_host_ids(first) == std::vector<int32_t>{4, 8});
+  CHECK_THROWS_WITH_AS(cpu.backend.copy_columns(d, 2, s, 0, 2), doctest::Contains("of 3"), Error);
+  CHECK_THROWS_WITH_AS(cpu.backend.copy_columns(first, 0, s, 0, 1), doctest::Contains("dtype"), Error);
+  CHECK_THROWS_WITH_AS(cpu.backend.copy_columns(d, 0, ids, 0, 1), doctest::Contains("dtype"), Error);
+}
+
+TEST_CASE("cuda copy_columns matches the cpu") {
   auto gpu = test::cuda_backend_or_skip();
   if (!gpu) return;
   CpuSide cpu;
-  const int64_t B = 3, T = 11, W = 5, start = 4;
+  const int64_t B = 3, T = 11, W = 5, start = 4, C = 6;
   const std::vector<float> values = test::randn(size_t(B * T), 21);
   Tensor gsrc = gpu->upload(values, DType::F32, {B, T}, "gpu src");
   Tensor csrc = cpu.upload(values, DType::F32, {B, T}, "cpu src");
   Tensor gdst = gpu->poisoned(DType::F32, {B, W}, "gpu dst");
   Tensor cdst = cpu.pool.take(DType::F32, {B, W}, "cpu dst");
-  gpu->backend->slice_columns(gdst, gsrc, start);
-  cpu.backend.slice_columns(cdst, csrc, start);
-  test::check_close(gpu->backend->to_host(gdst), cpu.backend.to_host(cdst), 0, 0, "slice_columns f32");
+  gpu->backend->copy_columns(gdst, 0, gsrc, start, W);
+  cpu.backend.copy_columns(cdst, 0, csrc, start, W);
+  test::check_close(gpu->backend->to_host(gdst), cpu.backend.to_host(cdst), 0, 0, "copy_columns f32 gather");
 
   const std::vector<int32_t> ids = test::randint(size_t(B * T), 22, 0, 1000);
   Tensor gids = gpu->upload_ids(ids, {B, T}, "gpu ids");
   Tensor gids_dst = gpu->pool->take(DType::I32, {B, W}, "gpu ids dst");
-  gpu->backend->slice_columns(gids_dst, gids, start);
+  gpu->backend->copy_columns(gids_dst, 0, gids, start, W);
   const std::vector<int32_t> got = gpu->backend->to_host_ids(gids_dst);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t w = 0; w < W; ++w)
-      REQUIRE_MESSAGE(got[size_t(b * W + w)] == ids[size_t(b * T + start + w)], "slice_columns i32 at (", b, ",", w, ")");
+      REQUIRE_MESSAGE(got[size_t(b * W + w)] == ids[size_t(b * T + start + w)], "copy_columns i32 at (", b, ",", w, ")");
+
+  // scatter bf16 (B,W,C) into (B,T,C) at column `start`: the other columns keep their values
+  const std::vector<float> window = test::randn(size_t(B * W * C), 23), base = test::randn(size_t(B * T * C), 24);
+  Tensor gwin = gpu->upload(window, DType::BF16, {B, W, C}, "gpu window");
+  Tensor gbase = gpu->upload(base, DType::BF16, {B, T, C}, "gpu base");
+  gpu->backend->copy_columns(gbase, start, gwin, 0, W);
+  const std::vector<float> merged = gpu->backend->to_host(gbase), win = gpu->backend->to_host(gwin);
+  Tensor kept = gpu->upload(base, DType::BF16, {B, T, C}, "gpu base again");
+  const std::vector<float> before = gpu->backend->to_host(kept);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        const bool inside = t >= start && t < start + W;
+        const float want = inside ? win[size_t((b * W + t - start) * C + c)] : before[size_t((b * T + t) * C + c)];
+        REQUIRE_MESSAGE(merged[size_t((b * T + t) * C + c)] == want, "copy_columns bf16 at (", b, ",", t, ",", c, ")");
+      }
 }
