@@ -660,15 +660,17 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
     return None
 
 
-def phase_flops(cfg: dict, n: dict) -> dict:
+def phase_flops(cfg: dict, n: dict, head: int) -> dict:
     """Model FLOPs per phase: 2 N per token for forward-only passes, 6 N for training (N = matmul
-    parameters; attention scores are not counted)."""
+    parameters; attention scores are not counted). The trunk runs on all P+R positions, the LM head
+    (`head` = V x C parameters) only where logits are used: R sampled tokens, R+1 scored positions."""
     B, P, R = cfg["rollout_batch_size"], cfg["prompt_length"], cfg["response_length"]
-    tokens = B * (P + R)
-    return {"generate": 2 * n["policy"] * tokens * 2,  # sampling (prefill + decode) + the old_logp forward
-            "reference": 2 * n["reference"] * tokens, "reward": 2 * n["reward"] * tokens,
+    tokens, sampled, scored = B * (P + R), B * R, B * (R + 1)
+    trunk_policy, trunk_reference = n["policy"] - head, n["reference"] - head
+    return {"generate": 2 * (2 * trunk_policy * tokens + head * (sampled + scored)),  # sampling + old_logp
+            "reference": 2 * (trunk_reference * tokens + head * scored), "reward": 2 * n["reward"] * tokens,
             "value": 2 * n["value"] * tokens, "advantages": 0,
-            "train": 6 * (n["policy"] + n["value"]) * tokens * cfg["ppo_epochs"]}
+            "train": 6 * (trunk_policy * tokens + head * scored + n["value"] * tokens) * cfg["ppo_epochs"]}
 
 
 def main():
@@ -723,7 +725,8 @@ def main():
 
     n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in peer.models.items()}
     n_matmul = {k: matmul_params(m) for k, m in peer.models.items()}
-    flops = phase_flops(cfg, n_matmul)
+    policy_config = peer.models["policy"].config
+    flops = phase_flops(cfg, n_matmul, policy_config.vocab_size * policy_config.hidden_size)
     peak = peak_flops(args.device, args.peak_tflops)
     device_name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu"
     print(f"peer: torch {torch.__version__}, transformers {transformers.__version__}, {device_name}, "

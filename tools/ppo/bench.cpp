@@ -10,9 +10,11 @@
 // (bench/same_work_check.py).
 //
 // FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
-// but the embedding lookups; a tied LM head counts once more); 2 N per token for forward-only
-// passes (generate = sampling + the old-log-prob forward, 2 x 2 N (P+R) per row), 6 N per token for
-// policy + value training, times ppo_epochs.
+// but the embedding lookups; a tied LM head counts once more), split into the trunk's and the LM
+// head's (V x C); 2 N per token for a forward, 6 N for forward + backward. The trunk runs on all
+// P+R positions, the LM head only where logits are used: R sampled tokens, R+1 scored positions
+// (old/reference log-probs, training). generate = sampling + the old-log-prob forward; train =
+// policy + value, times ppo_epochs.
 #include <cstdio>
 #include <cmath>
 #include <fstream>
@@ -42,6 +44,11 @@ struct BenchOptions {
   std::string save_weights;
   double peak_tflops = 0;
 };
+
+// The LM head's matmul parameters (V x C, tied or not); 0 without an LM head.
+double lm_head_params(Transformer& m) {
+  return m.spec().has_lm() ? double(m.config().vocab_size) * double(m.config().d_model) : 0.0;
+}
 
 // Matmul parameters of a model (see the header comment).
 double matmul_params(Transformer& m) {
@@ -91,15 +98,18 @@ void run_bench(const BenchOptions& o) {
   }
   const std::string device = cuda ? cuda_device_name() : "cpu";
 
-  const double n_policy = matmul_params(trainer.policy()), n_reference = matmul_params(trainer.reference());
+  const double head = lm_head_params(trainer.policy()), trunk_policy = matmul_params(trainer.policy()) - head;
+  const double trunk_reference = matmul_params(trainer.reference()) - head;
   const double n_reward = matmul_params(trainer.reward_model());
   const double n_value = trainer.has_separate_value_model() ? matmul_params(trainer.value_model()) : 0.0;
-  const double tokens = double(B * cfg.sequence_length);
+  const double tokens = double(B * cfg.sequence_length), sampled = double(B * cfg.response_length),
+               scored = double(B * (cfg.response_length + 1));
   const std::vector<std::string> phases = {"generate", "reference", "reward", "value", "advantages", "train", "total"};
   std::map<std::string, double> flops = {
-      {"generate", 2 * n_policy * tokens * 2}, {"reference", 2 * n_reference * tokens},
+      {"generate", 2 * (2 * trunk_policy * tokens + head * (sampled + scored))},
+      {"reference", 2 * (trunk_reference * tokens + head * scored)},
       {"reward", 2 * n_reward * tokens}, {"value", 2 * n_value * tokens}, {"advantages", 0},
-      {"train", 6 * (n_policy + n_value) * tokens * double(cfg.ppo_epochs)}};
+      {"train", 6 * (trunk_policy * tokens + head * scored + n_value * tokens) * double(cfg.ppo_epochs)}};
   flops["total"] = flops["generate"] + flops["reference"] + flops["reward"] + flops["value"] + flops["train"];
   double peak = o.peak_tflops * 1e12;
   if (peak == 0 && cuda && (device.find("H100") != std::string::npos || device.find("H200") != std::string::npos))
@@ -133,7 +143,7 @@ void run_bench(const BenchOptions& o) {
   nlohmann::ordered_json report = {{"engine", "ppo-engine"}, {"version", PPO_VERSION}, {"device", device},
                                    {"dtype", cuda ? "bf16" : "fp32"}, {"fixed_response_length", o.fixed_response_length},
                                    {"steps", o.steps}, {"warmup", o.warmup}, {"config", cfg.to_json()},
-                                   {"matmul_params", {{"policy", n_policy}, {"reference", n_reference},
+                                   {"matmul_params", {{"policy", trunk_policy + head}, {"reference", trunk_reference + head},
                                                       {"reward", n_reward}, {"value", n_value}}},
                                    {"arena_bytes", trainer.arena().plan().total_bytes}};
   std::printf("\n%-20s%10s%7s%12s%8s\n", "phase", "ms", "%", cuda ? "TFLOP/s" : "GFLOP/s", "MFU");
