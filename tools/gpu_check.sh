@@ -2,23 +2,21 @@
 # GPU validation in one command, sized for one device call (<= 10 minutes) on a machine with a GPU:
 #   1. configure and build for sm_90 (PPO_CUDA_ARCHS overrides) in build-gpu/
 #   2. every test (ctest), CUDA cases included
-#   3. the CUDA test cases (doctest filter *cuda*) under compute-sanitizer with PPO_SYNC_LAUNCHES=1:
-#      memcheck over every binary holding them (tests/ops first), racecheck over tests/ops
+#   3. the CUDA test cases (doctest filter *cuda*) of tests/ops under compute-sanitizer memcheck
+#      (PPO_SYNC_LAUNCHES=1)
 #   4. `ppo bench` when the binary has that command (extra variants: PPO_BENCH_ARGS, ';'-separated),
 #      and every program built under bench/kernels (kernel_bench: its table joins the summary, its
 #      JSON goes to $OUT/kernel_bench.json), after bench/peers/sdpa_bench.py (its JSON to
 #      $OUT/sdpa_bench.json) when python3 has torch with CUDA
+#   5. the other CUDA test binaries under memcheck, and tests/ops under racecheck
 # Logs go to build-gpu/gpu_check/; the summary is written to summary.txt there and printed last.
 # With OUT set, $OUT receives only summary.txt, the benchmark JSON files and gpu_check_logs.tar.gz
 # (the device tool brings back at most 8 files), on every exit, a failed build included. Exit
 # status: nonzero when any step failed.
 # Host libraries: the device image has nvcc and CMake but may lack the Debian -dev packages of the
 # build. When the folder $GPU_CHECK_DEPS (default .deps) holds .deb files they are unpacked under
-# build-gpu/deps and put on the pkg-config, CMake and loader paths. Fetch them on a Debian 12 machine:
-#   echo /.deps/ >>.git/info/exclude; mkdir -p .deps; (cd .deps && apt-get download doctest-dev
-#     libcli11-dev nlohmann-json3-dev libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread
-#     libgfortran5 libquadmath0 libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 pkgconf-bin libpkgconf3)
-# (about 14 MB) and name .deps in the device call's carry.
+# build-gpu/deps and put on the pkg-config, CMake and loader paths. tools/fetch_device_deps.sh
+# downloads them on a Debian 12 machine (about 14 MB); name .deps in the device call's carry.
 # The whole run keeps within GPU_CHECK_BUDGET_S seconds (default 570): each step's limit is cut to
 # what is left, and steps that find no time left are reported as failed.
 set -uo pipefail
@@ -116,23 +114,18 @@ while IFS= read -r file; do
   [ -x "$bin" ] && CUDA_TESTS+=("$bin")
 done < <(grep -rlE "CUDA_CASE|cuda_backend_or_skip" tests --include='test_*.cpp' | sort | grep '^tests/ops/'
          grep -rlE "CUDA_CASE|cuda_backend_or_skip" tests --include='test_*.cpp' | sort | grep -v '^tests/ops/')
+sanitize() {  # sanitize TOOL BINARY
+  step "sanitize-$1-$(basename "$2")" 180 env PPO_SYNC_LAUNCHES=1 \
+    "$SANITIZER" --tool "$1" --error-exitcode 1 "$2" --test-case='*cuda*'
+}
+is_op_test() { [ -f "tests/ops/$(basename "$1").cpp" ]; }
+HAVE_SANITIZER=1
 if [ ! -x "$SANITIZER" ]; then
   note "compute-sanitizer not found: sanitizer steps skipped"
   FAILED=1
-else
-  sanitize() {  # sanitize TOOL BINARY
-    step "sanitize-$1-$(basename "$2")" 180 env PPO_SYNC_LAUNCHES=1 \
-      "$SANITIZER" --tool "$1" --error-exitcode 1 "$2" --test-case='*cuda*'
-  }
-  for bin in "${CUDA_TESTS[@]}"; do sanitize memcheck "$bin"; done
-  # racecheck sees shared memory only; the model and PPO tests run the same kernels as tests/ops
-  for bin in "${CUDA_TESTS[@]}"; do
-    [ -f "tests/ops/$(basename "$bin").cpp" ] && sanitize racecheck "$bin"
-  done
-  if grep -l "SKIP CUDA" "$LOGS"/sanitize-*.log >/dev/null 2>&1; then
-    note "FAIL: CUDA cases skipped under the sanitizer (no GPU answered?)"
-    FAILED=1
-  fi
+  HAVE_SANITIZER=0
+else  # memcheck of the op tests now; the rest after the benchmarks, so that they get their numbers
+  for bin in "${CUDA_TESTS[@]}"; do is_op_test "$bin" && sanitize memcheck "$bin"; done
 fi
 [ ${#CUDA_TESTS[@]} -eq 0 ] && note "no CUDA test binaries found under $BUILD/tests"
 
@@ -178,6 +171,17 @@ for prog in "${KERNEL_BENCHES[@]}"; do
   step "kernel-bench-$name" 120 "$prog" --json "$JSON_DIR/$name.json" ${SDPA_ARGS[@]+"${SDPA_ARGS[@]}"}
   sed -n '/^===== kernel_bench/,$p' "$LOGS/kernel-bench-$name.log" >>"$SUMMARY"
 done
+
+# ---- 5. the rest of the sanitizer runs ---------------------------------------------------------------
+if [ $HAVE_SANITIZER -eq 1 ]; then
+  for bin in "${CUDA_TESTS[@]}"; do is_op_test "$bin" || sanitize memcheck "$bin"; done
+  # racecheck sees shared memory only; the model and PPO tests run the same kernels as tests/ops
+  for bin in "${CUDA_TESTS[@]}"; do is_op_test "$bin" && sanitize racecheck "$bin"; done
+  if grep -l "SKIP CUDA" "$LOGS"/sanitize-*.log >/dev/null 2>&1; then
+    note "FAIL: CUDA cases skipped under the sanitizer (no GPU answered?)"
+    FAILED=1
+  fi
+fi
 
 # ---- summary --------------------------------------------------------------------------------------
 note "overall: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL) (logs in $LOGS)"
