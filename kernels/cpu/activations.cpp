@@ -11,7 +11,7 @@ constexpr double kGeluCubic = 0.044715;
 
 // out = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)      inp, out (n)
 template <class T> void gelu_forward(T* out, const T* inp, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const T x = inp[i];
     const T u = T(kGeluScale) * (x + T(kGeluCubic) * x * x * x);
@@ -22,7 +22,7 @@ template <class T> void gelu_forward(T* out, const T* inp, int64_t n) {
 // dout/dx of the above: 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715 x^2)
 // dinp = dout * gelu'(inp)   (n)
 template <class T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const T x = inp[i];
     const T u = T(kGeluScale) * (x + T(kGeluCubic) * x * x * x);
@@ -34,7 +34,7 @@ template <class T> void gelu_backward(T* dinp, const T* dout, const T* inp, int6
 
 // inp(N,2F) = [gate | up] per row;  out(N,F) = silu(gate) * up,  silu(g) = g sigmoid(g)
 template <class T> void swiglu_forward(T* out, const T* inp, int64_t N, int64_t F) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * F))
   for (int64_t n = 0; n < N; ++n) {
     const T* gate = inp + n * 2 * F;
     const T* up = gate + F;
@@ -48,7 +48,7 @@ template <class T> void swiglu_forward(T* out, const T* inp, int64_t N, int64_t 
 // With s = sigmoid(g):  silu'(g) = s (1 + g (1 - s))
 // dgate = dout * up * silu'(gate);  dup = dout * silu(gate)      dinp(N,2F) = [dgate | dup]
 template <class T> void swiglu_backward(T* dinp, const T* dout, const T* inp, int64_t N, int64_t F) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * F))
   for (int64_t n = 0; n < N; ++n) {
     const T* gate = inp + n * 2 * F;
     const T* up = gate + F;

@@ -15,7 +15,7 @@ template <class T> void adamw_update(T* param, const T* grad, T* m, T* v, int64_
   const double b1 = hp.beta1, b2 = hp.beta2;
   const double m_correction = 1.0 / (1.0 - std::pow(b1, double(hp.step)));
   const double v_correction = 1.0 / (1.0 - std::pow(b2, double(hp.step)));
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const double g = double(grad[i]) * hp.grad_scale;
     const double mi = b1 * m[i] + (1.0 - b1) * g;
@@ -34,7 +34,7 @@ template <class T> double sum_squares(const T* x, int64_t n) {
   constexpr int64_t kChunk = 1 << 16;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(size_t(chunks), 0.0);
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t k = 0; k < chunks; ++k) {
     double s = 0;
     for (int64_t i = k * kChunk; i < std::min(n, (k + 1) * kChunk); ++i) s += double(x[i]) * double(x[i]);

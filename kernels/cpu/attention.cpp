@@ -30,7 +30,7 @@ template <class T> void attention_forward(T* out, T* lse, const T* qkv, const in
   const int64_t W = int64_t(NH + 2 * NKV) * HS, OW = int64_t(NH) * HS;
   const int group = NH / NKV;
   const double scale = 1.0 / std::sqrt(double(HS));
-#pragma omp parallel for collapse(3)
+#pragma omp parallel for collapse(3) if(worth_threads(B * NH * T_ * T_ * HS))
   for (int64_t b = 0; b < B; ++b)
     for (int h = 0; h < NH; ++h)
       for (int64_t t = 0; t < T_; ++t) {
@@ -67,7 +67,7 @@ template <class T> void attention_backward(T* dqkv, const T* dout, const T* qkv,
   const double scale = 1.0 / std::sqrt(double(HS));
   // One task per (b, kv head): it owns dq of the heads in its group and dk, dv of its kv head, so
   // the sums over queries and over the heads sharing a kv head need no atomics.
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if(worth_threads(B * NH * T_ * T_ * HS))
   for (int64_t b = 0; b < B; ++b)
     for (int kvh = 0; kvh < NKV; ++kvh) {
       const int32_t* mask_b = mask + b * T_;

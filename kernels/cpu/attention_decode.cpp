@@ -11,7 +11,7 @@ namespace ppo::cpu {
 
 template <class T> void kv_cache_write(T* kcache, T* vcache, const T* qkv, int64_t B, int64_t T_, int64_t S, int64_t start, int NH, int NKV, int HS) {
   const int64_t W = int64_t(NH + 2 * NKV) * HS, KW = int64_t(NKV) * HS;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if(worth_threads(B * T_ * KW))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T_; ++t) {
       const T* row = qkv + (b * T_ + t) * W;
@@ -32,7 +32,7 @@ template <class T> void attention_decode(T* out, const T* qkv, const T* kcache, 
     for (int i = 0; i < HS; ++i) s += double(q[i]) * double(k[i]);
     return s * scale;
   };
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if(worth_threads(B * NH * length * HS))
   for (int64_t b = 0; b < B; ++b)
     for (int h = 0; h < NH; ++h) {
       const T* q = qkv + b * W + int64_t(h) * HS;

@@ -7,7 +7,7 @@ namespace ppo::cpu {
 
 // out[n,:] = wte[tokens[n],:] + wpe[pos[n],:]   (the wpe term is dropped when wpe is null)
 template <class T> void embedding_forward(T* out, const int32_t* tokens, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int64_t C) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * C))
   for (int64_t n = 0; n < N; ++n) {
     T* out_n = out + n * C;
     const T* wte_row = wte + int64_t(tokens[n]) * C;
@@ -23,7 +23,7 @@ template <class T> void embedding_forward(T* out, const int32_t* tokens, const i
 // Rows that share a token add into the same dwte row, so threads split the channels and each walks
 // the rows in order n = 0..N-1: no races, and the same summation order on every run.
 template <class T> void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * C))
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t n = 0; n < N; ++n) {
       const T g = dout[n * C + c];

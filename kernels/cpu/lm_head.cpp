@@ -58,7 +58,7 @@ template <class T> void lm_logprob_entropy_forward(T* logp, T* entropy, T* lse, 
     for (int64_t v0 = 0; v0 < V; v0 += kChunkVocab) {
       const int64_t W = std::min(kChunkVocab, V - v0);
       chunk_logits(scratch, hidden, wte, n0, R, v0, W, C, inv_temperature);
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(R * W))
       for (int64_t r = 0; r < R; ++r) {
         const T* z = scratch + r * W;
         RowStats& st = stats[r];
@@ -97,7 +97,7 @@ template <class T> void lm_logprob_entropy_backward(T* dhidden, T* dwte, const T
       const int64_t W = std::min(kChunkVocab, V - v0);
       chunk_logits(scratch, hidden, wte, n0, R, v0, W, C, inv_temperature);
       // z -> dz in place
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(R * W))
       for (int64_t r = 0; r < R; ++r) {
         T* z = scratch + r * W;
         const int64_t n = n0 + r, t = targets[n] - v0;

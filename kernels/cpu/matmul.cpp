@@ -34,7 +34,7 @@ void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 template <class T> void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C, int64_t OC) {
   check_extents("matmul_forward", N, C, OC);
   // Start each output row from the bias (or zero) and let the GEMM add into it.
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * OC))
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < OC; ++o) out[n * OC + o] = bias ? bias[o] : T(0);
   gemm(CblasNoTrans, CblasTrans, N, OC, C, inp, C, weight, C, T(1), out, OC);
@@ -49,7 +49,7 @@ template <class T> void matmul_backward(T* dinp, T* dweight, T* dbias, const T* 
   if (dweight) gemm(CblasTrans, CblasNoTrans, OC, C, N, dout, OC, inp, C, T(1), dweight, C);
   if (dbias) {
     // Threads split the output channels and sum the rows in order (deterministic), in double.
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * OC))
     for (int64_t o = 0; o < OC; ++o) {
       double sum = 0;
       for (int64_t n = 0; n < N; ++n) sum += dout[n * OC + o];

@@ -11,7 +11,7 @@ namespace ppo::cpu {
 // bias may be null (LayerNorm without bias). mean, rstd are saved for the backward pass.
 template <class T> void norm_forward(NormKind kind, T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C, float eps) {
   const bool layer_norm = kind == NormKind::LayerNorm;
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * C))
   for (int64_t n = 0; n < N; ++n) {
     const T* x = inp + n * C;
     double m = 0;
@@ -40,7 +40,7 @@ template <class T> void norm_forward(NormKind kind, T* out, T* mean, T* rstd, co
 template <class T> void norm_backward(NormKind kind, T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const T* mean, const T* rstd, int64_t N, int64_t C) {
   const bool layer_norm = kind == NormKind::LayerNorm;
   // dinp: rows are independent.
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * C))
   for (int64_t n = 0; n < N; ++n) {
     const T* x = inp + n * C;
     const T* g = dout + n * C;
@@ -63,7 +63,7 @@ template <class T> void norm_backward(NormKind kind, T* dinp, T* dweight, T* dbi
   }
   // dweight, dbias: threads split the channels and sum the rows in order (deterministic).
   if (!dweight && !dbias) return;
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(N * C))
   for (int64_t c = 0; c < C; ++c) {
     double dw = 0, db = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -79,7 +79,7 @@ template <class T> void norm_backward(NormKind kind, T* dinp, T* dweight, T* dbi
 
 // out = a + b   (n elements)
 template <class T> void residual_forward(T* out, const T* a, const T* b, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 

@@ -9,7 +9,7 @@ namespace ppo::cpu {
 
 // r = ref_logp - logp;  k1 = -r;  k2 = r^2 / 2;  k3 = exp(r) - 1 - r;   kl = 0 where mask == 0
 template <class T> void kl_penalty(T* kl, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const double r = double(ref_logp[i]) - double(logp[i]);
     double k = 0;
@@ -24,7 +24,7 @@ template <class T> void kl_penalty(T* kl, const T* logp, const T* ref_logp, cons
 
 // dlogp += weight * dKL/dlogp where mask == 1, r = ref_logp - logp:  k1: 1;  k2: -r;  k3: 1 - exp(r)
 template <class T> void kl_penalty_backward(T* dlogp, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator, float weight) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     if (!mask[i]) continue;
     const double r = double(ref_logp[i]) - double(logp[i]);
@@ -43,7 +43,7 @@ template <class T> void kl_penalty_backward(T* dlogp, const T* logp, const T* re
 //   returns_t = A_t + V_t;   A_t = returns_t = 0 where m_t == 0.
 // Values and rewards at masked tokens are never read, so padding garbage cannot leak in.
 template <class T> void gae_reverse_scan(T* advantages, T* returns, const T* rewards, const T* values, const int32_t* mask, int64_t B, int64_t T_, float gamma, float lambda) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(B * T_))
   for (int64_t b = 0; b < B; ++b) {
     double next_value = 0, next_adv = 0;  // m_{t+1} V_{t+1} and m_{t+1} A_{t+1}
     for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -85,7 +85,7 @@ template <class T> MaskedMoments masked_moments(const T* x, const int32_t* mask,
 
 // x = (x - shift) * scale where mask == 1, else 0
 template <class T> void masked_affine(T* x, const int32_t* mask, int64_t n, float shift, float scale) {
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(n))
   for (int64_t i = 0; i < n; ++i) x[i] = mask[i] ? T((double(x[i]) - shift) * scale) : T(0);
 }
 

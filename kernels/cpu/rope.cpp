@@ -16,7 +16,7 @@ void rope_rotate(T* qkv, const int32_t* pos, int64_t B, int64_t T_, int NH, int 
                  double sign) {
   const int half = HS / 2;
   const int64_t W = int64_t(NH + 2 * NKV) * HS;
-#pragma omp parallel for
+#pragma omp parallel for if(worth_threads(B * T_ * (NH + NKV) * HS))
   for (int64_t n = 0; n < B * T_; ++n) {
     T* row = qkv + n * W;
     for (int i = 0; i < half; ++i) {

@@ -91,7 +91,7 @@ TEST_CASE("adamw_update: three steps match the double loop, f32 and f64") {
 
 TEST_CASE("sum_squares: the double sum, independent of the thread count") {
   BackendFixture f(DeviceKind::CPU, Precision::F32);
-  const int64_t big = 200003;  // several chunks and a ragged tail
+  const int64_t big = 600011;  // several chunks and a ragged tail; above worth_threads' threshold
   const std::vector<float> x_h = randn(big, 21);
   Tensor x = f.upload(x_h, DType::F32, {big}, "x");
   double ref = 0;
