@@ -3,8 +3,8 @@
 // PPO against it, logging the proxy and the hidden gold reward (ppo/demo_pipeline.h). Prints the
 // gold reward of the SFT policy and of the final policy on held-out prompts; writes metrics JSONL,
 // an SVG plot and the final policy (safetensors + its config JSON) into output_dir.
-// With a config naming `prompts` (and policy_checkpoint, reward_checkpoint): PPO on those Hugging
-// Face models (ppo/train_loop.h run_on_checkpoints).
+// With a config naming prompts, policy_checkpoint or reward_checkpoint (a run needs all three): PPO
+// on those Hugging Face models (ppo/train_loop.h run_on_checkpoints).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,14 +26,20 @@ struct TrainOptions {
   std::vector<std::string> overrides;
 };
 
-// A run on real models names a prompt set: key "prompts" in the config file, or --set prompts=...
-bool names_prompts(const std::string& config_path, const std::vector<std::string>& overrides) {
+// A run on real models names its files: key prompts, policy_checkpoint or reward_checkpoint in the
+// config file or a --set (run_on_checkpoints then names any of the three that is missing).
+bool names_real_models(const std::string& config_path, const std::vector<std::string>& overrides) {
+  const char* keys[] = {"prompts", "policy_checkpoint", "reward_checkpoint"};
   for (const std::string& o : overrides)
-    if (o.rfind("prompts=", 0) == 0) return true;
+    for (const char* key : keys)
+      if (o.rfind(std::string(key) + "=", 0) == 0) return true;
   if (config_path.empty()) return false;
   std::ifstream in(config_path);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  return j.is_object() && j.contains("prompts");
+  if (!j.is_object()) return false;
+  for (const char* key : keys)
+    if (j.contains(key)) return true;
+  return false;
 }
 
 void say(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
@@ -74,7 +80,7 @@ void run_train(const TrainOptions& o) {
   std::vector<std::string> overrides = o.overrides;
   if (!o.device.empty()) overrides.push_back("device=" + o.device);
   if (!o.resume.empty()) overrides.push_back("resume=" + o.resume);
-  if (names_prompts(o.config, overrides)) run_real_models(o.config, overrides);
+  if (names_real_models(o.config, overrides)) run_real_models(o.config, overrides);
   else run_demo_task(o.config, overrides);
 }
 }  // namespace
