@@ -197,11 +197,15 @@ void check_no_checkpoints(const std::string& run_dir, const std::string& who) {
              run_dir, "/latest); resume it (resume=", run_dir, "), or choose another output_dir, or remove them");
 }
 
-void rewind_latest(const std::string& run_dir, const std::string& step_dir) {
+bool is_step_dir_of(const std::string& run_dir, const std::string& step_dir) {
   std::error_code ec;
   const fs::path step = fs::weakly_canonical(step_dir, ec);
-  if (ec || !fs::equivalent(step.parent_path(), run_dir, ec) || ec) return;
-  const std::string name = step.filename().string();
+  return !ec && fs::equivalent(step.parent_path(), run_dir, ec) && !ec;
+}
+
+void rewind_latest(const std::string& run_dir, const std::string& step_dir) {
+  if (!is_step_dir_of(run_dir, step_dir)) return;
+  const std::string name = fs::weakly_canonical(step_dir).filename().string();
   if (fs::exists(run_dir + "/latest") && read_text(run_dir + "/latest") == name + "\n") return;
   point_latest(run_dir, name);
 }
