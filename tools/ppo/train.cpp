@@ -97,8 +97,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "auto: cuda when a GPU answers, else cpu")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("--resume", o->resume,
-                  "continue a run from its checkpoints (OUTPUT_DIR/checkpoints, or one step_N directory): SFT and "
-                  "reward model are skipped; raise total_steps to extend a finished run");
+                  "continue a run from its checkpoints (OUTPUT_DIR/checkpoints, or one of its step_N directories), "
+                  "with the run's --config and --set again (the same output_dir): the demo skips SFT and reward "
+                  "model; raise total_steps to extend a finished run (a linear or cosine lr schedule then stretches "
+                  "to the new length)");
   cmd->add_option("--set", o->overrides, "override a setting: key=value (repeatable; sft.*, rm.*, demo.* too)");
   cmd->callback([o] { run_train(*o); });
 }
