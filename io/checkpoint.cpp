@@ -54,6 +54,15 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// run_dir/latest = "<name>\n", atomically (temporary file, rename).
+void point_latest(const std::string& run_dir, const std::string& name) {
+  write_synced(run_dir + "/latest.tmp", name + "\n");
+  std::error_code ec;
+  fs::rename(run_dir + "/latest.tmp", run_dir + "/latest", ec);
+  PPO_ASSERT(!ec, run_dir, "/latest: rename failed: ", ec.message());
+  sync_directory(run_dir);
+}
+
 // A host copy of a tensor's bytes (any device) that a safetensors writer can take.
 struct HostCopy {
   std::string name;
@@ -180,15 +189,25 @@ void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<st
   fs::rename(tmp, final_dir, ec);
   PPO_ASSERT(!ec, final_dir, ": rename from ", tmp, " failed: ", ec.message());
   sync_directory(run_dir);
-  write_synced(run_dir + "/latest.tmp", name + "\n");
-  fs::rename(run_dir + "/latest.tmp", run_dir + "/latest", ec);
-  PPO_ASSERT(!ec, run_dir, "/latest: rename failed: ", ec.message());
-  sync_directory(run_dir);
+  point_latest(run_dir, name);
 }
 
 void check_no_checkpoints(const std::string& run_dir, const std::string& who) {
   PPO_ASSERT(!fs::exists(run_dir + "/latest"), who, ": ", run_dir, " already holds checkpoints of a run (",
              run_dir, "/latest); resume it (resume=", run_dir, "), or choose another output_dir, or remove them");
+}
+
+bool is_step_dir_of(const std::string& run_dir, const std::string& step_dir) {
+  std::error_code ec;
+  const fs::path step = fs::weakly_canonical(step_dir, ec);
+  return !ec && fs::equivalent(step.parent_path(), run_dir, ec) && !ec;
+}
+
+void rewind_latest(const std::string& run_dir, const std::string& step_dir) {
+  if (!is_step_dir_of(run_dir, step_dir)) return;
+  const std::string name = fs::weakly_canonical(step_dir).filename().string();
+  if (fs::exists(run_dir + "/latest") && read_text(run_dir + "/latest") == name + "\n") return;
+  point_latest(run_dir, name);
 }
 
 std::string checkpoint_step_dir(const std::string& path) {

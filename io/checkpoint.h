@@ -29,6 +29,15 @@ void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<st
 // `who` names the caller in the message, which suggests resuming or another directory.
 void check_no_checkpoints(const std::string& run_dir, const std::string& who);
 
+// Whether step_dir lies directly inside run_dir (both existing; paths compared resolved).
+bool is_step_dir_of(const std::string& run_dir, const std::string& step_dir);
+
+// A run resumed from step_dir, an earlier step directory of run_dir: `latest` names it again, so that
+// the saves of the steps now redone replace the later step directories (orphans of the abandoned
+// continuation) instead of failing on the one `latest` named. Nothing happens when step_dir is not
+// directly inside run_dir, or is already its latest.
+void rewind_latest(const std::string& run_dir, const std::string& step_dir);
+
 // The step directory a path names: run_dir/<contents of latest>, or `path` itself when it is a
 // step directory (holds state.json).
 std::string checkpoint_step_dir(const std::string& path);

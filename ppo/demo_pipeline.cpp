@@ -283,6 +283,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
                      {config.rollout_batch_size, P, R, settings.sft.micro_batch_size}, "policy");
   const bool resuming = !config.resume.empty();
   if (write && !resuming) io::check_no_checkpoints(config.output_dir + "/checkpoints", "ppo train");
+  if (write && resuming) check_resume_in_output_dir(config);
   HostWeights sft_weights, rm_weights;
 
   if (resuming) {

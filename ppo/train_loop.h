@@ -19,12 +19,17 @@ using LogLine = std::function<void(const std::string&)>;
 // log_every steps. Returns the run's rows (after a resume with files: the kept ones too).
 std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log);
 
+// A resumed run that writes files continues its own run directory: `resume` must name
+// output_dir/checkpoints or one of its step directories (an error naming both otherwise), so that
+// metrics, checkpoints and outputs never land in, or trim, another run's output_dir.
+void check_resume_in_output_dir(const PpoConfig& config);
+
 // `ppo train` on real models: policy_checkpoint (policy and reference), reward_checkpoint (reward
 // and value models), prompts + tokenizer; everything else from `config`. Writes into output_dir:
 // metrics.jsonl, metrics.svg (proxy reward, KL, entropy, clip fraction), checkpoints/, and the final
 // policy and value model as Hugging Face directories policy/ and value/ (io/hf_checkpoint.h).
 // Errors before any work: a missing checkpoint or prompt file, an output_dir that holds
-// checkpoints of another run (unless resuming).
+// checkpoints of another run (unless resuming), a resume of a checkpoint outside output_dir.
 std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLine& log);
 
 }  // namespace ppo

@@ -294,6 +294,7 @@ void PpoTrainer::load_checkpoint(const std::string& path) {
   optimizer_step_ = state["optimizer_steps_done"].get<int64_t>();
   next_prompt_ = data["next_prompt"].get<uint64_t>();
   kl_.load_state(state["kl_controller"]);
+  io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
   resumed_ = true;
 }
 

@@ -114,7 +114,9 @@ class PpoTrainer {
   // Restores a checkpoint (a run directory: its `latest`; or a step directory). The saved shapes
   // are checked against this run first: a mismatch is an error naming the field. Every sample
   // after it is a pure function of (seed, step), so the next step() continues the saved run
-  // bit-exactly. The constructor calls it when config.resume is set.
+  // bit-exactly. A step directory of output_dir/checkpoints older than its `latest` becomes the
+  // latest again (io::rewind_latest): the later steps are redone and saved over the old ones. The
+  // constructor calls it when config.resume is set.
   void load_checkpoint(const std::string& path);
 
   // Rollout + scoring only, for the given prompts (B of them) or, with `responses`, for forced

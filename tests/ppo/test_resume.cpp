@@ -1,12 +1,14 @@
 // Checkpoint and resume of a PPO run (CPU, tiny models): 4 steps in one trainer against 2 steps,
 // a checkpoint, and a new trainer resuming for 2 more must give bitwise the same metrics rows
 // (time/* aside) and final parameters; a leftover temporary directory of a crashed save is ignored;
-// a run of other shapes refuses the checkpoint, naming the field.
+// a run of other shapes refuses the checkpoint, naming the field; a resume from an earlier step
+// directory redoes the later steps and saves over them.
 #include "helpers.h"
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include "io/checkpoint.h"
 #include "ppo/trainer.h"
 
 using namespace ppo;
@@ -160,4 +162,31 @@ TEST_CASE("resuming with other shapes fails naming the field") {
   PpoConfig missing = c;
   missing.resume = run_dir + "/nowhere";
   CHECK_THROWS_WITH_AS(PpoTrainer(missing, options()), doctest::Contains("nowhere"), Error);
+}
+
+TEST_CASE("resuming from an earlier step directory redoes the later steps and saves over them") {
+  const std::string run_dir = temp_dir("ppo_resume_rewind"), ckpt = run_dir + "/checkpoints";
+  PpoConfig c = tiny_config(run_dir);
+  c.save_every = 2;
+  std::vector<MetricsRow> rows;
+  {
+    PpoTrainer t(c, options());
+    for (int i = 0; i < 4; ++i) rows.push_back(t.step());
+  }
+  REQUIRE(io::checkpoint_step_dir(ckpt) == ckpt + "/step_4");
+
+  PpoConfig again = c;
+  again.resume = ckpt + "/step_2";
+  PpoTrainer t(again, options());
+  CHECK(io::checkpoint_step_dir(ckpt) == ckpt + "/step_2");  // latest rewound
+  for (int i = 2; i < 4; ++i) check_same_row(t.step(), rows[size_t(i)], i);  // step 4 saves over the old step_4
+  CHECK(io::checkpoint_step_dir(ckpt) == ckpt + "/step_4");
+
+  // a step directory of another run leaves this run's latest alone
+  const std::string other = temp_dir("ppo_resume_rewind_other");
+  PpoConfig elsewhere = again;
+  elsewhere.output_dir = other;
+  PpoTrainer o(elsewhere, options());
+  CHECK(io::checkpoint_step_dir(ckpt) == ckpt + "/step_4");
+  CHECK(!fs::exists(other + "/checkpoints/latest"));
 }

@@ -80,6 +80,12 @@ TEST_CASE("ppo train on Hugging Face checkpoints: files, trained policy, resume"
   REQUIRE(resumed.size() == 3);  // the two rows kept, one new
   CHECK(resumed[1].get(metric::kScores) == rows[1].get(metric::kScores));
   CHECK(read_metrics_jsonl(c.output_dir + "/metrics.jsonl").size() == 3);
+
+  // a resume writes on in the run's own output_dir: another one is an error before any work
+  settings.push_back("output_dir=" + dir + "/elsewhere");
+  CHECK(test::contains(test::error_of([&] { run_on_checkpoints(load_config("", settings), {}); }),
+                       "is not a checkpoint of output_dir"));
+  CHECK(!std::filesystem::exists(dir + "/elsewhere"));
 }
 
 TEST_CASE("checkpoint runs: config errors name the key and the file") {

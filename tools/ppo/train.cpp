@@ -3,8 +3,8 @@
 // PPO against it, logging the proxy and the hidden gold reward (ppo/demo_pipeline.h). Prints the
 // gold reward of the SFT policy and of the final policy on held-out prompts; writes metrics JSONL,
 // an SVG plot and the final policy (safetensors + its config JSON) into output_dir.
-// With a config naming `prompts` (and policy_checkpoint, reward_checkpoint): PPO on those Hugging
-// Face models (ppo/train_loop.h run_on_checkpoints).
+// With a config naming prompts, policy_checkpoint or reward_checkpoint (a run needs all three): PPO
+// on those Hugging Face models (ppo/train_loop.h run_on_checkpoints).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,14 +26,20 @@ struct TrainOptions {
   std::vector<std::string> overrides;
 };
 
-// A run on real models names a prompt set: key "prompts" in the config file, or --set prompts=...
-bool names_prompts(const std::string& config_path, const std::vector<std::string>& overrides) {
+// A run on real models names its files: key prompts, policy_checkpoint or reward_checkpoint in the
+// config file or a --set (run_on_checkpoints then names any of the three that is missing).
+bool names_real_models(const std::string& config_path, const std::vector<std::string>& overrides) {
+  const char* keys[] = {"prompts", "policy_checkpoint", "reward_checkpoint"};
   for (const std::string& o : overrides)
-    if (o.rfind("prompts=", 0) == 0) return true;
+    for (const char* key : keys)
+      if (o.rfind(std::string(key) + "=", 0) == 0) return true;
   if (config_path.empty()) return false;
   std::ifstream in(config_path);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  return j.is_object() && j.contains("prompts");
+  if (!j.is_object()) return false;
+  for (const char* key : keys)
+    if (j.contains(key)) return true;
+  return false;
 }
 
 void say(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
@@ -74,7 +80,7 @@ void run_train(const TrainOptions& o) {
   std::vector<std::string> overrides = o.overrides;
   if (!o.device.empty()) overrides.push_back("device=" + o.device);
   if (!o.resume.empty()) overrides.push_back("resume=" + o.resume);
-  if (names_prompts(o.config, overrides)) run_real_models(o.config, overrides);
+  if (names_real_models(o.config, overrides)) run_real_models(o.config, overrides);
   else run_demo_task(o.config, overrides);
 }
 }  // namespace
@@ -91,8 +97,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "auto: cuda when a GPU answers, else cpu")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("--resume", o->resume,
-                  "continue a run from its checkpoints (OUTPUT_DIR/checkpoints, or one step_N directory): SFT and "
-                  "reward model are skipped; raise total_steps to extend a finished run");
+                  "continue a run from its checkpoints (OUTPUT_DIR/checkpoints, or one of its step_N directories), "
+                  "with the run's --config and --set again (the same output_dir): the demo skips SFT and reward "
+                  "model; raise total_steps to extend a finished run (a linear or cosine lr schedule then stretches "
+                  "to the new length)");
   cmd->add_option("--set", o->overrides, "override a setting: key=value (repeatable; sft.*, rm.*, demo.* too)");
   cmd->callback([o] { run_train(*o); });
 }
