@@ -132,8 +132,10 @@ void load_hf_checkpoint(const std::string& dir, Transformer& model, HeadMatch he
   std::set<std::string> used;
   std::vector<float> embedding;  // to check a stored tied LM head against
   for (const auto& [spec, pieces] : hf_layout(model.spec(), prefix)) {
-    const bool head = spec.name == "lm_head.weight" || spec.name == "score.weight";
-    if (heads == HeadMatch::TrunkOnly && head && !ckpt.contains(pieces[0].hf_name)) continue;
+    // TrunkOnly keeps a head the checkpoint's class does not have; one it has must be in the files
+    const bool lm = spec.name == "lm_head.weight", scalar = spec.name == "score.weight";
+    const bool class_has_it = (lm && hf.heads == Heads::LM) || (scalar && hf.heads == Heads::Scalar);
+    if (heads == HeadMatch::TrunkOnly && (lm || scalar) && !class_has_it) continue;
     std::vector<float> values(size_t(numel(spec)));
     for (const HfPiece& p : pieces) {
       PPO_ASSERT(ckpt.contains(p.hf_name), dir, ": missing tensor '", p.hf_name, "' (engine parameter '", spec.name,

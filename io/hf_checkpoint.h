@@ -44,7 +44,8 @@ std::vector<float> hf_piece_values(const std::vector<float>& engine_values, int6
 enum class HeadMatch : uint8_t {
   Exact,      // the checkpoint's heads are the model's: every tensor used, none missing
   TrunkOnly,  // heads may differ (a value model from an SFT policy): head tensors the model lacks
-              // are skipped; head parameters the file lacks keep their current values
+              // are skipped; a head the checkpoint's class does not have (the scalar head of a
+              // causal LM) keeps its current values; one it has (an untied LM head) must be there
 };
 
 // Loads `dir` into `model`: its config.json must describe model.config() (an error names the

@@ -9,9 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <optional>
 #include "../io/temp_files.h"
 #include "helpers.h"
 #include "io/hf_checkpoint.h"
@@ -45,10 +46,12 @@ struct LoadedModel {
   std::unique_ptr<Transformer> model;
   std::unique_ptr<Pool> pool;
 
-  LoadedModel(const std::string& dir, DeviceKind device, Precision precision) {
+  // heads: the file's class's unless given (then loaded with `match`).
+  LoadedModel(const std::string& dir, DeviceKind device, Precision precision, std::optional<Heads> heads = std::nullopt,
+              io::HeadMatch match = io::HeadMatch::Exact) {
     hf = io::read_hf_config(dir);
     spec.config = hf.config;
-    spec.heads = hf.heads;
+    spec.heads = heads ? *heads : hf.heads;
     spec.training = Training::Trained;
     const RunShape shape{/*rollout_batch=*/2, /*prompt_len=*/5, /*response_len=*/4, /*micro_batch=*/2};  // T = 9
     backend = std::make_unique<Backend>(device, precision);
@@ -57,7 +60,7 @@ struct LoadedModel {
     backend->set_scratch(arena->carver("run", "scratch"));
     model = std::make_unique<Transformer>(*backend, spec, shape, *arena, "m");
     pool = std::make_unique<Pool>(device, size_t(4) << 20);
-    io::load_hf_checkpoint(dir, *model);
+    io::load_hf_checkpoint(dir, *model, match);
   }
   Tensor ids(const std::vector<int32_t>& v, std::initializer_list<int64_t> dims, const char* name) {
     Tensor t = pool->take(DType::I32, dims, name);
@@ -447,4 +450,13 @@ TEST_CASE("hf load: missing, extra, misshapen and mistyped tensors and a config 
   const std::vector<float> score = reward.model->get_parameter("score.weight");
   io::load_hf_checkpoint(fixture_dir("qwen2"), *reward.model, io::HeadMatch::TrunkOnly);
   CHECK(reward.model->get_parameter("score.weight") == score);  // kept: the file has none
+  // The untied llama LM into a model with both heads (a value head on the policy trunk): the
+  // scalar head is the model's own, but the LM head must come from the files.
+  LoadedModel both(fixture_dir("llama"), DeviceKind::CPU, Precision::F32, Heads::LMAndScalar, io::HeadMatch::TrunkOnly);
+  CHECK(both.model->spec().has_scalar());
+  const std::string headless = edited_checkpoint("llama", [](auto& t) { t.erase("lm_head.weight"); });
+  CHECK(contains(error_of([&] {
+                   LoadedModel m(headless, DeviceKind::CPU, Precision::F32, Heads::LMAndScalar, io::HeadMatch::TrunkOnly);
+                 }),
+                 "missing tensor 'lm_head.weight'"));
 }
