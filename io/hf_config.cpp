@@ -126,6 +126,21 @@ double shortest_decimal(float x) {
 
 }  // namespace
 
+namespace {
+
+// The field eos_token_id of a config.json or generation_config.json document: a token id or a
+// list of them (its first); -1 when absent or null.
+int64_t eos_field(const json& j, const std::string& where) {
+  if (!has_field(j, "eos_token_id")) return -1;
+  const json& v = j.at("eos_token_id");
+  const json& e = v.is_array() && !v.empty() ? v[0] : v;
+  PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": field 'eos_token_id' = ", v.dump(),
+             " is not a token id (or a list of them)");
+  return e.get<int64_t>();
+}
+
+}  // namespace
+
 HfModelConfig parse_hf_config(const json& j, const std::string& where) {
   PPO_ASSERT(j.is_object(), where, ": a config.json must be a JSON object");
   PPO_ASSERT(has_field(j, "architectures") && j.at("architectures").is_array() && j.at("architectures").size() == 1 &&
@@ -161,13 +176,7 @@ HfModelConfig parse_hf_config(const json& j, const std::string& where) {
   h.heads = k->heads;
   h.architecture = arch;
   if (h.heads == Heads::Scalar) require_one_label(j, where);
-  if (has_field(j, "eos_token_id")) {
-    const json& e = j.at("eos_token_id").is_array() && !j.at("eos_token_id").empty() ? j.at("eos_token_id")[0]
-                                                                                     : j.at("eos_token_id");
-    PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": field 'eos_token_id' = ",
-               j.at("eos_token_id").dump(), " is not a token id (or a list of them)");
-    h.eos_token_id = e.get<int64_t>();
-  }
+  h.eos_token_id = eos_field(j, where);
   // The engine's own checks (divisibility, even head size, ...), under the engine's field names.
   h.config = ModelConfig::from_json(h.config.to_json(), where + " (as the engine config)");
   return h;
@@ -237,6 +246,16 @@ json hf_config_json(const ModelConfig& c, Heads heads, int64_t pad_token_id) {
   if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
   j["dtype"] = "float32";
   return j;
+}
+
+int64_t checkpoint_eos_token_id(const std::string& dir) {
+  const int64_t eos = read_hf_config(dir).eos_token_id;
+  const std::string file = dir + "/generation_config.json";
+  std::ifstream in(file);
+  if (eos >= 0 || !in.good()) return eos;
+  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  PPO_ASSERT(j.is_object(), file, ": invalid JSON (expected an object)");
+  return eos_field(j, file);
 }
 
 }  // namespace ppo::io

@@ -32,6 +32,10 @@ HfModelConfig parse_hf_config(const nlohmann::json& j, const std::string& where)
 // Reads `path`: a config.json file, or a directory holding one.
 HfModelConfig read_hf_config(const std::string& path);
 
+// The EOS of a checkpoint directory: config.json's eos_token_id, else generation_config.json's (a
+// list: its first); -1 when neither names one.
+int64_t checkpoint_eos_token_id(const std::string& dir);
+
 // The config.json transformers loads as the same model: gpt2 -> GPT2*, llama with qkv bias ->
 // Qwen2*, without -> Llama*; Heads::LM -> the causal LM class, Heads::Scalar -> the sequence
 // classifier with num_labels 1 (pad_token_id, which its pooling needs, is `pad_token_id` when >= 0).

@@ -264,7 +264,7 @@ namespace {
 
 // `model` (the config's "policy" or "reward") from a Hugging Face checkpoint's config.json; members
 // given as well must agree with it (derive() may run again on a derived config).
-io::HfModelConfig adopt_checkpoint_config(const char* key, const std::string& dir, Heads heads, const char* model_key,
+void adopt_checkpoint_config(const char* key, const std::string& dir, Heads heads, const char* model_key,
                                           json& model) {
   const io::HfModelConfig h = io::read_hf_config(dir);
   PPO_ASSERT(h.heads == heads, "config ", key, " = '", dir, "': ", h.architecture, " is not ",
@@ -276,7 +276,6 @@ io::HfModelConfig adopt_checkpoint_config(const char* key, const std::string& di
                value.dump(), " disagrees with ", key, " '", dir, "' (",
                from_file.contains(member) ? from_file.at(member).dump() : "no such field", "); leave ", model_key, " out");
   model = from_file;
-  return h;
 }
 
 }  // namespace
@@ -325,8 +324,10 @@ void PpoConfig::derive() {
   check_non_negative("reward_clip", reward_clip);
   check_non_negative("missing_eos_penalty", missing_eos_penalty);
   if (!policy_checkpoint.empty()) {
-    const io::HfModelConfig h = adopt_checkpoint_config("policy_checkpoint", policy_checkpoint, Heads::LM, "policy", policy);
-    if (eos_token_id < 0) eos_token_id = h.eos_token_id;
+    adopt_checkpoint_config("policy_checkpoint", policy_checkpoint, Heads::LM, "policy", policy);
+    if (eos_token_id < 0) eos_token_id = io::checkpoint_eos_token_id(policy_checkpoint);
+    PPO_ASSERT(eos_token_id >= 0, "config policy_checkpoint = '", policy_checkpoint,
+               "': neither its config.json nor its generation_config.json names an eos_token_id; set eos_token_id");
   }
   if (!reward_checkpoint.empty()) adopt_checkpoint_config("reward_checkpoint", reward_checkpoint, Heads::Scalar, "reward", reward);
   PPO_ASSERT(prompts.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config prompts = '", prompts,

@@ -41,7 +41,8 @@ struct PpoConfig {
   float temperature = 0.7f;         // sampling temperature; log-probs use logits / temperature (TRL: 0.7)
   int64_t top_k = 0;                // keep the k most probable tokens when sampling (0 = off)
   float top_p = 1.0f;               // nucleus sampling mass in (0, 1] (1 = off)
-  int64_t eos_token_id = -1;        // stop token; -1 = from the policy's tokenizer / model config
+  int64_t eos_token_id = -1;        // stop token; -1: from policy_checkpoint (config.json, else
+                                    // generation_config.json), else the demo's <eos> or the last id
 
   // ---- update -------------------------------------------------------------------------------------
   int64_t ppo_epochs = 4;           // passes over the rollout batch per step (TRL num_ppo_epochs)
@@ -86,7 +87,7 @@ struct PpoConfig {
 
   // ---- models and data from files (a run on real checkpoints; all "" = the built-in demo task) ------
   std::string policy_checkpoint;  // Hugging Face directory (io/hf_checkpoint.h): policy and reference start
-                                  // from it; its config.json gives `policy` and, when eos_token_id is -1, the EOS
+                                  // from it; its config.json gives `policy` (and the EOS, see eos_token_id)
   std::string reward_checkpoint;  // Hugging Face *ForSequenceClassification directory: the reward model (and
                                   // the value model with value_init = reward); its config.json gives `reward`
   std::string prompts;            // JSONL prompt set: {"prompt": ...} or chat {"messages": [...]} (io/jsonl.h)

@@ -35,6 +35,7 @@ void write_checkpoints(const std::string& dir) {
   PpoTrainer t(c, o);
   io::export_hf_checkpoint(dir + "/policy", t.policy(), Heads::LM);
   io::export_hf_checkpoint(dir + "/reward", t.reward_model(), Heads::Scalar);
+  std::ofstream(dir + "/policy/generation_config.json") << R"({"eos_token_id": [50256, 198]})";
 }
 
 std::vector<std::string> run_settings(const std::string& dir) {
@@ -93,14 +94,18 @@ TEST_CASE("checkpoint runs: config errors name the key and the file") {
   write_checkpoints(dir);
   using test::contains;
   using test::error_of;
-  // eos_token_id from config.json (a list: its first) when the config leaves it at -1
+  // eos_token_id from config.json, else generation_config.json (a list: its first), when the
+  // config leaves it at -1; neither: an error
+  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50256);  // generation_config.json
+  std::filesystem::remove(dir + "/policy/generation_config.json");
+  CHECK(contains(error_of([&] { load_config("", {"policy_checkpoint=" + dir + "/policy"}); }), "set eos_token_id"));
   {
     std::ifstream in(dir + "/policy/config.json");
     nlohmann::json j = nlohmann::json::parse(in);
-    j["eos_token_id"] = {50256, 7};
+    j["eos_token_id"] = {50255, 7};
     std::ofstream(dir + "/policy/config.json") << j.dump();
   }
-  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50256);
+  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50255);
   CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy", "eos_token_id=3"}).eos_token_id == 3);
   CHECK(contains(error_of([&] { load_config("", {"policy_checkpoint=" + dir + "/reward"}); }), "is not a causal"));
   CHECK(contains(error_of([&] { load_config("", {"reward_checkpoint=" + dir + "/policy"}); }), "sequence classifier"));
