@@ -129,14 +129,17 @@ double shortest_decimal(float x) {
 namespace {
 
 // The field eos_token_id of a config.json or generation_config.json document: a token id or a
-// list of them (its first); -1 when absent or null.
-int64_t eos_field(const json& j, const std::string& where) {
-  if (!has_field(j, "eos_token_id")) return -1;
+// list of them; empty when absent or null.
+std::vector<int64_t> eos_field(const json& j, const std::string& where) {
+  if (!has_field(j, "eos_token_id")) return {};
   const json& v = j.at("eos_token_id");
-  const json& e = v.is_array() && !v.empty() ? v[0] : v;
-  PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": field 'eos_token_id' = ", v.dump(),
-             " is not a token id (or a list of them)");
-  return e.get<int64_t>();
+  std::vector<int64_t> ids;
+  for (const json& e : v.is_array() ? v : json::array({v})) {
+    PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": field 'eos_token_id' = ", v.dump(),
+               " is not a token id (or a list of them)");
+    ids.push_back(e.get<int64_t>());
+  }
+  return ids;
 }
 
 }  // namespace
@@ -176,7 +179,7 @@ HfModelConfig parse_hf_config(const json& j, const std::string& where) {
   h.heads = k->heads;
   h.architecture = arch;
   if (h.heads == Heads::Scalar) require_one_label(j, where);
-  h.eos_token_id = eos_field(j, where);
+  h.eos_token_ids = eos_field(j, where);
   // The engine's own checks (divisibility, even head size, ...), under the engine's field names.
   h.config = ModelConfig::from_json(h.config.to_json(), where + " (as the engine config)");
   return h;
@@ -248,11 +251,11 @@ json hf_config_json(const ModelConfig& c, Heads heads, int64_t pad_token_id) {
   return j;
 }
 
-int64_t checkpoint_eos_token_id(const std::string& dir) {
-  const int64_t eos = read_hf_config(dir).eos_token_id;
+std::vector<int64_t> checkpoint_eos_token_ids(const std::string& dir) {
+  const std::vector<int64_t> eos = read_hf_config(dir).eos_token_ids;
   const std::string file = dir + "/generation_config.json";
   std::ifstream in(file);
-  if (eos >= 0 || !in.good()) return eos;
+  if (!eos.empty() || !in.good()) return eos;
   const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
   PPO_ASSERT(j.is_object(), file, ": invalid JSON (expected an object)");
   return eos_field(j, file);

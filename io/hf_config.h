@@ -12,6 +12,7 @@
 // that do not change the math (dropout, token ids, dtype, ...) are ignored.
 #pragma once
 #include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 #include "models/transformer.h"
 
@@ -24,7 +25,7 @@ struct HfModelConfig {
   Heads heads = Heads::LM;      // LM (*CausalLM / GPT2LMHeadModel) or Scalar (*ForSequenceClassification)
   HfFamily family = HfFamily::GPT2;
   std::string architecture;     // e.g. "Qwen2ForCausalLM"
-  int64_t eos_token_id = -1;    // config.json's eos_token_id (a list: its first); -1 when absent
+  std::vector<int64_t> eos_token_ids;  // config.json's eos_token_id (an id or a list); empty when absent
 };
 
 // Parses a config.json document; `where` (the file) names every error.
@@ -32,9 +33,9 @@ HfModelConfig parse_hf_config(const nlohmann::json& j, const std::string& where)
 // Reads `path`: a config.json file, or a directory holding one.
 HfModelConfig read_hf_config(const std::string& path);
 
-// The EOS of a checkpoint directory: config.json's eos_token_id, else generation_config.json's (a
-// list: its first); -1 when neither names one.
-int64_t checkpoint_eos_token_id(const std::string& dir);
+// The stop tokens of a checkpoint directory: config.json's eos_token_id, else
+// generation_config.json's (an id or a list, in the file's order); empty when neither names one.
+std::vector<int64_t> checkpoint_eos_token_ids(const std::string& dir);
 
 // The config.json transformers loads as the same model: gpt2 -> GPT2*, llama with qkv bias ->
 // Qwen2*, without -> Llama*; Heads::LM -> the causal LM class, Heads::Scalar -> the sequence

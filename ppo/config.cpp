@@ -66,6 +66,7 @@ void visit_fields(Config& c, F&& f) {
   f("top_k", c.top_k);
   f("top_p", c.top_p);
   f("eos_token_id", c.eos_token_id);
+  f("stop_token_ids", c.stop_token_ids);
   f("ppo_epochs", c.ppo_epochs);
   f("num_minibatches", c.num_minibatches);
   f("micro_batch_size", c.micro_batch_size);
@@ -120,6 +121,15 @@ void parse_text(const std::string& where, const std::string& text, std::string& 
   PPO_ASSERT(!text.empty(), where, ": empty value");
   out = text;
 }
+void parse_text(const std::string& where, const std::string& text, std::vector<int64_t>& out) {
+  const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::vector<int64_t> ids;
+  for (const json& e : parsed.is_array() ? parsed : json::array({parsed})) {
+    PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": expected token ids: [1, 2] or 7");
+    ids.push_back(e.get<int64_t>());
+  }
+  out = ids;
+}
 void parse_text(const std::string& where, const std::string& text, json& out) {
   const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
   PPO_ASSERT(parsed.is_object(), where, ": expected a JSON object (or one member: name.member=value)");
@@ -173,6 +183,13 @@ void parse_json(const std::string& where, const json& j, T& out) {
   } else if constexpr (std::is_same_v<T, json>) {
     PPO_ASSERT(j.is_object(), where, ": expected a JSON object, got ", j.dump());
     out = j;
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    PPO_ASSERT(j.is_array(), where, ": expected a list of token ids, got ", j.dump());
+    out.clear();
+    for (const json& e : j) {
+      PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": expected token ids, got ", j.dump());
+      out.push_back(e.get<int64_t>());
+    }
   } else if constexpr (std::is_enum_v<T>) {
     PPO_ASSERT(j.is_string(), where, ": expected a name in quotes, got ", j.dump());
     parse_text(where, j.get<std::string>(), out);
@@ -325,9 +342,13 @@ void PpoConfig::derive() {
   check_non_negative("missing_eos_penalty", missing_eos_penalty);
   if (!policy_checkpoint.empty()) {
     adopt_checkpoint_config("policy_checkpoint", policy_checkpoint, Heads::LM, "policy", policy);
-    if (eos_token_id < 0) eos_token_id = io::checkpoint_eos_token_id(policy_checkpoint);
-    PPO_ASSERT(eos_token_id >= 0, "config policy_checkpoint = '", policy_checkpoint,
-               "': neither its config.json nor its generation_config.json names an eos_token_id; set eos_token_id");
+    if (eos_token_id < 0) {
+      const std::vector<int64_t> ids = io::checkpoint_eos_token_ids(policy_checkpoint);
+      PPO_ASSERT(!ids.empty(), "config policy_checkpoint = '", policy_checkpoint,
+                 "': neither its config.json nor its generation_config.json names an eos_token_id; set eos_token_id");
+      eos_token_id = ids[0];
+      if (stop_token_ids.empty()) stop_token_ids.assign(ids.begin() + 1, ids.end());
+    }
   }
   if (!reward_checkpoint.empty()) adopt_checkpoint_config("reward_checkpoint", reward_checkpoint, Heads::Scalar, "reward", reward);
   PPO_ASSERT(prompts.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config prompts = '", prompts,

@@ -41,8 +41,10 @@ struct PpoConfig {
   float temperature = 0.7f;         // sampling temperature; log-probs use logits / temperature (TRL: 0.7)
   int64_t top_k = 0;                // keep the k most probable tokens when sampling (0 = off)
   float top_p = 1.0f;               // nucleus sampling mass in (0, 1] (1 = off)
-  int64_t eos_token_id = -1;        // stop token; -1: from policy_checkpoint (config.json, else
-                                    // generation_config.json), else the demo's <eos> or the last id
+  int64_t eos_token_id = -1;        // stop token (it also pads); -1: from policy_checkpoint (config.json,
+                                    // else generation_config.json), else the demo's <eos> or the last id
+  std::vector<int64_t> stop_token_ids;  // more stop tokens (e.g. Llama 3's <|eot_id|>); from policy_checkpoint
+                                        // when eos_token_id is -1 and its eos_token_id is a list
 
   // ---- update -------------------------------------------------------------------------------------
   int64_t ppo_epochs = 4;           // passes over the rollout batch per step (TRL num_ppo_epochs)

@@ -1,12 +1,13 @@
 #include "ppo/rollout.h"
 
+#include <algorithm>
 #include <cmath>
 #include "engine/error.h"
 #include "models/transformer.h"
 
 namespace ppo {
 
-RolloutSettings RolloutSettings::from_config(const PpoConfig& c, int32_t eos_token_id, int64_t step,
+RolloutSettings RolloutSettings::from_config(const PpoConfig& c, std::vector<int32_t> stop_token_ids, int64_t step,
                                              bool fixed_response_length) {
   RolloutSettings s;
   s.response_length = c.response_length;
@@ -14,7 +15,7 @@ RolloutSettings RolloutSettings::from_config(const PpoConfig& c, int32_t eos_tok
   s.temperature = c.temperature;
   s.top_k = c.top_k;
   s.top_p = c.top_p;
-  s.eos_token_id = eos_token_id;
+  s.stop_token_ids = std::move(stop_token_ids);
   s.seed = c.seed;
   s.step = step;
   return s;
@@ -23,9 +24,11 @@ RolloutSettings RolloutSettings::from_config(const PpoConfig& c, int32_t eos_tok
 void generate(Backend& be, Transformer& policy, ExperienceBuffers& buf, const RolloutSettings& s, Experience& exp) {
   const int64_t B = exp.B, P = exp.P, R = exp.R, T = exp.T(), V = policy.config().vocab_size;
   PPO_ASSERT(R == s.response_length, "generate: response length ", R, " vs ", s.response_length);
-  PPO_ASSERT(s.eos_token_id >= 0 && s.eos_token_id < V, "generate: EOS id ", s.eos_token_id,
-             " outside the vocabulary [0,", V, ")");
-  const int32_t eos = s.eos_token_id;
+  PPO_ASSERT(!s.stop_token_ids.empty(), "generate: no EOS id");
+  for (int32_t id : s.stop_token_ids)
+    PPO_ASSERT(id >= 0 && id < V, "generate: stop token id ", id, " outside the vocabulary [0,", V, ")");
+  const int32_t eos = s.stop_token_ids[0];
+  auto stops = [&](int32_t id) { return std::find(s.stop_token_ids.begin(), s.stop_token_ids.end(), id) != s.stop_token_ids.end(); };
 
   // prompt positions count from each row's first real token; the mask covers prompt + response
   std::vector<int32_t> prompt_pos(size_t(B * P), 0), gen_mask(size_t(B * T), 1), prompt_len(size_t(B), 0);
@@ -53,9 +56,10 @@ void generate(Backend& be, Transformer& policy, ExperienceBuffers& buf, const Ro
   for (int64_t t = 0; t < R && running > 0; ++t) {
     if (t < s.min_new_tokens)
       for (int64_t b = 0; b < B; ++b)
-        be.fill(Tensor(static_cast<char*>(logits.data) + size_t(b * V + eos) * elem, logits.dtype, logits.device, {1},
-                       "eos_logit"),
-                -INFINITY);
+        for (int32_t id : s.stop_token_ids)
+          be.fill(Tensor(static_cast<char*>(logits.data) + size_t(b * V + id) * elem, logits.dtype, logits.device, {1},
+                         "stop_logit"),
+                  -INFINITY);
     be.sample_tokens(step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
                      uint64_t(s.step * R + t) * uint64_t(B));
     const std::vector<int32_t> ids = be.to_host_ids(step_tokens);
@@ -68,7 +72,7 @@ void generate(Backend& be, Transformer& policy, ExperienceBuffers& buf, const Ro
       exp.response_ids[i] = ids[size_t(b)];
       exp.response_mask[i] = 1;
       exp.sampler_logp[i] = lp[size_t(b)];
-      if (ids[size_t(b)] == eos) {
+      if (stops(ids[size_t(b)])) {
         exp.ended_with_eos[size_t(b)] = 1;
         --running;
       }

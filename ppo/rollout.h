@@ -17,15 +17,16 @@ namespace ppo {
 
 struct RolloutSettings {
   int64_t response_length = 0;  // R, max new tokens
-  int64_t min_new_tokens = 0;   // EOS cannot be sampled before this many tokens (R: EOS off)
+  int64_t min_new_tokens = 0;   // no stop token is sampled before this many tokens (R: stopping off)
   float temperature = 1.0f;
   int64_t top_k = 0;
   float top_p = 1.0f;
-  int32_t eos_token_id = 0;
+  std::vector<int32_t> stop_token_ids;  // the EOS first (it also pads the rest of a response), then
+                                        // any other token that ends a response
   uint64_t seed = 0;
   int64_t step = 0;             // the PPO step (0-based): picks the sampling streams
 
-  static RolloutSettings from_config(const PpoConfig& config, int32_t eos_token_id, int64_t step,
+  static RolloutSettings from_config(const PpoConfig& config, std::vector<int32_t> stop_token_ids, int64_t step,
                                      bool fixed_response_length);
 };
 

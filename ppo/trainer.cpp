@@ -152,6 +152,11 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   prompts_.validate(cfg_.prompt_length, vocab);
   eos_ = int32_t(cfg_.eos_token_id >= 0 ? cfg_.eos_token_id : prompts_.is_demo_task() ? DemoTask::kEos : vocab - 1);
   PPO_ASSERT(eos_ < vocab, "config eos_token_id = ", eos_, " is outside the policy's vocabulary [0,", vocab, ")");
+  stop_ids_ = {eos_};
+  for (int64_t id : cfg_.stop_token_ids) {
+    PPO_ASSERT(id < vocab, "config stop_token_ids: ", id, " is outside the policy's vocabulary [0,", vocab, ")");
+    if (id != eos_) stop_ids_.push_back(int32_t(id));
+  }
 
   // the plan first: a device too small stops here, before any work
   ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));
@@ -330,15 +335,16 @@ Experience PpoTrainer::make_experience(const std::vector<std::vector<int32_t>>& 
       for (size_t t = 0; t < r.size(); ++t) {
         PPO_ASSERT(r[t] >= 0 && r[t] < policy_->config().vocab_size, "make_experience: response ", b, ": token id ",
                    r[t], " is outside the vocabulary");
-        PPO_ASSERT(r[t] != eos_ || t + 1 == r.size(), "make_experience: response ", b, " continues after its EOS");
+        PPO_ASSERT(!is_stop(r[t]) || t + 1 == r.size(), "make_experience: response ", b, " continues after stop token ",
+                   r[t]);
         exp.response_ids[size_t(b * R) + t] = r[t];
         exp.response_mask[size_t(b * R) + t] = 1;
       }
-      exp.ended_with_eos[size_t(b)] = r.back() == eos_;
+      exp.ended_with_eos[size_t(b)] = is_stop(r.back());
     }
     layout_sequences(exp);
   } else {
-    generate(be, *policy_, *buffers_, RolloutSettings::from_config(cfg_, eos_, step_, opt_.fixed_response_length), exp);
+    generate(be, *policy_, *buffers_, RolloutSettings::from_config(cfg_, stop_ids_, step_, opt_.fixed_response_length), exp);
   }
   be.synchronize();
   times_ = PhaseTimes{};

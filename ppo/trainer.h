@@ -21,6 +21,7 @@
 // -> score (ppo/experience.h: old and reference log-probs, values, rewards, advantages, KL
 // controller update) -> PPO epochs (ppo/update.h) -> one metrics row (names from ppo/metrics.h).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -149,6 +150,9 @@ class PpoTrainer {
   KlController& kl_controller() { return kl_; }
   const PromptSource& prompts() const { return prompts_; }
   int32_t eos_token_id() const { return eos_; }
+  // The tokens that end a response: the EOS, then config.stop_token_ids.
+  const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }
+  bool is_stop(int32_t id) const { return std::find(stop_ids_.begin(), stop_ids_.end(), id) != stop_ids_.end(); }
   int64_t steps_done() const { return step_; }
   int64_t optimizer_steps_done() const { return optimizer_step_; }
   const std::vector<MetricsRow>& metrics() const { return metrics_; }
@@ -170,6 +174,7 @@ class PpoTrainer {
   std::unique_ptr<ExperienceBuffers> buffers_;
   KlController kl_;
   int32_t eos_ = -1;
+  std::vector<int32_t> stop_ids_;
   int64_t step_ = 0, optimizer_step_ = 0;
   bool resumed_ = false;      // load_checkpoint ran: the load_*_weights calls would clobber it
   uint64_t next_prompt_ = 0;  // index of the next prompt of the stream (the data position)

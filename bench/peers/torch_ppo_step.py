@@ -101,8 +101,8 @@ WHITEN_EPS = 1e-8
 # ---- run config: PpoConfig's keys and defaults (ppo/config.h), in declaration order --------------------
 CONFIG_DEFAULTS = {
     "seed": 1, "device": "auto", "output_dir": "runs/ppo", "total_steps": 200, "log_every": 1,
-    "rollout_batch_size": 64, "prompt_length": 64, "response_length": 53, "min_new_tokens": 0,
-    "temperature": 0.7, "top_k": 0, "top_p": 1.0, "eos_token_id": -1,
+    "save_every": 0, "resume": "", "rollout_batch_size": 64, "prompt_length": 64, "response_length": 53, "min_new_tokens": 0,
+    "temperature": 0.7, "top_k": 0, "top_p": 1.0, "eos_token_id": -1, "stop_token_ids": [],
     "ppo_epochs": 4, "num_minibatches": 1, "micro_batch_size": 8, "learning_rate": 3e-6,
     "value_learning_rate": 9e-6, "lr_warmup_steps": 0, "lr_schedule": "linear", "adam_beta1": 0.9,
     "adam_beta2": 0.999, "adam_eps": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0,
@@ -112,7 +112,11 @@ CONFIG_DEFAULTS = {
     "kl_horizon": 10000.0, "whiten_advantages": True, "whiten_rewards": False, "reward_clip": 10.0,
     "missing_eos_penalty": 0.0,
     "value_model": "separate", "value_init": "reward", "policy": {}, "reward": {},
+    "policy_checkpoint": "", "reward_checkpoint": "", "prompts": "", "tokenizer": "",
 }
+# Engine keys the peer accepts but cannot honour (it runs random weights and prompts, one EOS): an
+# error when set. Run management (save_every, resume) is accepted and ignored.
+PEER_UNSUPPORTED = ["stop_token_ids", "policy_checkpoint", "reward_checkpoint", "prompts", "tokenizer"]
 CONFIG_ENUMS = {"device": ["auto", "cpu", "cuda"], "lr_schedule": ["constant", "linear", "cosine"],
                 "kl_estimator": ["k1", "k2", "k3"], "value_model": ["separate", "policy_head"],
                 "value_init": ["reward", "policy"]}
@@ -135,6 +139,8 @@ def check_value(where: str, default, value):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif isinstance(default, dict):
         ok = isinstance(value, dict)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
     else:
         ok = isinstance(value, str) and (key not in CONFIG_ENUMS or value in CONFIG_ENUMS[key])
     if not ok:
@@ -168,7 +174,7 @@ def load_config(path: str | None, overrides: list[str]) -> dict:
         default = CONFIG_DEFAULTS[key]
         if isinstance(default, bool):
             value = {"true": True, "1": True, "false": False, "0": False}.get(text)
-        elif isinstance(default, (int, float, dict)):
+        elif isinstance(default, (int, float, dict, list)):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
@@ -185,6 +191,9 @@ def load_config(path: str | None, overrides: list[str]) -> dict:
         fail("value_model 'policy_head' is not implemented by the peer (TRL and OpenRLHF use a separate model)")
     if not 0 <= cfg["min_new_tokens"] <= cfg["response_length"]:
         fail("min_new_tokens must lie in [0, response_length]")
+    for key in PEER_UNSUPPORTED:
+        if cfg[key] != CONFIG_DEFAULTS[key]:
+            fail(f"'{key}' is not implemented by the peer (random weights and prompts, one EOS; see --weights)")
     return cfg
 
 

@@ -59,6 +59,7 @@ TEST_CASE("--set parses by the key's type") {
   c.apply_override("policy.n_layer=2");
   c.apply_override("policy.family=gpt2");
   c.apply_override("reward={\"n_embd\": 32}");
+  c.apply_override("stop_token_ids=[128008, 128009]");
   CHECK(c.learning_rate == doctest::Approx(3e-5f));
   CHECK(c.rollout_batch_size == 12);
   CHECK(c.whiten_rewards);
@@ -72,10 +73,14 @@ TEST_CASE("--set parses by the key's type") {
   CHECK(c.policy["n_layer"] == 2);
   CHECK(c.policy["family"] == "gpt2");
   CHECK(c.reward["n_embd"] == 32);
+  CHECK(c.stop_token_ids == std::vector<int64_t>{128008, 128009});
+  c.apply_override("stop_token_ids=7");
+  CHECK(c.stop_token_ids == std::vector<int64_t>{7});
 
   // Each malformed value names its key.
   for (const char* bad : {"rollout_batch_size=1.5", "rollout_batch_size=12x", "learning_rate=fast", "learning_rate=",
-                          "whiten_rewards=yes", "kl_estimator=k4", "seed=-1", "temperature=nan", "policy=[1]"}) {
+                          "whiten_rewards=yes", "kl_estimator=k4", "seed=-1", "temperature=nan", "policy=[1]",
+                          "stop_token_ids=[-1]", "stop_token_ids=eot"}) {
     const std::string key = std::string(bad).substr(0, std::string(bad).find('='));
     const std::string msg = error_of([&] { c.apply_override(bad); });
     CHECK_MESSAGE(contains(msg, key), bad, " -> '", msg, "'");
@@ -104,7 +109,9 @@ TEST_CASE("JSON round trip and typed JSON errors") {
   a.apply_override("adaptive_kl=true");
   a.apply_override("kl_estimator=k2");
   a.apply_override("policy.n_layer=3");
+  a.apply_override("stop_token_ids=[5, 6]");
   const nlohmann::json j = a.to_json();
+  CHECK(j["stop_token_ids"] == nlohmann::json::array({5, 6}));
   CHECK(j["kl_estimator"] == "k2");
   CHECK(j.size() == PpoConfig::keys().size());
   CHECK_FALSE(j.contains("minibatch_size"));  // derived, not settable
@@ -116,6 +123,7 @@ TEST_CASE("JSON round trip and typed JSON errors") {
   CHECK(contains(error_of([&] { b.update_from_json({{"whiten_advantages", 1}}); }), "whiten_advantages"));
   CHECK(contains(error_of([&] { b.update_from_json({{"kl_estimator", 3}}); }), "kl_estimator"));
   CHECK(contains(error_of([&] { b.update_from_json({{"seed", -4}}); }), "seed"));
+  CHECK(contains(error_of([&] { b.update_from_json({{"stop_token_ids", 5}}); }), "stop_token_ids"));
 }
 
 TEST_CASE("load_config: file, then --set, then derive") {

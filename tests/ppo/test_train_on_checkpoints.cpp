@@ -96,7 +96,9 @@ TEST_CASE("checkpoint runs: config errors name the key and the file") {
   using test::error_of;
   // eos_token_id from config.json, else generation_config.json (a list: its first), when the
   // config leaves it at -1; neither: an error
-  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50256);  // generation_config.json
+  const PpoConfig from_generation = load_config("", {"policy_checkpoint=" + dir + "/policy"});
+  CHECK(from_generation.eos_token_id == 50256);  // generation_config.json's list: the EOS, then more stop tokens
+  CHECK(from_generation.stop_token_ids == std::vector<int64_t>{198});
   std::filesystem::remove(dir + "/policy/generation_config.json");
   CHECK(contains(error_of([&] { load_config("", {"policy_checkpoint=" + dir + "/policy"}); }), "set eos_token_id"));
   {
@@ -106,7 +108,10 @@ TEST_CASE("checkpoint runs: config errors name the key and the file") {
     std::ofstream(dir + "/policy/config.json") << j.dump();
   }
   CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50255);
-  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy", "eos_token_id=3"}).eos_token_id == 3);
+  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).stop_token_ids == std::vector<int64_t>{7});
+  const PpoConfig given = load_config("", {"policy_checkpoint=" + dir + "/policy", "eos_token_id=3"});
+  CHECK(given.eos_token_id == 3);
+  CHECK(given.stop_token_ids.empty());  // an EOS given by the config: the checkpoint's list is not used
   CHECK(contains(error_of([&] { load_config("", {"policy_checkpoint=" + dir + "/reward"}); }), "is not a causal"));
   CHECK(contains(error_of([&] { load_config("", {"reward_checkpoint=" + dir + "/policy"}); }), "sequence classifier"));
   CHECK(contains(error_of([&] { load_config("", {"policy_checkpoint=" + dir + "/policy", "policy.n_layer=2"}); }),

@@ -168,6 +168,40 @@ TEST_CASE("the score lands on the last real response token; rewards are 0 past i
   CHECK(trainer.arena().plan().total_bytes < with_model.arena().plan().total_bytes);
 }
 
+TEST_CASE("stop_token_ids end responses like the EOS; min_new_tokens holds all of them back") {
+  PpoConfig c = tiny_config();
+  c.eos_token_id = 2;
+  for (int64_t id = 10; id < 44; ++id) c.stop_token_ids.push_back(id);  // most of the vocabulary stops
+  c.min_new_tokens = 2;
+  c.derive();
+  PpoTrainer trainer(c, quiet());
+  CHECK(trainer.stop_token_ids().front() == 2);
+  CHECK(trainer.stop_token_ids().size() == 35);
+  const Experience e = trainer.make_experience({{1, 8, 3}, {1, 9, 3}, {1, 4, 5, 3}, {1, 6, 3}});
+  const int64_t R = c.response_length;
+  int64_t stopped = 0;
+  for (int64_t b = 0; b < e.B; ++b) {
+    int64_t length = 0;
+    while (length < R && e.response_mask[size_t(b * R + length)]) ++length;
+    for (int64_t t = 0; t < length; ++t) {
+      const int32_t id = e.response_ids[size_t(b * R + t)];
+      CHECK_MESSAGE(!(t < 2 && trainer.is_stop(id)), "stop token ", id, " before min_new_tokens at ", t);
+      CHECK_MESSAGE(!(t + 1 < length && trainer.is_stop(id)), "response ", b, " runs past stop token ", id);
+    }
+    const bool ended = length > 0 && trainer.is_stop(e.response_ids[size_t(b * R + length - 1)]);
+    CHECK(bool(e.ended_with_eos[size_t(b)]) == ended);
+    stopped += ended;
+  }
+  CHECK(stopped >= 3);  // with 35 of 44 ids stopping, nearly every response ends at its third token
+  // forced responses: any stop token ends one
+  const std::vector<std::vector<int32_t>> forced = {{5, 20}, {5, 6}};
+  const Experience f = trainer.make_experience({{1, 8, 3}, {1, 9, 3}}, &forced);
+  CHECK(f.ended_with_eos == std::vector<uint8_t>{1, 0});
+  const std::vector<std::vector<int32_t>> bad = {{20, 5}, {5}};
+  CHECK_THROWS_WITH_AS(trainer.make_experience({{1, 8, 3}, {1, 9, 3}}, &bad), doctest::Contains("continues after stop token 20"),
+                       Error);
+}
+
 TEST_CASE("two CPU runs with one seed give identical metrics; fixed response length turns EOS off") {
   for (bool fixed : {false, true}) {
     std::vector<MetricsRow> rows[2];
