@@ -56,7 +56,7 @@ std::vector<float> shape_rewards(const std::vector<float>& kl, const std::vector
       kl_sum += k;
       if (s.kl_in_reward) rewards[size_t(b * R + t)] = -s.kl_coef * k;
     }
-    double score = scores[size_t(b)];
+    double score = (double(scores[size_t(b)]) - s.score_shift) * s.score_scale;
     if (s.reward_clip > 0) score = std::clamp(score, -double(s.reward_clip), double(s.reward_clip));
     if (!ended_with_eos[size_t(b)]) score -= s.missing_eos_penalty;
     rewards[size_t(b * R + length - 1)] += float(score);  // the last real token: the EOS when there is one

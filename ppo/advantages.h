@@ -6,7 +6,8 @@
 // `mask` (B,R) i32 is 1 on the response's real tokens (the EOS included) — a prefix of each row.
 //
 //   kl_t      = KL estimator(logp_t, ref_logp_t)                      (Backend::kl_penalty)
-//   s         = clip(score, -reward_clip, reward_clip) - missing_eos_penalty * [no EOS]
+//   s         = clip((score - score_shift) * score_scale, -reward_clip, reward_clip)
+//               - missing_eos_penalty * [no EOS]       (shift 0, scale 1 unless normalize_scores)
 //   reward_t  = -kl_coef * kl_t * [kl_in_reward] + s * [t == last valid token]   (0 on padding)
 //   rewards optionally scaled to unit variance over valid tokens, mean kept (TRL's whiten_rewards)
 //   A, returns = GAE(rewards, values; gamma, lam)                      (Backend::gae_reverse_scan)
@@ -26,6 +27,7 @@ struct AdvantageSettings {
   bool kl_in_reward = true;
   float gamma = 1.0f, lam = 0.95f;
   bool whiten_advantages = true, whiten_rewards = false;
+  double score_shift = 0.0, score_scale = 1.0;  // running score normalization (finish_experience)
   float reward_clip = 0.0f;  // 0 = off
   float missing_eos_penalty = 0.0f;
 
@@ -47,7 +49,7 @@ struct AdvantageStats {
   double kl = 0;                // mean over sequences of the summed per-token KL (objective/kl)
   double non_score_reward = 0;  // mean over sequences of -kl_coef * summed KL
   double score = 0;             // mean raw score (objective/scores)
-  double shaped_score = 0;      // mean score after clipping and the missing-EOS penalty
+  double shaped_score = 0;      // mean score after normalization, clipping and the missing-EOS penalty
   double rlhf_reward = 0;       // shaped_score + non_score_reward (objective/rlhf_reward)
   double num_eos = 0;           // responses that ended with EOS
   double response_length = 0;   // mean valid tokens per response

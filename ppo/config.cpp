@@ -94,6 +94,7 @@ void visit_fields(Config& c, F&& f) {
   f("kl_horizon", c.kl_horizon);
   f("whiten_advantages", c.whiten_advantages);
   f("whiten_rewards", c.whiten_rewards);
+  f("normalize_scores", c.normalize_scores);
   f("reward_clip", c.reward_clip);
   f("missing_eos_penalty", c.missing_eos_penalty);
   f("value_model", c.value_model);

@@ -78,7 +78,10 @@ struct PpoConfig {
   float kl_horizon = 10000.0f;      // adaptive: horizon, in sequences
   bool whiten_advantages = true;    // advantages to zero mean, unit variance over valid tokens
   bool whiten_rewards = false;      // rewards scaled to unit variance over valid tokens (mean kept, TRL)
-  float reward_clip = 10.0f;        // scores clipped to [-reward_clip, reward_clip] (0 = off; OpenRLHF: 10)
+  bool normalize_scores = false;    // scores -> (score - mean) / std over every score so far, this batch
+                                    // included (running statistics; TRL use_score_scaling + use_score_norm)
+  float reward_clip = 10.0f;        // scores clipped to [-reward_clip, reward_clip] after normalization
+                                    // (0 = off; OpenRLHF: 10)
   float missing_eos_penalty = 0.0f; // subtracted from the score of a response with no EOS (0 = off)
 
   // ---- models ---------------------------------------------------------------------------------------

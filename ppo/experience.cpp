@@ -217,11 +217,17 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   exp.values = be.to_host(buf.values.slice0(0, B));
 }
 
-void finish_experience(Backend& be, const PpoConfig& cfg, KlController& kl, ExperienceBuffers& buf, Experience& exp) {
+void finish_experience(Backend& be, const PpoConfig& cfg, KlController& kl, RunningMoments& score_moments,
+                       ExperienceBuffers& buf, Experience& exp) {
   const int64_t B = exp.B;
   PPO_ASSERT(int64_t(exp.scores.size()) == B, "advantages: ", exp.scores.size(), " scores for ", B, " rows");
   exp.kl_coef = kl.coef();
-  const AdvantageSettings settings = AdvantageSettings::from_config(cfg, kl.coef());
+  AdvantageSettings settings = AdvantageSettings::from_config(cfg, kl.coef());
+  if (cfg.normalize_scores) {
+    score_moments.update(exp.scores);
+    settings.score_shift = score_moments.mean;
+    settings.score_scale = 1.0 / std::sqrt(score_moments.var() + 1e-8);
+  }
   const AdvantageInputs in{buf.old_logp.slice0(0, B), buf.ref_logp.slice0(0, B), buf.values.slice0(0, B),
                            buf.response_mask.slice0(0, B), exp.scores, exp.ended_with_eos};
   const AdvantageOutputs out{buf.kl.slice0(0, B), buf.rewards.slice0(0, B), buf.advantages.slice0(0, B),

@@ -278,6 +278,7 @@ void PpoTrainer::save_checkpoint(const std::string& run_dir) {
                                 {"optimizer_steps_done", optimizer_step_},
                                 {"data", data},
                                 {"kl_controller", kl_.state()},
+                                {"score_moments", score_moments_.state()},
                                 {"shapes", run_shapes()}};
   io::save_checkpoint(run_dir, step_, checkpoint_models(), state);
 }
@@ -299,6 +300,7 @@ void PpoTrainer::load_checkpoint(const std::string& path) {
   optimizer_step_ = state["optimizer_steps_done"].get<int64_t>();
   next_prompt_ = data["next_prompt"].get<uint64_t>();
   kl_.load_state(state["kl_controller"]);
+  if (state.contains("score_moments")) score_moments_.load_state(state["score_moments"], where);
   io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
   resumed_ = true;
 }
@@ -364,7 +366,7 @@ Experience PpoTrainer::make_experience(const std::vector<std::vector<int32_t>>& 
   }
   be.synchronize();
   start = Clock::now();
-  finish_experience(be, cfg_, kl_, *buffers_, exp);
+  finish_experience(be, cfg_, kl_, score_moments_, *buffers_, exp);
   times_.advantages = seconds_since(start);
   return exp;
 }

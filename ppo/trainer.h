@@ -36,6 +36,7 @@
 #include "ppo/config.h"
 #include "ppo/kl_controller.h"
 #include "ppo/metrics.h"
+#include "ppo/running_moments.h"
 
 namespace ppo {
 
@@ -173,6 +174,7 @@ class PpoTrainer {
   std::unique_ptr<Transformer> policy_, reference_, reward_, value_;
   std::unique_ptr<ExperienceBuffers> buffers_;
   KlController kl_;
+  RunningMoments score_moments_;  // of every score so far (normalize_scores)
   int32_t eos_ = -1;
   std::vector<int32_t> stop_ids_;
   int64_t step_ = 0, optimizer_step_ = 0;

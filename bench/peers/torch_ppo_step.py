@@ -21,7 +21,8 @@ same run config (the engine's JSON format, `PpoConfig`; unknown keys are errors)
 
 Per-token math (the engine's kernels/backend.h and ppo/advantages.h; all means over valid tokens):
   r = ref_logp - logp;  k1 = -r;  k2 = r^2/2;  k3 = exp(r) - 1 - r
-  s = clip(score, -reward_clip, reward_clip) - missing_eos_penalty*[no EOS]
+  s = clip(score', -reward_clip, reward_clip) - missing_eos_penalty*[no EOS], score' = (score - mean)/std
+      over every score so far when normalize_scores (running moments in float64), else score
   reward_t = -kl_coef*kl_t*[kl_in_reward] + s*[t == last valid token]
   delta_t = reward_t + gamma*m_{t+1}*V_{t+1} - V_t;  A_t = delta_t + gamma*lam*m_{t+1}*A_{t+1};  returns = A + V
   A <- (A - mean) / sqrt(var + 1e-8)   (population variance over valid tokens)
@@ -109,7 +110,8 @@ CONFIG_DEFAULTS = {
     "clip_eps": 0.2, "dual_clip": 0.0, "clip_value": 0.2, "value_loss_coef": 0.1, "entropy_coef": 0.0,
     "gamma": 1.0, "lam": 0.95,
     "kl_coef": 0.05, "kl_estimator": "k1", "kl_in_reward": True, "adaptive_kl": False, "kl_target": 6.0,
-    "kl_horizon": 10000.0, "whiten_advantages": True, "whiten_rewards": False, "reward_clip": 10.0,
+    "kl_horizon": 10000.0, "whiten_advantages": True, "whiten_rewards": False, "normalize_scores": False,
+    "reward_clip": 10.0,
     "missing_eos_penalty": 0.0,
     "value_model": "separate", "value_init": "reward", "policy": {}, "reward": {},
     "policy_checkpoint": "", "reward_checkpoint": "", "prompts": "", "tokenizer": "",
@@ -441,6 +443,7 @@ class Peer:
         pol = cfg["policy"]
         self.eos = cfg["eos_token_id"] if cfg["eos_token_id"] >= 0 else pol.get("eos_token_id", pol["vocab_size"] - 1)
         self.kl_coef = cfg["kl_coef"]
+        self.score_moments = (0.0, 0.0, 0.0)  # count, mean, m2 of every score so far (normalize_scores)
         self.optimizer_step = 0
         fused = self.device.type == "cuda"
         betas = (cfg["adam_beta1"], cfg["adam_beta2"])
@@ -537,7 +540,15 @@ class Peer:
         with timer("advantages"):
             m = seq["mask"]
             kl = kl_estimate(old_logp, ref_logp, m, cfg["kl_estimator"])
-            s = scores.clamp(-cfg["reward_clip"], cfg["reward_clip"]) if cfg["reward_clip"] > 0 else scores
+            s = scores
+            if cfg["normalize_scores"]:  # Chan et al.'s merge of this batch into the running moments
+                n, mean, m2 = self.score_moments
+                x = scores.double()
+                n_b, mean_b = x.numel(), x.mean().item()
+                m2_b, delta, total = ((x - mean_b) ** 2).sum().item(), mean_b - mean, n + x.numel()
+                self.score_moments = (total, mean + delta * n_b / total, m2 + m2_b + delta * delta * n * n_b / total)
+                s = ((x - self.score_moments[1]) / (self.score_moments[2] / total + 1e-8) ** 0.5).to(scores.dtype)
+            s = s.clamp(-cfg["reward_clip"], cfg["reward_clip"]) if cfg["reward_clip"] > 0 else s
             s = s - cfg["missing_eos_penalty"] * (~ended).float()
             rewards = (-self.kl_coef * kl) if cfg["kl_in_reward"] else torch.zeros_like(kl)
             rewards = rewards.scatter_add(1, (mask.sum(1) - 1).unsqueeze(1), s.unsqueeze(1))

@@ -7,6 +7,7 @@
 #include "engine/error.h"
 #include "helpers.h"
 #include "ppo/advantages.h"
+#include "ppo/running_moments.h"
 
 using namespace ppo;
 using test::BackendFixture;
@@ -115,6 +116,41 @@ TEST_CASE("KL out of the reward, reward clip before the penalty, k3 estimator") 
   CHECK(st.score == doctest::Approx(0.0));
   CHECK(st.shaped_score == doctest::Approx(-0.5));  // (10 - 11) / 2
   CHECK(st.rlhf_reward == doctest::Approx(-0.5 - 0.1 * kl_total / 2).epsilon(1e-5));
+}
+
+TEST_CASE("running score normalization: scores shifted and scaled before the clip") {
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
+  AdvantageSettings s = plain_settings();
+  s.score_shift = 4.0;
+  s.score_scale = 0.5;
+  s.reward_clip = 2.0f;
+  s.kl_in_reward = false;
+  Batch b(f, B, R, kLogp, kRefLogp, kValues, kMask, {7.0f, 10.0f}, {1, 1});
+  const AdvantageStats st = compute_advantages(*f.backend, s, b.in, b.out);
+  // row 0: (7 - 4) * 0.5 = 1.5 at t=2; row 1: (10 - 4) * 0.5 = 3 -> clipped to 2 at t=3
+  check_close(f.backend->to_host(b.out.rewards), {0, 0, 1.5f, 0, 0, 0, 0, 2.0f}, 1e-6, 0, "rewards");
+  CHECK(st.score == doctest::Approx(8.5));  // raw
+  CHECK(st.shaped_score == doctest::Approx(1.75));
+}
+
+TEST_CASE("running moments: batches merged equal one pass over all; the state round-trips") {
+  const std::vector<float> a = {1, 2, 3, 4}, b = {10, -2, 0.5f};
+  RunningMoments m;
+  m.update(a);
+  m.update(b);
+  m.update({});
+  double mean = 0, var = 0;
+  std::vector<float> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  for (float x : all) mean += x / double(all.size());
+  for (float x : all) var += (x - mean) * (x - mean) / double(all.size());
+  CHECK(m.count == 7);
+  CHECK(m.mean == doctest::Approx(mean).epsilon(1e-14));
+  CHECK(m.var() == doctest::Approx(var).epsilon(1e-14));
+  RunningMoments r;
+  r.load_state(nlohmann::json::parse(m.state().dump()), "state");
+  CHECK((r.count == m.count && r.mean == m.mean && r.m2 == m.m2));
+  CHECK_THROWS_WITH_AS(r.load_state({{"count", 1}}, "state.json"), doctest::Contains("state.json"), Error);
 }
 
 TEST_CASE("GAE with gamma, lambda < 1 matches the textbook loop; whitening over valid tokens") {

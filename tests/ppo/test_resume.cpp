@@ -16,8 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Adaptive KL (its coefficient is state to restore) and a finite prompt set of 6 walked by B = 4
-// per step (steps 2 and 3 cross a pass boundary mid-batch).
+// Adaptive KL and running score normalization (state to restore) and a finite prompt set of 6
+// walked by B = 4 per step (steps 2 and 3 cross a pass boundary mid-batch).
 PpoConfig tiny_config(const std::string& output_dir) {
   PpoConfig c;
   c.device = DeviceChoice::CPU;
@@ -35,6 +35,7 @@ PpoConfig tiny_config(const std::string& output_dir) {
   c.adaptive_kl = true;
   c.kl_target = 0.01f;
   c.kl_horizon = 100.0f;
+  c.normalize_scores = true;
   c.lr_warmup_steps = 1;
   c.total_steps = 4;
   c.seed = 7;
