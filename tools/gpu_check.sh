@@ -4,7 +4,10 @@
 #   2. every test (ctest), CUDA cases included
 #   3. the CUDA test cases (doctest filter *cuda*) of tests/ops under compute-sanitizer memcheck
 #      (PPO_SYNC_LAUNCHES=1)
-#   4. `ppo bench` when the binary has that command (extra variants: PPO_BENCH_ARGS, ';'-separated),
+#   4. `ppo bench` on bench/configs/tiny.json, then engine vs PyTorch peer (bench/compare.sh, tables
+#      into the summary, JSON to $OUT/compare_<preset>.json) on the gpt2-124m and
+#      qwen2.5-0.5b-shape presets when python3 has torch + transformers with CUDA (else the engine
+#      alone); extra `ppo bench` variants: PPO_BENCH_ARGS, ';'-separated;
 #      and every program built under bench/kernels (kernel_bench: its table joins the summary, its
 #      JSON goes to $OUT/kernel_bench.json), after bench/peers/sdpa_bench.py (its JSON to
 #      $OUT/sdpa_bench.json) when python3 has torch with CUDA
@@ -131,9 +134,24 @@ fi
 
 # ---- 4. benchmarks --------------------------------------------------------------------------------
 PPO="$BUILD/ppo"
+JSON_DIR="${OUT:-$LOGS}"
+HAVE_TORCH_CUDA=0
+python3 -c "import sys, torch, transformers; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1 &&
+  HAVE_TORCH_CUDA=1
 if [ -x "$PPO" ] && "$PPO" --help 2>&1 | grep -qw bench; then
   "$PPO" bench --help >"$LOGS/bench-help.log" 2>&1
-  step bench-default 180 "$PPO" bench
+  step bench-tiny 90 "$PPO" bench --config bench/configs/tiny.json --device cuda --json "$JSON_DIR/bench_tiny.json"
+  # engine vs the PyTorch peer (bench/compare.sh: same config, fixed response length, one table)
+  for preset in gpt2-124m qwen2.5-0.5b-shape; do
+    if [ $HAVE_TORCH_CUDA -eq 1 ]; then
+      step "compare-$preset" 240 env PPO="$PPO" WORK="$LOGS/compare-$preset" bash bench/compare.sh \
+        "bench/configs/$preset.json" --device cuda --steps 3 --json "$JSON_DIR/compare_$preset.json" &&
+        sed -n '/^# threads/,$p' "$LOGS/compare-$preset.log" >>"$SUMMARY"
+    else
+      step "bench-$preset" 180 "$PPO" bench --config "bench/configs/$preset.json" --device cuda --fixed-response-length \
+        --json "$JSON_DIR/bench_$preset.json"
+    fi
+  done
   IFS=';' read -r -a VARIANTS <<<"${PPO_BENCH_ARGS:-}"
   i=0
   for args in "${VARIANTS[@]}"; do
@@ -156,10 +174,9 @@ if [ ${#KERNEL_BENCHES[@]} -eq 0 ]; then
 fi
 # The PyTorch SDPA peer of the attention rows runs first, when python3 has torch with CUDA; each
 # kernel benchmark then writes its JSON beside it and its table goes into the summary.
-JSON_DIR="${OUT:-$LOGS}"
 SDPA_ARGS=()
 if [ ${#KERNEL_BENCHES[@]} -gt 0 ]; then
-  if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1; then
+  if [ $HAVE_TORCH_CUDA -eq 1 ]; then
     step sdpa-peer 90 python3 bench/peers/sdpa_bench.py --json "$JSON_DIR/sdpa_bench.json" &&
       SDPA_ARGS=(--sdpa-json "$JSON_DIR/sdpa_bench.json")
   else
