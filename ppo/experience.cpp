@@ -223,10 +223,11 @@ void finish_experience(Backend& be, const PpoConfig& cfg, KlController& kl, Runn
   PPO_ASSERT(int64_t(exp.scores.size()) == B, "advantages: ", exp.scores.size(), " scores for ", B, " rows");
   exp.kl_coef = kl.coef();
   AdvantageSettings settings = AdvantageSettings::from_config(cfg, kl.coef());
+  RunningMoments moments = score_moments;  // kept only when the batch is finite (a skipped step)
   if (cfg.normalize_scores) {
-    score_moments.update(exp.scores);
-    settings.score_shift = score_moments.mean;
-    settings.score_scale = 1.0 / std::sqrt(score_moments.var() + 1e-8);
+    moments.update(exp.scores);
+    settings.score_shift = moments.mean;
+    settings.score_scale = 1.0 / std::sqrt(moments.var() + 1e-8);
   }
   const AdvantageInputs in{buf.old_logp.slice0(0, B), buf.ref_logp.slice0(0, B), buf.values.slice0(0, B),
                            buf.response_mask.slice0(0, B), exp.scores, exp.ended_with_eos};
@@ -239,7 +240,9 @@ void finish_experience(Backend& be, const PpoConfig& cfg, KlController& kl, Runn
   exp.returns = be.to_host(out.returns);
   exp.stats.finite = exp.stats.finite && all_finite(exp.old_logp) && all_finite(exp.ref_logp) &&
                      all_finite(exp.values) && all_finite(exp.scores) && all_finite(exp.entropy);
-  if (exp.stats.finite) kl.update(exp.stats.kl, B);
+  if (!exp.stats.finite) return;  // a NaN/Inf would stay in the running statistics for good
+  kl.update(exp.stats.kl, B);
+  score_moments = moments;
 }
 
 }  // namespace ppo

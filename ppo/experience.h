@@ -91,8 +91,9 @@ void score_experience(Backend& backend, const PpoConfig& config, const ScoringMo
                       Experience& exp, double* old_logp_s, double* reference_s, double* reward_s, double* value_s);
 
 // KL, rewards, GAE, whitening on the device (compute_advantages) from `buf`; host copies into `exp`.
-// `exp.scores` must be set. With config.normalize_scores, `score_moments` first takes in the batch's
-// scores and normalizes them. Then the KL controller sees the batch's KL.
+// `exp.scores` must be set. With config.normalize_scores the batch's scores are normalized by the
+// running moments with this batch merged in. Then, when every value is finite (else the step is
+// skipped), the KL controller sees the batch's KL and `score_moments` keeps the merge.
 void finish_experience(Backend& backend, const PpoConfig& config, KlController& kl, RunningMoments& score_moments,
                        ExperienceBuffers& buf, Experience& exp);
 

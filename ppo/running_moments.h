@@ -4,6 +4,8 @@
 //   batch: n_b values, mean_b, m2_b = sum (x - mean_b)^2
 //   delta = mean_b - mean;  n' = n + n_b;  mean' = mean + delta n_b / n'
 //   m2' = m2 + m2_b + delta^2 n n_b / n';   var = m2 / n (population)
+// TRL divides by the Bessel-corrected std plus float eps; normalize_scores (and the PyTorch peer)
+// by sqrt(var + 1e-8): a factor sqrt(n / (n - 1)) apart, which fades as scores accumulate.
 #pragma once
 #include <string>
 #include <vector>

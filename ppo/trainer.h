@@ -109,8 +109,9 @@ class PpoTrainer {
   // ---- checkpoints (io/checkpoint.h) -----------------------------------------------------------------
   // Saves every model (parameters, f32 master weights, AdamW moments) and a state JSON as
   // run_dir/step_<steps_done>: steps and optimizer steps done, the data position (next prompt of
-  // the stream, as pass and index within it for a finite set), the KL controller, and the run's
-  // shapes (model configs, value model, B/P/R, seed, prompt-set size). step() calls it with
+  // the stream, as pass and index within it for a finite set), the KL controller, the running
+  // score moments (absent in older checkpoints: they load with none), and the run's shapes (model
+  // configs, value model, B/P/R, seed, prompt-set size). step() calls it with
   // output_dir/checkpoints every save_every steps.
   void save_checkpoint(const std::string& run_dir);
   // Restores a checkpoint (a run directory: its `latest`; or a step directory). The saved shapes
@@ -123,7 +124,8 @@ class PpoTrainer {
 
   // Rollout + scoring only, for the given prompts (B of them) or, with `responses`, for forced
   // responses (no sampling; each response up to and including its EOS, <= response_length).
-  // Does not update anything but the KL controller.
+  // Does not update anything but the KL controller and the running score moments (normalize_scores):
+  // each call counts as a step's batch for them.
   Experience make_experience(const std::vector<std::vector<int32_t>>& prompts,
                              const std::vector<std::vector<int32_t>>* responses = nullptr);
 

@@ -135,15 +135,15 @@ fi
 # ---- 4. benchmarks --------------------------------------------------------------------------------
 PPO="$BUILD/ppo"
 JSON_DIR="${OUT:-$LOGS}"
-HAVE_TORCH_CUDA=0
-python3 -c "import sys, torch, transformers; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1 &&
-  HAVE_TORCH_CUDA=1
+HAVE_TORCH_CUDA=0 HAVE_PEER=0  # torch with CUDA (the SDPA peer); and transformers (the PPO peer)
+python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1 && HAVE_TORCH_CUDA=1
+[ $HAVE_TORCH_CUDA -eq 1 ] && python3 -c "import transformers" >/dev/null 2>&1 && HAVE_PEER=1
 if [ -x "$PPO" ] && "$PPO" --help 2>&1 | grep -qw bench; then
   "$PPO" bench --help >"$LOGS/bench-help.log" 2>&1
   step bench-tiny 90 "$PPO" bench --config bench/configs/tiny.json --device cuda --json "$JSON_DIR/bench_tiny.json"
   # engine vs the PyTorch peer (bench/compare.sh: same config, fixed response length, one table)
   for preset in gpt2-124m qwen2.5-0.5b-shape; do
-    if [ $HAVE_TORCH_CUDA -eq 1 ]; then
+    if [ $HAVE_PEER -eq 1 ]; then
       step "compare-$preset" 240 env PPO="$PPO" WORK="$LOGS/compare-$preset" bash bench/compare.sh \
         "bench/configs/$preset.json" --device cuda --steps 3 --json "$JSON_DIR/compare_$preset.json" &&
         sed -n '/^# threads/,$p' "$LOGS/compare-$preset.log" >>"$SUMMARY"

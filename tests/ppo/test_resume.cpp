@@ -191,3 +191,22 @@ TEST_CASE("resuming from an earlier step directory redoes the later steps and sa
   CHECK(io::checkpoint_step_dir(ckpt) == ckpt + "/step_4");
   CHECK(!fs::exists(other + "/checkpoints/latest"));
 }
+
+TEST_CASE("a checkpoint without score moments (saved before normalize_scores existed) loads with none") {
+  const std::string run_dir = temp_dir("ppo_resume_old_format");
+  PpoConfig c = tiny_config(run_dir);
+  c.normalize_scores = false;
+  c.save_every = 1;
+  {
+    PpoTrainer t(c, options());
+    t.step();
+  }
+  const std::string state_path = run_dir + "/checkpoints/step_1/state.json";
+  nlohmann::json state = nlohmann::json::parse(std::ifstream(state_path));
+  REQUIRE(state.erase("score_moments") == 1);
+  std::ofstream(state_path) << state.dump();
+  PpoConfig resumed = c;
+  resumed.resume = run_dir + "/checkpoints";
+  PpoTrainer t(resumed, options());
+  CHECK(t.steps_done() == 1);
+}

@@ -109,6 +109,8 @@ TEST_CASE("checkpoint runs: config errors name the key and the file") {
   }
   CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50255);
   CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).stop_token_ids == std::vector<int64_t>{7});
+  std::ofstream(dir + "/policy/generation_config.json") << R"({"eos_token_id": 198})";
+  CHECK(load_config("", {"policy_checkpoint=" + dir + "/policy"}).eos_token_id == 50255);  // config.json's first
   const PpoConfig given = load_config("", {"policy_checkpoint=" + dir + "/policy", "eos_token_id=3"});
   CHECK(given.eos_token_id == 3);
   CHECK(given.stop_token_ids.empty());  // an EOS given by the config: the checkpoint's list is not used

@@ -202,6 +202,39 @@ TEST_CASE("stop_token_ids end responses like the EOS; min_new_tokens holds all o
                        Error);
 }
 
+TEST_CASE("normalize_scores: each batch joins the running moments; a non-finite batch leaves them") {
+  PpoConfig c = tiny_config();
+  c.eos_token_id = 2;
+  c.normalize_scores = true;
+  c.kl_in_reward = false;  // the reward of the last token is the normalized score alone
+  c.reward_clip = 0;
+  c.derive();
+  double offset = 0;  // the scores of a batch: prompt[1] + offset (NaN offset: a bad batch)
+  TrainerOptions o = quiet();
+  o.reward = [&](const std::vector<int32_t>& prompt, const std::vector<int32_t>&, const std::string&) {
+    return prompt[1] + offset;
+  };
+  PpoTrainer trainer(c, o);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 8, 3}, {1, 9, 3}, {1, 4, 3}, {1, 6, 3}};
+  const std::vector<std::vector<int32_t>> responses(4, {5, 2});
+  std::vector<double> seen;  // every finite score so far
+  for (double batch_offset : {0.0, 10.0, double(NAN), 20.0}) {
+    offset = batch_offset;
+    const Experience e = trainer.make_experience(prompts, &responses);
+    if (std::isnan(batch_offset)) {
+      CHECK_FALSE(e.stats.finite);
+      continue;
+    }
+    for (const auto& p : prompts) seen.push_back(p[1] + batch_offset);
+    double mean = 0, var = 0;
+    for (double x : seen) mean += x / double(seen.size());
+    for (double x : seen) var += (x - mean) * (x - mean) / double(seen.size());
+    for (int64_t b = 0; b < e.B; ++b)
+      CHECK(e.rewards[size_t(b * c.response_length + 1)] ==
+            doctest::Approx((prompts[size_t(b)][1] + batch_offset - mean) / std::sqrt(var + 1e-8)).epsilon(1e-6));
+  }
+}
+
 TEST_CASE("two CPU runs with one seed give identical metrics; fixed response length turns EOS off") {
   for (bool fixed : {false, true}) {
     std::vector<MetricsRow> rows[2];
