@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <omp.h>
 #include "engine/device_memory.h"
 #include "kernels/cpu/ops.h"
@@ -747,6 +748,26 @@ void Backend::sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv
     using F = decltype(z);
     cpu::sample_tokens<F>(tokens.ptr<int32_t>(), logp.ptr<F>(), logits.ptr<F>(), B, V, inv_temperature, top_k, top_p,
                           seed, stream, s.t.ptr<F>());
+  });
+}
+
+void Backend::mask_token_logits(Tensor logits, const std::vector<int32_t>& ids) {
+  const char* op = "mask_token_logits";
+  const int64_t B = logits.dim(0), V = logits.dim(-1);
+  expect(op, "logits", logits.reshape({B, logits.numel() / B}), device_, act_dtype(), {B, V});
+  PPO_ASSERT(int(ids.size()) <= kMaxMaskedTokens, op, ": ", ids.size(), " ids, at most ", kMaxMaskedTokens);
+  for (int32_t id : ids) PPO_ASSERT(id >= 0 && id < V, op, ": token id ", id, " outside [0,", V, ")");
+  if (ids.empty()) return;
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::mask_token_logits(*cuda_, logits.ptr<bf16>(), B, V, ids.data(), int(ids.size()));
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    for (int64_t b = 0; b < B; ++b)
+      for (int32_t id : ids) logits.ptr<F>()[b * V + id] = -std::numeric_limits<F>::infinity();
   });
 }
 

@@ -178,6 +178,10 @@ class Backend {
   // (not renormalized over the kept set).
   void sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv_temperature, int top_k,
                      float top_p, uint64_t seed, uint64_t stream);
+  // logits(B,V)[:, id] = -inf for each of `ids` (at most kMaxMaskedTokens, each in [0,V)): sampling
+  // never picks them (stop tokens before min_new_tokens). One launch on the GPU.
+  static constexpr int kMaxMaskedTokens = 16;
+  void mask_token_logits(Tensor logits, const std::vector<int32_t>& ids);
 
   // ---- optimizer --------------------------------------------------------------------------------
   // AdamW on one parameter tensor, g = grad * grad_scale:

@@ -43,8 +43,8 @@ struct PpoConfig {
   float top_p = 1.0f;               // nucleus sampling mass in (0, 1] (1 = off)
   int64_t eos_token_id = -1;        // stop token (it also pads); -1: from policy_checkpoint (config.json,
                                     // else generation_config.json), else the demo's <eos> or the last id
-  std::vector<int64_t> stop_token_ids;  // more stop tokens (e.g. Llama 3's <|eot_id|>); from policy_checkpoint
-                                        // when eos_token_id is -1 and its eos_token_id is a list
+  std::vector<int64_t> stop_token_ids;  // more stop tokens (e.g. Llama 3's <|eot_id|>; 15 at most); when
+                                        // empty and eos_token_id is -1: the rest of policy_checkpoint's list
 
   // ---- update -------------------------------------------------------------------------------------
   int64_t ppo_epochs = 4;           // passes over the rollout batch per step (TRL num_ppo_epochs)

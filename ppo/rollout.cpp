@@ -52,14 +52,8 @@ void generate(Backend& be, Transformer& policy, ExperienceBuffers& buf, const Ro
   int64_t running = B;
 
   Tensor logits = policy.prefill(tokens, pos, mask);
-  const size_t elem = dtype_size(logits.dtype);
   for (int64_t t = 0; t < R && running > 0; ++t) {
-    if (t < s.min_new_tokens)
-      for (int64_t b = 0; b < B; ++b)
-        for (int32_t id : s.stop_token_ids)
-          be.fill(Tensor(static_cast<char*>(logits.data) + size_t(b * V + id) * elem, logits.dtype, logits.device, {1},
-                         "stop_logit"),
-                  -INFINITY);
+    if (t < s.min_new_tokens) be.mask_token_logits(logits, s.stop_token_ids);
     be.sample_tokens(step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
                      uint64_t(s.step * R + t) * uint64_t(B));
     const std::vector<int32_t> ids = be.to_host_ids(step_tokens);

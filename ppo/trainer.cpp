@@ -157,6 +157,8 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
     PPO_ASSERT(id < vocab, "config stop_token_ids: ", id, " is outside the policy's vocabulary [0,", vocab, ")");
     if (id != eos_) stop_ids_.push_back(int32_t(id));
   }
+  PPO_ASSERT(int(stop_ids_.size()) <= Backend::kMaxMaskedTokens, "config stop_token_ids: ", stop_ids_.size(),
+             " stop tokens with the EOS; at most ", Backend::kMaxMaskedTokens);
 
   // the plan first: a device too small stops here, before any work
   ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));

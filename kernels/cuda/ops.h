@@ -32,6 +32,7 @@ void attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const bf16* 
 void lm_logprob_entropy_forward(CudaContext& ctx, float* logp, float* entropy, float* lse, const bf16* hidden, const bf16* wte, const int32_t* targets, int64_t N, int64_t C, int64_t V, float inv_temperature);
 void lm_logprob_entropy_backward(CudaContext& ctx, bf16* dhidden, float* dwte, const float* g_logp, const float* g_entropy, const bf16* hidden, const bf16* wte, const int32_t* targets, const float* lse, const float* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature);
 void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream);
+void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids);
 
 void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, const AdamWParams& hp, uint64_t seed, uint64_t stream);
 double sum_squares(CudaContext& ctx, const float* x, int64_t n);

@@ -262,7 +262,27 @@ void launch_sample_tokens(cudaStream_t stream_handle, int32_t* tokens, float* lo
   PPO_CHECK_LAUNCH("sample_tokens_kernel");
 }
 
+// The ids travel by value (kernel parameter space): no device buffer for a handful of ints.
+struct MaskedIds {
+  int32_t id[Backend::kMaxMaskedTokens];
+  int n;
+};
+
+// grid B, block kMaxMaskedTokens: logits[b, ids[i]] = -inf.
+__global__ void mask_token_logits_kernel(bf16* logits, int64_t V, MaskedIds ids) {
+  if (int(threadIdx.x) < ids.n) logits[int64_t(blockIdx.x) * V + ids.id[threadIdx.x]] = bf16_from_f32(-INFINITY);
+}
+
 }  // namespace
+
+void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids) {
+  if (B == 0 || n_ids == 0) return;
+  MaskedIds m{};
+  for (int i = 0; i < n_ids; ++i) m.id[i] = ids[i];
+  m.n = n_ids;
+  mask_token_logits_kernel<<<unsigned(B), Backend::kMaxMaskedTokens, 0, ctx.stream>>>(logits, V, m);
+  PPO_CHECK_LAUNCH("mask_token_logits_kernel");
+}
 
 void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V,
                    float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream) {

@@ -187,3 +187,32 @@ TEST_CASE("sampling CUDA vs CPU: the same tokens from the same (seed, stream)") 
     check_close(g.logp, h.logp, 1e-3, 1e-3, "logp cuda vs cpu");
   }
 }
+
+TEST_CASE("mask_token_logits: the ids' logits become -inf, nothing else changes; CUDA as the CPU") {
+  const int64_t B = 3, V = 40;
+  const std::vector<float> logits = randn(size_t(B * V), 1601);
+  const std::vector<int32_t> ids = {0, 7, 39};
+  auto masked = [&](BackendFixture& fx) {
+    Tensor t = fx.upload(logits, fx.backend->act_dtype(), {B, V}, "logits");
+    fx.backend->mask_token_logits(t, ids);
+    return fx.backend->to_host(t);
+  };
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  const std::vector<float> got = masked(cpu);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t v = 0; v < V; ++v) {
+      const bool gone = v == 0 || v == 7 || v == 39;
+      const float x = got[size_t(b * V + v)];
+      CHECK_MESSAGE((gone ? std::isinf(x) && x < 0 : x == logits[size_t(b * V + v)]), "(", b, ",", v, ")");
+    }
+  Tensor t = cpu.upload(logits, DType::F32, {B, V}, "logits");
+  CHECK_THROWS_WITH_AS(cpu.backend->mask_token_logits(t, {40}), doctest::Contains("outside [0,40)"), Error);
+  CHECK_THROWS_WITH_AS(cpu.backend->mask_token_logits(t, std::vector<int32_t>(17, 1)), doctest::Contains("at most"), Error);
+
+  auto gpu = cuda_backend_or_skip(V);
+  if (!gpu) return;
+  const std::vector<float> g = masked(*gpu);
+  for (size_t i = 0; i < g.size(); ++i)
+    CHECK(((std::isinf(got[i]) && std::isinf(g[i]) && g[i] < 0) ||
+           g[i] == doctest::Approx(logits[i]).epsilon(1e-2)));  // bf16 on the GPU
+}
