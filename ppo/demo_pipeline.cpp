@@ -7,7 +7,6 @@
 #include <fstream>
 #include <memory>
 #include "engine/error.h"
-#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "ppo/plot.h"
 #include "ppo/train_loop.h"
@@ -282,8 +281,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   SingleModel policy(device, {result.policy_config, Heads::LM, Training::Trained, Generation::KVCache},
                      {config.rollout_batch_size, P, R, settings.sft.micro_batch_size}, "policy");
   const bool resuming = !config.resume.empty();
-  if (write && !resuming) io::check_no_checkpoints(config.output_dir + "/checkpoints", "ppo train");
-  if (write && resuming) check_resume_in_output_dir(config);
+  if (write) check_output_dir(config);
   HostWeights sft_weights, rm_weights;
 
   if (resuming) {

@@ -39,8 +39,9 @@ std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, cons
   return rows;
 }
 
-void check_resume_in_output_dir(const PpoConfig& config) {
+void check_output_dir(const PpoConfig& config) {
   const std::string run_dir = config.output_dir + "/checkpoints";
+  if (config.resume.empty()) return io::check_no_checkpoints(run_dir, "ppo train");
   PPO_ASSERT(io::is_step_dir_of(run_dir, io::checkpoint_step_dir(config.resume)), "resume = '", config.resume,
              "' is not a checkpoint of output_dir '", config.output_dir, "' (", run_dir,
              "): a resumed run writes on in the output_dir it was started with; set output_dir to it");
@@ -50,8 +51,7 @@ std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLin
   PPO_ASSERT(!config.policy_checkpoint.empty() && !config.reward_checkpoint.empty() && !config.prompts.empty(),
              "ppo train on real models needs policy_checkpoint, reward_checkpoint and prompts (set: '",
              config.policy_checkpoint, "', '", config.reward_checkpoint, "', '", config.prompts, "')");
-  if (config.resume.empty()) io::check_no_checkpoints(config.output_dir + "/checkpoints", "ppo train");
-  else check_resume_in_output_dir(config);
+  check_output_dir(config);
   PpoTrainer trainer(config);  // loads the checkpoints and the prompts; restores `resume`
   const std::vector<MetricsRow> rows = run_ppo_loop(trainer, /*write_files=*/true, log);
   write_svg(config.output_dir + "/metrics.svg", rows,

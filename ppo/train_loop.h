@@ -19,10 +19,11 @@ using LogLine = std::function<void(const std::string&)>;
 // log_every steps. Returns the run's rows (after a resume with files: the kept ones too).
 std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log);
 
-// A resumed run that writes files continues its own run directory: `resume` must name
+// Before any work of a run that writes files: a fresh run's output_dir holds no checkpoints (it
+// would mix with them); a resumed run continues its own run directory: `resume` must name
 // output_dir/checkpoints or one of its step directories (an error naming both otherwise), so that
 // metrics, checkpoints and outputs never land in, or trim, another run's output_dir.
-void check_resume_in_output_dir(const PpoConfig& config);
+void check_output_dir(const PpoConfig& config);
 
 // `ppo train` on real models: policy_checkpoint (policy and reference), reward_checkpoint (reward
 // and value models), prompts + tokenizer; everything else from `config`. Writes into output_dir:
