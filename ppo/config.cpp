@@ -122,15 +122,6 @@ void parse_text(const std::string& where, const std::string& text, std::string& 
   PPO_ASSERT(!text.empty(), where, ": empty value");
   out = text;
 }
-void parse_text(const std::string& where, const std::string& text, std::vector<int64_t>& out) {
-  const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  std::vector<int64_t> ids;
-  for (const json& e : parsed.is_array() ? parsed : json::array({parsed})) {
-    PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": expected token ids: [1, 2] or 7");
-    ids.push_back(e.get<int64_t>());
-  }
-  out = ids;
-}
 void parse_text(const std::string& where, const std::string& text, json& out) {
   const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
   PPO_ASSERT(parsed.is_object(), where, ": expected a JSON object (or one member: name.member=value)");
@@ -204,6 +195,12 @@ void parse_json(const std::string& where, const json& j, T& out) {
     PPO_ASSERT(j.is_number_integer(), where, ": expected an integer, got ", j.dump());
     out = j.get<T>();
   }
+}
+
+// Token ids from --set: a JSON list, or one id.
+void parse_text(const std::string& where, const std::string& text, std::vector<int64_t>& out) {
+  const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  parse_json(where, parsed.is_array() ? parsed : json::array({parsed}), out);
 }
 
 template <class T>

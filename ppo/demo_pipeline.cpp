@@ -223,9 +223,15 @@ void save_policy(const std::string& dir, const HostWeights& weights, const std::
 // (which skips those stages) still reports them and compares with the SFT policy.
 constexpr const char* kStagesFile = "demo_stages.json";
 
-void save_stages(const std::string& dir, const DemoResult& r) {
-  const json j = {{"random_gold", r.random_gold}, {"sft_gold", r.sft_gold}, {"sft_loss", r.sft_loss},
-                  {"rm_accuracy", r.rm_accuracy}, {"rm_gold_accuracy", r.rm_gold_accuracy}};
+// The numbers kept, by key.
+std::vector<std::pair<const char*, double*>> stage_fields(DemoResult& r) {
+  return {{"random_gold", &r.random_gold}, {"sft_gold", &r.sft_gold}, {"sft_loss", &r.sft_loss},
+          {"rm_accuracy", &r.rm_accuracy}, {"rm_gold_accuracy", &r.rm_gold_accuracy}};
+}
+
+void save_stages(const std::string& dir, DemoResult& r) {
+  json j = json::object();
+  for (auto [key, field] : stage_fields(r)) j[key] = *field;
   std::ofstream(dir + "/" + kStagesFile) << j.dump(2) << "\n";
 }
 
@@ -235,8 +241,7 @@ void load_stages(const std::string& dir, DemoResult& r) {
   PPO_ASSERT(in.good(), "resume: '", path, "' cannot be read; resume a demo run with the output_dir it was started with");
   const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
   PPO_ASSERT(j.is_object(), "resume: '", path, "' is not a JSON object");
-  for (auto [key, field] : {std::pair{"random_gold", &r.random_gold}, {"sft_gold", &r.sft_gold}, {"sft_loss", &r.sft_loss},
-                            {"rm_accuracy", &r.rm_accuracy}, {"rm_gold_accuracy", &r.rm_gold_accuracy}}) {
+  for (auto [key, field] : stage_fields(r)) {
     PPO_ASSERT(j.contains(key) && j.at(key).is_number(), "resume: '", path, "': '", key, "' missing or not a number");
     *field = j.at(key).get<double>();
   }

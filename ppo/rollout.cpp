@@ -1,6 +1,5 @@
 #include "ppo/rollout.h"
 
-#include <algorithm>
 #include <cmath>
 #include "engine/error.h"
 #include "models/transformer.h"
@@ -28,7 +27,6 @@ void generate(Backend& be, Transformer& policy, ExperienceBuffers& buf, const Ro
   for (int32_t id : s.stop_token_ids)
     PPO_ASSERT(id >= 0 && id < V, "generate: stop token id ", id, " outside the vocabulary [0,", V, ")");
   const int32_t eos = s.stop_token_ids[0];
-  auto stops = [&](int32_t id) { return std::find(s.stop_token_ids.begin(), s.stop_token_ids.end(), id) != s.stop_token_ids.end(); };
 
   // prompt positions count from each row's first real token; the mask covers prompt + response
   std::vector<int32_t> prompt_pos(size_t(B * P), 0), gen_mask(size_t(B * T), 1), prompt_len(size_t(B), 0);
@@ -66,7 +64,7 @@ void generate(Backend& be, Transformer& policy, ExperienceBuffers& buf, const Ro
       exp.response_ids[i] = ids[size_t(b)];
       exp.response_mask[i] = 1;
       exp.sampler_logp[i] = lp[size_t(b)];
-      if (stops(ids[size_t(b)])) {
+      if (is_stop_token(s.stop_token_ids, ids[size_t(b)])) {
         exp.ended_with_eos[size_t(b)] = 1;
         --running;
       }

@@ -10,7 +10,9 @@
 //     decode(token, position = prompt length + t, length = P+t+1) -> logits of the next token
 // Logits stay on the device; only the B sampled ids and their log-probs cross per token.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 #include "ppo/experience.h"
 
 namespace ppo {
@@ -29,6 +31,11 @@ struct RolloutSettings {
   static RolloutSettings from_config(const PpoConfig& config, std::vector<int32_t> stop_token_ids, int64_t step,
                                      bool fixed_response_length);
 };
+
+// Whether `id` ends a response (is one of `stop_token_ids`).
+inline bool is_stop_token(const std::vector<int32_t>& stop_token_ids, int32_t id) {
+  return std::find(stop_token_ids.begin(), stop_token_ids.end(), id) != stop_token_ids.end();
+}
 
 // Samples responses for the prompts already laid out in `exp` (layout_prompts): fills
 // response_ids, response_mask, sampler_logp, ended_with_eos, then layout_sequences.

@@ -225,6 +225,8 @@ void PpoTrainer::load_policy_weights(const HostWeights& w) {
       if (name != "lm_head.weight") value_->set_parameter(name, values);
 }
 
+bool PpoTrainer::is_stop(int32_t id) const { return is_stop_token(stop_ids_, id); }
+
 Transformer& PpoTrainer::reward_model() {
   PPO_ASSERT(reward_, "PpoTrainer: no reward model: a reward callback scores this run");
   return *reward_;
@@ -257,7 +259,7 @@ std::map<std::string, Transformer*> PpoTrainer::checkpoint_models() {
 
 nlohmann::json PpoTrainer::run_shapes() const {
   nlohmann::json models = nlohmann::json::object();
-  for (const PlannedModel& m : ppo_models(cfg_, "config", opt_.reward ? Scoring::Callback : Scoring::RewardModel))
+  for (const PlannedModel& m : ppo_models(cfg_, "config", reward_ ? Scoring::RewardModel : Scoring::Callback))
     models[m.owner] = m.spec.config.to_json();
   return {{"models", models},
           {"value_model", to_string(cfg_.value_model)},

@@ -21,7 +21,6 @@
 // -> score (ppo/experience.h: old and reference log-probs, values, rewards, advantages, KL
 // controller update) -> PPO epochs (ppo/update.h) -> one metrics row (names from ppo/metrics.h).
 #pragma once
-#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -155,7 +154,7 @@ class PpoTrainer {
   int32_t eos_token_id() const { return eos_; }
   // The tokens that end a response: the EOS, then config.stop_token_ids.
   const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }
-  bool is_stop(int32_t id) const { return std::find(stop_ids_.begin(), stop_ids_.end(), id) != stop_ids_.end(); }
+  bool is_stop(int32_t id) const;
   int64_t steps_done() const { return step_; }
   int64_t optimizer_steps_done() const { return optimizer_step_; }
   const std::vector<MetricsRow>& metrics() const { return metrics_; }
