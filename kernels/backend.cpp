@@ -109,7 +109,7 @@ DType Backend::stat_dtype() const { return grad_dtype(); }
 void Backend::set_scratch(Carver scratch) {
   scratch_ = std::make_unique<Carver>(scratch);
 #ifdef PPO_HAS_CUDA
-  if (cuda_) cuda_->scratch = scratch_.get();
+  if (cuda_) cuda_->attach_scratch(scratch_.get());
 #endif
 }
 
@@ -123,7 +123,12 @@ size_t Backend::scratch_bytes(Precision precision, int64_t max_rows, int64_t voc
 
 void Backend::synchronize() {
 #ifdef PPO_HAS_CUDA
-  if (cuda_) PPO_CHECK_CUDA(cudaStreamSynchronize(cuda_->stream));
+  if (!cuda_) return;
+  const DeviceStatus status = cuda::wait_and_take_status(*cuda_);
+  if (status.code == 0) return;
+  const RangeCheckSite& s = range_sites_[status.code];
+  PPO_FAIL(s.op, ": ", s.what, " ", status.value, " in '", s.tensor, "' (row ", status.index, ") is outside ", s.within,
+           "[0,", s.bound, ")");
 #endif
 }
 
@@ -285,18 +290,20 @@ void Backend::embedding_forward(Tensor out, Tensor tokens, Tensor pos, Tensor wt
   expect(op, "wte", wte, device_, act_dtype(), {V, C});
   expect_optional(op, "wpe", wpe, device_, act_dtype(), {kAny, C});
   expect(op, "out", out, device_, act_dtype(), {B, T, C});
-  // Token ids and positions come from user data: check their range here, on the host.
-  for (int32_t id : to_host_ids(tokens))
-    PPO_ASSERT(id >= 0 && id < V, op, ": token id ", id, " in '", tokens.name, "' is outside the vocabulary [0,", V, ")");
   const int64_t P = wpe.empty() ? INT32_MAX : wpe.dim(0);
-  for (int32_t p : to_host_ids(pos))
-    PPO_ASSERT(p >= 0 && p < P, op, ": position ", p, " in '", pos.name, "' is outside [0,", P, ")");
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
+    range_sites_[1] = {op, "token id", tokens.name, "the vocabulary ", V};
+    range_sites_[2] = {op, "position", pos.name, "", P};
     cuda::embedding_forward(*cuda_, out.ptr<bf16>(), tokens.ptr<int32_t>(), pos.ptr<int32_t>(),
-                            wte.ptr<bf16>(), opt<bf16>(wpe), B * T, C);
+                            wte.ptr<bf16>(), opt<bf16>(wpe), B * T, C, V, P);
 #endif
     return;
+  }
+  for (int64_t i = 0; i < B * T; ++i) {
+    const int32_t id = tokens.ptr<int32_t>()[i], p = pos.ptr<int32_t>()[i];
+    PPO_ASSERT(id >= 0 && id < V, op, ": token id ", id, " in '", tokens.name, "' (row ", i, ") is outside the vocabulary [0,", V, ")");
+    PPO_ASSERT(p >= 0 && p < P, op, ": position ", p, " in '", pos.name, "' (row ", i, ") is outside [0,", P, ")");
   }
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
@@ -680,14 +687,17 @@ void Backend::lm_logprob_entropy_forward(Tensor logp, Tensor entropy, Tensor lse
   expect(op, "logp", logp.reshape({logp.numel()}), device_, stat_dtype(), {N});
   expect(op, "entropy", entropy.reshape({entropy.numel()}), device_, stat_dtype(), {N});
   expect(op, "lse", lse.reshape({lse.numel()}), device_, stat_dtype(), {N});
-  for (int32_t id : to_host_ids(targets))
-    PPO_ASSERT(id >= 0 && id < V, op, ": target id ", id, " in '", targets.name, "' is outside the vocabulary [0,", V, ")");
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
+    range_sites_[3] = {op, "target id", targets.name, "the vocabulary ", V};
     cuda::lm_logprob_entropy_forward(*cuda_, logp.ptr<float>(), entropy.ptr<float>(), lse.ptr<float>(), hidden.ptr<bf16>(),
                                      wte.ptr<bf16>(), targets.ptr<int32_t>(), N, C, V, inv_temperature);
 #endif
     return;
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t id = targets.ptr<int32_t>()[i];
+    PPO_ASSERT(id >= 0 && id < V, op, ": target id ", id, " in '", targets.name, "' (row ", i, ") is outside the vocabulary [0,", V, ")");
   }
   ScratchLease s(scratch_.get(), op, act_dtype(), cpu::lm_scratch_elems(V));
   with_cpu_float(precision_, [&](auto z) {

@@ -76,6 +76,10 @@ class Backend {
   // a LIFO region of the arena, taken and given back inside each op.
   void set_scratch(Carver scratch);
   static size_t scratch_bytes(Precision precision, int64_t max_rows, int64_t vocab);
+  // Waits for the device. Range errors its kernels recorded since the last wait (an id outside the
+  // vocabulary, a position outside the table) are thrown here, naming the op, the tensor, the value
+  // and its row: on a GPU the ids are checked where they are read, not copied to the host per op.
+  // Every host read of device data (to_host, to_host_ids) waits first. The CPU ops check as they go.
   void synchronize();
   CudaContext* cuda() const { return cuda_.get(); }
 
@@ -96,7 +100,7 @@ class Backend {
 
   // ---- embedding ------------------------------------------------------------------------------
   // out(B,T,C) = wte(V,C)[tokens(B,T)] + wpe(P,C)[pos(B,T)]   (wpe optional: RoPE models have none)
-  // Token ids outside [0,V) and positions outside [0,P) are errors.
+  // Token ids outside [0,V) and positions outside [0,P) are errors (on CUDA: at the next synchronize).
   void embedding_forward(Tensor out, Tensor tokens, Tensor pos, Tensor wte, Tensor wpe);
   // dwte[tokens[b,t]] += dout[b,t];  dwpe[pos[b,t]] += dout[b,t]   (deterministic order)
   void embedding_backward(Tensor dwte, Tensor dwpe, Tensor dout, Tensor tokens, Tensor pos);
@@ -160,7 +164,7 @@ class Backend {
   // z(N,V) = (hidden(N,C) @ wte(V,C)^T) * inv_temperature, never stored whole (vocabulary chunks):
   //   lse[n] = log sum_v exp z[n,v];   logp[n] = z[n,targets[n]] - lse[n];
   //   entropy[n] = lse[n] - sum_v softmax(z)[n,v] z[n,v]
-  // logp, entropy, lse (N) stat; targets (N) i32 in [0,V).
+  // logp, entropy, lse (N) stat; targets (N) i32 in [0,V) (else an error; on CUDA at the next synchronize).
   void lm_logprob_entropy_forward(Tensor logp, Tensor entropy, Tensor lse, Tensor hidden, Tensor wte,
                                   Tensor targets, float inv_temperature);
   // Given per-token weights g_logp[n] = dL/dlogp[n] and g_ent[n] = dL/dentropy[n] (either empty
@@ -228,6 +232,15 @@ class Backend {
   Precision precision_;
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<Carver> scratch_;
+  // What each device range check (kernels/cuda/kernel_utils.cuh RangeCheck) was last run on.
+  struct RangeCheckSite {
+    const char* op = "";
+    const char* what = "";    // "token id", "position", "target id"
+    const char* tensor = "";
+    const char* within = "";  // "the vocabulary " or ""
+    int64_t bound = 0;
+  };
+  RangeCheckSite range_sites_[4];
 };
 
 }  // namespace ppo

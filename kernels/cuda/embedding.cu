@@ -16,18 +16,21 @@ namespace ppo::cuda {
 namespace {
 
 // out[n, c] = wte[tokens[n], c] + wpe[pos[n], c]   (wpe may be null)
-// One thread per VEC channels of one row; out, wte, wpe (N|V|P, C) bf16, sum in f32.
+// One thread per VEC channels of one row; out, wte, wpe (N|V|P, C) bf16, sum in f32. A token id
+// outside [0,V) or position outside [0,P) is recorded in `status` (row 0 is read instead).
 template <int VEC>
-__global__ void embedding_forward_kernel(bf16* out, const int32_t* tokens, const int32_t* pos, const bf16* wte,
-                                         const bf16* wpe, int64_t N, int64_t C) {
+__global__ void embedding_forward_kernel(bf16* out, DeviceStatus* status, const int32_t* tokens, const int32_t* pos,
+                                         const bf16* wte, const bf16* wpe, int64_t N, int64_t C, int64_t V, int64_t P) {
   const int64_t vecs_per_row = C / VEC, total = N * vecs_per_row;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t n = i / vecs_per_row, c = (i % vecs_per_row) * VEC;
+    const int32_t id = tokens[n];
     float x[VEC];
-    load_bf16<VEC>(x, wte + int64_t(tokens[n]) * C + c);
+    load_bf16<VEC>(x, wte + (in_range(status, RangeCheck::TokenIds, id, V, n) ? int64_t(id) : 0) * C + c);
     if (wpe) {
+      const int32_t p_n = pos[n];
       float p[VEC];
-      load_bf16<VEC>(p, wpe + int64_t(pos[n]) * C + c);
+      load_bf16<VEC>(p, wpe + (in_range(status, RangeCheck::Positions, p_n, P, n) ? int64_t(p_n) : 0) * C + c);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) x[k] += p[k];
     }
@@ -65,15 +68,15 @@ int bits_for(int64_t count) {  // radix bits that cover ids in [0, count)
 }
 
 void launch_embedding_forward(CudaContext& ctx, bf16* out, const int32_t* tokens, const int32_t* pos, const bf16* wte,
-                              const bf16* wpe, int64_t N, int64_t C) {
+                              const bf16* wpe, int64_t N, int64_t C, int64_t V, int64_t P) {
   const int threads = 256;
   const bool vec8 = C % 8 == 0 && aligned16(out) && aligned16(wte) && (wpe == nullptr || aligned16(wpe));
   if (vec8) {
-    PPO_LAUNCH(grid_for(ctx, N * C / 8, threads), threads, 0, ctx.stream, embedding_forward_kernel<8>, out, tokens, pos,
-               wte, wpe, N, C);
+    PPO_LAUNCH(grid_for(ctx, N * C / 8, threads), threads, 0, ctx.stream, embedding_forward_kernel<8>, out, ctx.status,
+               tokens, pos, wte, wpe, N, C, V, P);
   } else {
-    PPO_LAUNCH(grid_for(ctx, N * C, threads), threads, 0, ctx.stream, embedding_forward_kernel<1>, out, tokens, pos,
-               wte, wpe, N, C);
+    PPO_LAUNCH(grid_for(ctx, N * C, threads), threads, 0, ctx.stream, embedding_forward_kernel<1>, out, ctx.status,
+               tokens, pos, wte, wpe, N, C, V, P);
   }
 }
 
@@ -105,9 +108,9 @@ void launch_embedding_backward(CudaContext& ctx, float* dtable, const bf16* dout
 }  // namespace
 
 void embedding_forward(CudaContext& ctx, bf16* out, const int32_t* tokens, const int32_t* pos, const bf16* wte,
-                       const bf16* wpe, int64_t N, int64_t C) {
+                       const bf16* wpe, int64_t N, int64_t C, int64_t V, int64_t P) {
   if (N == 0 || C == 0) return;
-  launch_embedding_forward(ctx, out, tokens, pos, wte, wpe, N, C);
+  launch_embedding_forward(ctx, out, tokens, pos, wte, wpe, N, C, V, P);
 }
 
 void embedding_backward(CudaContext& ctx, float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens,

@@ -78,6 +78,21 @@ __device__ __forceinline__ void store_bf16(bf16* p, const float (&in)[VEC]) {
   }
 }
 
+// Codes of DeviceStatus: which check failed (Backend::check_device_errors names op and tensor).
+enum class RangeCheck : int32_t { None = 0, TokenIds = 1, Positions = 2, TargetIds = 3 };
+
+// True when 0 <= value < bound; otherwise records the first such error (code, value, row) in the
+// device status and returns false: the caller then reads row 0 instead, never out of bounds.
+__device__ __forceinline__ bool in_range(DeviceStatus* status, RangeCheck check, int32_t value, int64_t bound,
+                                         int64_t row) {
+  if (value >= 0 && value < bound) return true;
+  if (atomicCAS(&status->code, 0, int32_t(check)) == 0) {
+    status->value = value;
+    status->index = row;
+  }
+  return false;
+}
+
 template <class T>
 __device__ __forceinline__ T warp_sum(T x) {
 #pragma unroll

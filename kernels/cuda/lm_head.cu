@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/kernel_utils.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
@@ -57,10 +58,12 @@ __device__ SoftmaxStats block_merge(SoftmaxStats x) {
   return r;
 }
 
-// One block per chunk row n: logits(R,V) f32 (already scaled by s) -> lse, logp, entropy.
+// One block per chunk row n: logits(R,V) f32 (already scaled by s) -> lse, logp, entropy. A target
+// outside [0,V) is recorded in `status` (row row0 + n) and gives logp = NaN.
 __global__ void __launch_bounds__(kRowThreads)
 lm_row_stats_kernel(float* __restrict__ logp, float* __restrict__ entropy, float* __restrict__ lse,
-                    const float* __restrict__ logits, const int32_t* __restrict__ targets, int64_t V) {
+                    DeviceStatus* status, const float* __restrict__ logits, const int32_t* __restrict__ targets,
+                    int64_t V, int64_t row0) {
   const int64_t n = blockIdx.x;
   const float* z = logits + n * V;
   SoftmaxStats st{-INFINITY, 0.0f, 0.0f};
@@ -84,7 +87,8 @@ lm_row_stats_kernel(float* __restrict__ logp, float* __restrict__ entropy, float
     const float log_l = logf(st.l);
     const float row_lse = st.m + log_l;
     lse[n] = row_lse;
-    logp[n] = z[targets[n]] - row_lse;
+    const int32_t target = targets[n];
+    logp[n] = in_range(status, RangeCheck::TargetIds, target, V, row0 + n) ? z[target] - row_lse : NAN;
     entropy[n] = log_l - st.t / st.l;
   }
 }
@@ -164,7 +168,7 @@ void launch_lm_forward(CudaContext& ctx, float* logp, float* entropy, float* lse
     const int64_t rows = std::min(R, N - r0);
     gemm_logits(ctx, logits, hidden + r0 * C, wte, rows, C, V, s);
     PPO_LAUNCH(unsigned(rows), kRowThreads, 0, ctx.stream, lm_row_stats_kernel, logp + r0, entropy + r0, lse + r0,
-               logits, targets + r0, V);
+               ctx.status, logits, targets + r0, V, r0);
   }
   scratch.rewind(mark);
 }

@@ -25,6 +25,8 @@
 //             deterministic column-sum kernel computes dbias instead.
 // A product cuBLASLt has no algorithm for at all runs through cublasGemmEx (lt_matmul_or_cublas).
 #include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
@@ -89,54 +91,144 @@ struct LtProduct {
   void* epilogue_vector;  // bias (BIAS) or bias gradient (BGRADB); null with EPILOGUE_DEFAULT
 };
 
-// Runs the product; returns false (nothing launched) when cuBLASLt has no algorithm for it.
-bool lt_matmul(CudaContext& ctx, const LtProduct& p) {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_d = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  PPO_CHECK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &p.op_a, sizeof(p.op_a)));
-  PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &p.op_b, sizeof(p.op_b)));
-  PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &p.epilogue, sizeof(p.epilogue)));
-  if (p.epilogue_vector)
-    PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.epilogue_vector,
+// What a cuBLASLt plan depends on: the product's shape, types and epilogue, and the pointer
+// alignments the heuristic was told (a plan found for 256-byte-aligned operands may not run on
+// 16-byte-aligned ones).
+struct LtPlanKey {
+  cublasOperation_t op_a, op_b;
+  int64_t m, n, k, lda, ldb, ldd;
+  cudaDataType_t d_type;
+  cublasLtEpilogue_t epilogue;
+  uint32_t align_a, align_b, align_d, align_vector;
+  bool operator==(const LtPlanKey& o) const { return std::memcmp(this, &o, sizeof o) == 0; }
+};
+
+LtPlanKey plan_key(const LtProduct& p) {
+  LtPlanKey key;
+  std::memset(&key, 0, sizeof key);  // padding too: keys compare as bytes
+  key.op_a = p.op_a;
+  key.op_b = p.op_b;
+  key.m = p.m;
+  key.n = p.n;
+  key.k = p.k;
+  key.lda = p.lda;
+  key.ldb = p.ldb;
+  key.ldd = p.ldd;
+  key.d_type = p.d_type;
+  key.epilogue = p.epilogue;
+  key.align_a = alignment_of(p.a);
+  key.align_b = alignment_of(p.b);
+  key.align_d = alignment_of(p.d);
+  key.align_vector = p.epilogue_vector ? alignment_of(p.epilogue_vector) : 0;
+  return key;
+}
+
+}  // namespace
+
+// The descriptor, layouts and heuristic choice of one product shape, built on its first use and
+// kept: later calls of that shape only set the epilogue pointer and run (no descriptor or
+// heuristic calls per product). A fixed table; when full, the oldest plan makes room.
+struct LtPlanCache {
+  struct Plan {
+    LtPlanKey key;
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    bool found = false;  // cuBLASLt offers an algorithm for this shape
+    cublasLtMatmulAlgo_t algo{};
+  };
+  static constexpr size_t kCapacity = 256;
+  std::vector<Plan> plans;
+  size_t next_victim = 0;
+
+  LtPlanCache() { plans.reserve(kCapacity); }
+  ~LtPlanCache() {
+    for (Plan& p : plans) release(p);
+  }
+  static void release(Plan& p) {
+    cublasLtMatrixLayoutDestroy(p.d);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatmulDescDestroy(p.op);
+  }
+};
+
+void destroy_lt_plans(LtPlanCache* cache) { delete cache; }
+
+namespace {
+
+LtPlanCache::Plan build_plan(CudaContext& ctx, const LtProduct& p, const LtPlanKey& key) {
+  LtPlanCache::Plan plan;
+  plan.key = key;
+  PPO_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &p.op_a, sizeof(p.op_a)));
+  PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &p.op_b, sizeof(p.op_b)));
+  PPO_CHECK_CUBLAS(
+      cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &p.epilogue, sizeof(p.epilogue)));
+  if (p.epilogue_vector)  // the heuristic reads the pointer's alignment
+    PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.epilogue_vector,
                                                     sizeof(p.epilogue_vector)));
   // Stored shapes: op == N stores (rows of op, cols of op), op == T stores the transpose.
   const bool ta = p.op_a == CUBLAS_OP_T, tb = p.op_b == CUBLAS_OP_T;
-  PPO_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&layout_a, CUDA_R_16BF, ta ? p.k : p.m, ta ? p.m : p.k, p.lda));
-  PPO_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&layout_b, CUDA_R_16BF, tb ? p.n : p.k, tb ? p.k : p.n, p.ldb));
-  PPO_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&layout_d, p.d_type, p.m, p.n, p.ldd));
+  PPO_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16BF, ta ? p.k : p.m, ta ? p.m : p.k, p.lda));
+  PPO_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16BF, tb ? p.n : p.k, tb ? p.k : p.n, p.ldb));
+  PPO_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.d, p.d_type, p.m, p.n, p.ldd));
 
-  ScratchFrame scratch(ctx, "matmul");
-  void* workspace = scratch.take<char>(int64_t(kWorkspaceBytes), "cublaslt workspace");
+  cublasLtMatmulPreference_t pref = nullptr;
   const uint64_t workspace_bytes = kWorkspaceBytes;
   PPO_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
   PPO_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                         &workspace_bytes, sizeof(workspace_bytes)));
-  const uint32_t align_a = alignment_of(p.a), align_b = alignment_of(p.b), align_d = alignment_of(p.d);
-  PPO_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, 4));
-  PPO_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, 4));
-  PPO_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, 4));
-  PPO_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, 4));
-
+  PPO_CHECK_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a, 4));
+  PPO_CHECK_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b, 4));
+  PPO_CHECK_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_d, 4));
+  PPO_CHECK_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d, 4));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, op, layout_a, layout_b, layout_d, layout_d,
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, plan.op, plan.a, plan.b, plan.d, plan.d,
                                                            pref, 1, &heuristic, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
   // Any refusal (NOT_SUPPORTED, or INVALID_VALUE for an epilogue this layout cannot take) means "no
   // algorithm": the callers fall back to a plain product and to cublasGemmEx, which report real errors.
-  const bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-  if (ok) {
-    const float alpha = 1.0f;
-    PPO_CHECK_CUBLAS(cublasLtMatmul(ctx.cublaslt, op, &alpha, p.a, layout_a, p.b, layout_b, &p.beta, p.d, layout_d,
-                                    p.d, layout_d, &heuristic.algo, workspace, kWorkspaceBytes, ctx.stream));
+  plan.found = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  plan.algo = heuristic.algo;
+  return plan;
+}
+
+// The cached plan of the product's shape, built on first use.
+const LtPlanCache::Plan& plan_for(CudaContext& ctx, const LtProduct& p) {
+  if (!ctx.lt_plans) ctx.lt_plans = {new LtPlanCache(), destroy_lt_plans};
+  LtPlanCache& cache = *ctx.lt_plans;
+  const LtPlanKey key = plan_key(p);
+  for (const LtPlanCache::Plan& plan : cache.plans)
+    if (plan.key == key) return plan;
+  if (cache.plans.size() < LtPlanCache::kCapacity) {
+    cache.plans.push_back(build_plan(ctx, p, key));
+    return cache.plans.back();
   }
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(layout_d);
-  cublasLtMatrixLayoutDestroy(layout_b);
-  cublasLtMatrixLayoutDestroy(layout_a);
-  cublasLtMatmulDescDestroy(op);
-  return ok;
+  LtPlanCache::Plan& victim = cache.plans[cache.next_victim];
+  cache.next_victim = (cache.next_victim + 1) % LtPlanCache::kCapacity;
+  LtPlanCache::release(victim);
+  victim = build_plan(ctx, p, key);
+  return victim;
+}
+
+// Runs the product; returns false (nothing launched) when cuBLASLt has no algorithm for it.
+bool lt_matmul(CudaContext& ctx, const LtProduct& p) {
+  const LtPlanCache::Plan& plan = plan_for(ctx, p);
+  if (!plan.found) return false;
+  if (p.epilogue_vector)
+    PPO_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.epilogue_vector,
+                                                    sizeof(p.epilogue_vector)));
+  ScratchFrame scratch(ctx, "matmul");
+  void* workspace = scratch.take<char>(int64_t(kWorkspaceBytes), "cublaslt workspace");
+  const float alpha = 1.0f;
+  PPO_CHECK_CUBLAS(cublasLtMatmul(ctx.cublaslt, plan.op, &alpha, p.a, plan.a, p.b, plan.b, &p.beta, p.d, plan.d, p.d,
+                                  plan.d, &plan.algo, workspace, kWorkspaceBytes, ctx.stream));
+  return true;
 }
 
 // The same product without an epilogue; through cublasGemmEx (same column-major terms) when cuBLASLt

@@ -8,7 +8,8 @@
 
 namespace ppo::cuda {
 
-void embedding_forward(CudaContext& ctx, bf16* out, const int32_t* tokens, const int32_t* pos, const bf16* wte, const bf16* wpe, int64_t N, int64_t C);
+// Ids outside [0,V) and positions outside [0,P) are recorded in ctx.status (see lm_logprob_entropy_forward too).
+void embedding_forward(CudaContext& ctx, bf16* out, const int32_t* tokens, const int32_t* pos, const bf16* wte, const bf16* wpe, int64_t N, int64_t C, int64_t V, int64_t P);
 void embedding_backward(CudaContext& ctx, float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C, int64_t V, int64_t P);
 
 void norm_forward(CudaContext& ctx, NormKind kind, bf16* res_out, bf16* out, float* mean, float* rstd, const bf16* a, const bf16* b, const bf16* weight, const bf16* bias, int64_t N, int64_t C, float eps);  // b, res_out null: plain norm of a

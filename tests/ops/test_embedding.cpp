@@ -144,3 +144,37 @@ TEST_CASE("embedding: CUDA matches CPU") {
   check_close(results[0][1], results[1][1], 1e-5, 1e-5, "dwte");
   check_close(results[0][2], results[1][2], 1e-5, 1e-5, "dwpe");
 }
+
+TEST_CASE("embedding and lm head on CUDA: an id out of range is reported at the next synchronize, naming op, tensor and row, without a host copy of the ids") {
+  auto gpu = cuda_backend_or_skip();
+  if (!gpu) return;
+  Backend& be = *gpu->backend;
+  Tensor wte = gpu->upload(randn(V * C, 51), be.act_dtype(), {V, C}, "wte");
+  Tensor wpe = gpu->upload(randn(P * C, 52), be.act_dtype(), {P, C}, "wpe");
+  Tensor out = gpu->poisoned(be.act_dtype(), {B, T, C}, "out");
+  std::vector<int32_t> tok = sample_tokens(), pos = randint(B * T, 53, 0, P);
+  Tensor positions = gpu->upload_ids(pos, {B, T}, "pos");
+  tok[5] = int32_t(V) + 3;
+  Tensor bad = gpu->upload_ids(tok, {B, T}, "response_tokens");
+  reset_cuda_counters();
+  be.embedding_forward(out, bad, positions, wte, wpe);  // no error yet, and the ids stay on the device
+  CHECK(cuda_counters().d2h_copies == 0);
+  CHECK(cuda_counters().syncs == 0);
+  CHECK_THROWS_WITH_AS(be.synchronize(), doctest::Contains("embedding_forward: token id 40 in 'response_tokens' (row 5)"), Error);
+  be.synchronize();  // reported once
+  tok[5] = 0;
+  std::vector<int32_t> far = pos;
+  far[7] = -1;
+  Tensor tokens = gpu->upload_ids(tok, {B, T}, "tokens"), far_pos = gpu->upload_ids(far, {B, T}, "pos");
+  be.embedding_forward(out, tokens, far_pos, wte, wpe);
+  CHECK_THROWS_WITH_AS(be.to_host(out), doctest::Contains("position -1 in 'pos' (row 7) is outside [0,11)"), Error);
+
+  const int64_t N = 4;
+  Tensor hidden = gpu->upload(randn(size_t(N * C), 54), be.act_dtype(), {N, C}, "hidden");
+  Tensor logp = gpu->poisoned(be.stat_dtype(), {N}, "logp"), ent = gpu->poisoned(be.stat_dtype(), {N}, "entropy"),
+         lse = gpu->poisoned(be.stat_dtype(), {N}, "lse");
+  Tensor targets = gpu->upload_ids({0, 3, int32_t(V), 1}, {N}, "response_targets");
+  be.lm_logprob_entropy_forward(logp, ent, lse, hidden, wte, targets, 1.0f);
+  CHECK_THROWS_WITH_AS(be.synchronize(), doctest::Contains("target id 37 in 'response_targets' (row 2) is outside the vocabulary [0,37)"),
+                       Error);
+}

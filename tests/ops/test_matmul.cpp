@@ -100,32 +100,44 @@ TEST_CASE("matmul: CUDA matches CPU") {
   auto gpu = cuda_backend_or_skip();
   if (!gpu) return;
   BackendFixture cpu(DeviceKind::CPU, Precision::F32);
-  // Sizes past one tile in every direction, none a multiple of 8.
-  constexpr int64_t Nb = 133, Cb = 200, OCb = 150;
-  const std::vector<float> x_h = bf16_rounded(randn(Nb * Cb, 31)), w_h = bf16_rounded(randn(OCb * Cb, 32, 0.1f));
-  const std::vector<float> b_h = bf16_rounded(randn(OCb, 33)), dout_h = bf16_rounded(randn(Nb * OCb, 34));
-  const std::vector<float> dw0 = randn(OCb * Cb, 35), db0 = randn(OCb, 36);
-  std::vector<float> r[2][4];  // [cuda, cpu][out, dinp, dweight, dbias]
-  auto run = [&](auto* fx, std::vector<float>* res) {
-    Backend& be = *fx->backend;
-    const DType act = be.act_dtype(), grad = be.grad_dtype();
-    Tensor inp = fx->upload(x_h, act, {Nb, Cb}, "inp"), weight = fx->upload(w_h, act, {OCb, Cb}, "weight");
-    Tensor bias = fx->upload(b_h, act, {OCb}, "bias");
-    Tensor out = fx->poisoned(act, {Nb, OCb}, "out");
-    be.matmul_forward(out, inp, weight, bias);
-    Tensor dout = fx->upload(dout_h, act, {Nb, OCb}, "dout"), dinp = fx->poisoned(act, {Nb, Cb}, "dinp");
-    Tensor dweight = fx->upload(dw0, grad, {OCb, Cb}, "dweight"), dbias = fx->upload(db0, grad, {OCb}, "dbias");
-    be.matmul_backward(dinp, dweight, dbias, dout, inp, weight);
-    res[0] = be.to_host(out);
-    res[1] = be.to_host(dinp);
-    res[2] = be.to_host(dweight);
-    res[3] = be.to_host(dbias);
+  // Sizes past one tile in every direction, none a multiple of 8 (the cuBLAS fallbacks); then sizes
+  // cuBLASLt takes with its BIAS and BGRADB epilogues, twice with another bias (its cached plan
+  // must use this call's pointers).
+  struct Sizes {
+    int64_t N, C, OC;
   };
-  run(gpu.get(), r[0]);
-  run(&cpu, r[1]);
-  const char* names[4] = {"out", "dinp", "dweight", "dbias"};
-  for (int i = 0; i < 4; ++i) {
-    CAPTURE(names[i]);
-    CHECK(rel_l2(r[0][i], r[1][i]) < 2e-2);
+  for (const Sizes z : {Sizes{133, 200, 150}, Sizes{64, 96, 128}, Sizes{64, 96, 128}}) {
+    static uint64_t seed = 30;
+    seed += 10;
+    CAPTURE(z.N);
+    CAPTURE(z.C);
+    CAPTURE(z.OC);
+    const std::vector<float> x_h = bf16_rounded(randn(z.N * z.C, seed + 1)),
+                             w_h = bf16_rounded(randn(z.OC * z.C, seed + 2, 0.1f));
+    const std::vector<float> b_h = bf16_rounded(randn(z.OC, seed + 3)), dout_h = bf16_rounded(randn(z.N * z.OC, seed + 4));
+    const std::vector<float> dw0 = randn(z.OC * z.C, seed + 5), db0 = randn(z.OC, seed + 6);
+    std::vector<float> r[2][4];  // [cuda, cpu][out, dinp, dweight, dbias]
+    auto run = [&](auto* fx, std::vector<float>* res) {
+      Backend& be = *fx->backend;
+      const DType act = be.act_dtype(), grad = be.grad_dtype();
+      Tensor inp = fx->upload(x_h, act, {z.N, z.C}, "inp"), weight = fx->upload(w_h, act, {z.OC, z.C}, "weight");
+      Tensor bias = fx->upload(b_h, act, {z.OC}, "bias");
+      Tensor out = fx->poisoned(act, {z.N, z.OC}, "out");
+      be.matmul_forward(out, inp, weight, bias);
+      Tensor dout = fx->upload(dout_h, act, {z.N, z.OC}, "dout"), dinp = fx->poisoned(act, {z.N, z.C}, "dinp");
+      Tensor dweight = fx->upload(dw0, grad, {z.OC, z.C}, "dweight"), dbias = fx->upload(db0, grad, {z.OC}, "dbias");
+      be.matmul_backward(dinp, dweight, dbias, dout, inp, weight);
+      res[0] = be.to_host(out);
+      res[1] = be.to_host(dinp);
+      res[2] = be.to_host(dweight);
+      res[3] = be.to_host(dbias);
+    };
+    run(gpu.get(), r[0]);
+    run(&cpu, r[1]);
+    const char* names[4] = {"out", "dinp", "dweight", "dbias"};
+    for (int i = 0; i < 4; ++i) {
+      CAPTURE(names[i]);
+      CHECK(rel_l2(r[0][i], r[1][i]) < 2e-2);
+    }
   }
 }
