@@ -10,6 +10,11 @@ bool cuda_compiled();           // the CUDA backend was built
 int cuda_device_count();        // 0 when not compiled or no GPU answers
 size_t cuda_free_bytes();       // free memory of the current device
 std::string cuda_device_name(); // e.g. "NVIDIA H100 80GB HBM3"
+// Host memory a run may still take: MemAvailable of /proc/meminfo, lowered to what the cgroup's
+// memory limit leaves (containers); the free physical memory where /proc/meminfo is missing.
+size_t host_available_bytes();
+// What a run's arena may take on `device`: the GPU's free memory, or the host's available memory.
+size_t device_capacity(DeviceKind device);
 
 void* device_alloc(DeviceKind device, size_t bytes);  // 256-byte aligned; throws on failure
 void device_free(DeviceKind device, void* p);
