@@ -48,8 +48,7 @@ void write_synced(const std::string& path, const std::string& text) {
 }
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PPO_ASSERT(in.good(), path, ": cannot open (missing checkpoint file?)");
+  std::ifstream in = open_input_file(path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();

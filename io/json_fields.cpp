@@ -5,7 +5,6 @@
 #include <cfloat>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include "engine/error.h"
 
@@ -63,14 +62,22 @@ json parse_json_or_string(std::string_view text, const std::string& where) {
   return parsed.is_discarded() ? json(std::string(text)) : parsed;
 }
 
-json read_json_file(const std::string& path, JsonComments comments) {
+std::ifstream open_input_file(const std::string& path) {
   std::error_code ec;
-  PPO_ASSERT(!std::filesystem::is_directory(path, ec), path, ": is a directory, not a JSON file");
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  PPO_ASSERT(std::filesystem::exists(st), path, ": cannot open: no such file");
+  PPO_ASSERT(std::filesystem::is_regular_file(st), path, ": cannot open: not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  PPO_ASSERT(in.good(), path, ": cannot open");
+  return in;
+}
+
+json read_json_file(const std::string& path, JsonComments comments) {
+  std::ifstream in = open_input_file(path);
+  std::error_code ec;
   const uintmax_t size = std::filesystem::file_size(path, ec);
   PPO_ASSERT(ec || size <= kMaxJsonFileBytes, path, ": ", size, " bytes; a JSON file may hold at most ",
              kMaxJsonFileBytes);
-  std::ifstream in(path, std::ios::binary);
-  PPO_ASSERT(in.good(), path, ": cannot open");
   std::ostringstream text;
   text << in.rdbuf();
   return parse_json(text.str(), path, comments);

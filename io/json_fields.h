@@ -4,6 +4,7 @@
 // section) and the field, and is a ppo::Error: no nlohmann exception escapes these functions.
 #pragma once
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@ nlohmann::json parse_json(std::string_view text, const std::string& where,
 // A value given on the command line (--set key=value): JSON when the text parses as JSON, else the
 // text as a JSON string. Invalid UTF-8 and nesting deeper than kMaxJsonDepth are errors naming `where`.
 nlohmann::json parse_json_or_string(std::string_view text, const std::string& where);
+// `path` opened for reading: a regular file, else (missing, a directory, a device, a pipe) an error
+// naming it; no reader waits on a pipe or reads a device without end.
+std::ifstream open_input_file(const std::string& path);
 // The file at `path` parsed as parse_json does; errors name the file.
 nlohmann::json read_json_file(const std::string& path, JsonComments comments = JsonComments::Refused);
 // A value for an error message: its JSON text cut to about 80 characters, invalid UTF-8 replaced.

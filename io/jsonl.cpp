@@ -13,8 +13,7 @@ using nlohmann::json;
 // Calls fn(object, "file:line") for every non-blank line; fails on lines that are not JSON objects.
 template <class Fn>
 void for_each_line(const std::string& path, Fn&& fn) {
-  std::ifstream in(path);
-  if (!in) PPO_FAIL(path, ": cannot open");
+  std::ifstream in = open_input_file(path);
   std::string line;
   size_t examples = 0;
   for (size_t line_no = 1; std::getline(in, line); ++line_no) {

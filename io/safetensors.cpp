@@ -164,6 +164,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     PPO_FAIL(path, ": cannot stat: ", errno_text());
   }
   file_bytes_ = size_t(st.st_size);
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    PPO_FAIL(path, ": not a regular file");
+  }
   if (file_bytes_ < 8) {
     ::close(fd);
     PPO_FAIL(path, ": truncated file: ", file_bytes_, " bytes, fewer than the 8-byte header length");

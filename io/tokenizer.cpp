@@ -443,8 +443,7 @@ Tokenizer Tokenizer::from_gpt2_files(const std::string& encoder_json, const std:
   for (auto it = encoder.begin(); it != encoder.end(); ++it) vocab[it.key()] = read_token_id(encoder, encoder_json, it.key());
   impl->set_vocab(vocab);
 
-  std::ifstream in(vocab_bpe);
-  if (!in) PPO_FAIL(vocab_bpe, ": cannot open");
+  std::ifstream in = open_input_file(vocab_bpe);
   std::string line;
   int32_t rank = 0;
   for (int line_no = 1; std::getline(in, line); ++line_no) {

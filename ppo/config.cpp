@@ -262,7 +262,9 @@ json PpoConfig::to_json() const {
 
 void PpoConfig::update_from_json(const json& j, const std::string& source) {
   PPO_ASSERT(j.is_object(), source, ": expected a JSON object at the top level");
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {  // no structured binding: lambdas capture it only from C++20
+    const std::string& key = item.key();
+    const json& value = item.value();
     bool found = false;
     visit_fields(*this, [&](const char* name, auto& field) {
       if (key != name) return;

@@ -98,8 +98,9 @@ void DemoSettings::update_from_json(const json& j, const std::string& source) {
   for (const char* section : {"sft", "rm", "demo"}) {
     if (!j.contains(section)) continue;
     PPO_ASSERT(j.at(section).is_object(), source, ": \"", section, "\" must be an object");
-    for (const auto& [member, value] : j.at(section).items()) {
-      const std::string key = std::string(section) + "." + member;
+    for (const auto& item : j.at(section).items()) {  // no structured binding: lambdas capture it only from C++20
+      const std::string key = std::string(section) + "." + item.key();
+      const json& value = item.value();
       bool found = false;
       visit_fields(*this, [&](const char* name, auto& field) {
         if (key != name) return;

@@ -43,7 +43,9 @@ void run_plan(const PlanOptions& o) {
   else if (!cuda) capacity = host_available_bytes();
   else if (cuda_device_count() > 0) capacity = cuda_free_bytes();
   std::fputs(plan.table(capacity).c_str(), stdout);
-  if (capacity && *capacity < plan.total_bytes) throw CLI::RuntimeError(1);
+  if (capacity && *capacity < plan.total_bytes)
+    PPO_FAIL("the ", cuda ? "cuda" : "cpu", " device is too small for this run: SHORTFALL ",
+             format_bytes(plan.total_bytes - *capacity), " (arena plan above)");
 }
 }  // namespace
 
