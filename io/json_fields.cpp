@@ -111,66 +111,62 @@ bool is_int_in(const json& v, IntRange range) {
   return v.get<int64_t>() >= range.min && v.get<int64_t>() <= range.max;
 }
 
+namespace {
+
+// The field's value; nullptr when it is absent or null (an error when it is Required).
+const json* find_field(const json& j, const std::string& where, const char* field, Presence presence) {
+  if (has_field(j, field)) return &j.at(field);
+  PPO_ASSERT(presence == Presence::Optional, where, ": missing field '", field, "'");
+  return nullptr;
+}
+
+}  // namespace
+
 int64_t read_int(const json& j, const std::string& where, const char* field, IntRange range, int64_t fallback,
                  Presence presence) {
-  if (!has_field(j, field)) {
-    PPO_ASSERT(presence == Presence::Optional, where, ": missing field '", field, "'");
-    return fallback;
-  }
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number_integer(), where, ": field '", field, "' must be an integer, got ", excerpt(v));
-  PPO_ASSERT(is_int_in(v, range), where, ": field '", field, "' = ", excerpt(v), " must lie in [", range.min, ", ",
+  const json* v = find_field(j, where, field, presence);
+  if (!v) return fallback;
+  PPO_ASSERT(v->is_number_integer(), where, ": field '", field, "' must be an integer, got ", excerpt(*v));
+  PPO_ASSERT(is_int_in(*v, range), where, ": field '", field, "' = ", excerpt(*v), " must lie in [", range.min, ", ",
              range.max, "]");
-  return v.get<int64_t>();
+  return v->get<int64_t>();
 }
 
 double read_number(const json& j, const std::string& where, const char* field, NumberRange range, double fallback,
                    Presence presence) {
-  if (!has_field(j, field)) {
-    PPO_ASSERT(presence == Presence::Optional, where, ": missing field '", field, "'");
-    return fallback;
-  }
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number(), where, ": field '", field, "' must be a number, got ", excerpt(v));
-  const double x = v.get<double>();
-  PPO_ASSERT(std::isfinite(x) && x >= range.min && x <= range.max, where, ": field '", field, "' = ", excerpt(v),
+  const json* v = find_field(j, where, field, presence);
+  if (!v) return fallback;
+  PPO_ASSERT(v->is_number(), where, ": field '", field, "' must be a number, got ", excerpt(*v));
+  const double x = v->get<double>();
+  PPO_ASSERT(std::isfinite(x) && x >= range.min && x <= range.max, where, ": field '", field, "' = ", excerpt(*v),
              " must be a finite number in [", range.min, ", ", range.max, "]");
   return x;
 }
 
 float read_positive_float(const json& j, const std::string& where, const char* field, float fallback) {
-  if (!has_field(j, field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_number(), where, ": field '", field, "' must be a number, got ", excerpt(v));
-  const double x = v.get<double>();
-  PPO_ASSERT(std::isfinite(x) && float(x) > 0 && x <= double(FLT_MAX), where, ": field '", field, "' = ", x,
-             " must be a positive float");
-  return float(x);
+  return float(read_number(j, where, field, {FLT_MIN, FLT_MAX}, fallback, Presence::Optional));
 }
 
 bool read_bool(const json& j, const std::string& where, const char* field, bool fallback) {
-  if (!has_field(j, field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_boolean(), where, ": field '", field, "' must be true or false, got ", excerpt(v));
-  return v.get<bool>();
+  const json* v = find_field(j, where, field, Presence::Optional);
+  if (!v) return fallback;
+  PPO_ASSERT(v->is_boolean(), where, ": field '", field, "' must be true or false, got ", excerpt(*v));
+  return v->get<bool>();
 }
 
 std::string read_string(const json& j, const std::string& where, const char* field, const std::string& fallback) {
-  if (!has_field(j, field)) return fallback;
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_string(), where, ": field '", field, "' must be a string, got ", excerpt(v));
-  return v.get<std::string>();
+  const json* v = find_field(j, where, field, Presence::Optional);
+  if (!v) return fallback;
+  PPO_ASSERT(v->is_string(), where, ": field '", field, "' must be a string, got ", excerpt(*v));
+  return v->get<std::string>();
 }
 
 const json& read_object(const json& j, const std::string& where, const char* field, Presence presence) {
   static const json empty = json::object();
-  if (!has_field(j, field)) {
-    PPO_ASSERT(presence == Presence::Optional, where, ": missing field '", field, "'");
-    return empty;
-  }
-  const json& v = j.at(field);
-  PPO_ASSERT(v.is_object(), where, ": field '", field, "' must be an object, got ", excerpt(v));
-  return v;
+  const json* v = find_field(j, where, field, presence);
+  if (!v) return empty;
+  PPO_ASSERT(v->is_object(), where, ": field '", field, "' must be an object, got ", excerpt(*v));
+  return *v;
 }
 
 }  // namespace ppo::io

@@ -51,6 +51,7 @@ int64_t read_int(const nlohmann::json& j, const std::string& where, const char* 
                  int64_t fallback, Presence presence);
 double read_number(const nlohmann::json& j, const std::string& where, const char* field, NumberRange range,
                    double fallback, Presence presence);  // finite, in range
+// A number in [FLT_MIN, FLT_MAX] (positive, a normal float).
 float read_positive_float(const nlohmann::json& j, const std::string& where, const char* field, float fallback);
 bool read_bool(const nlohmann::json& j, const std::string& where, const char* field, bool fallback);
 std::string read_string(const nlohmann::json& j, const std::string& where, const char* field,

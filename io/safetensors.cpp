@@ -258,7 +258,8 @@ HostTensor SafetensorsFile::load(const std::string& name, DType dtype) const {
   const size_t src_elem = file_dtype_size(e.dtype);
   const std::string where = path_ + ": tensor '" + name + "'";
 
-  if (file_dtype_of(dtype) == e.dtype) {  // stored as wanted
+  if (n == 0) {  // no bytes to copy (memcpy's pointers may not be null even then)
+  } else if (file_dtype_of(dtype) == e.dtype) {  // stored as wanted
     std::memcpy(out.bytes.data(), src, out.bytes.size());
   } else if (dtype == DType::I32) {
     if (e.dtype != "I64") PPO_FAIL(where, ": cannot load ", e.dtype, " as i32");

@@ -229,9 +229,6 @@ json to_json_value(const T& v) {
 }
 
 // Whole-range checks: each names its key and the rule.
-void check_int(const char* key, int64_t v, int64_t lo, int64_t hi) {
-  PPO_ASSERT(v >= lo && v <= hi, "config ", key, " = ", v, ": must lie in [", lo, ", ", hi, "]");
-}
 void check_positive(const char* key, double v) { PPO_ASSERT(v > 0, "config ", key, " = ", v, ": must be > 0"); }
 void check_non_negative(const char* key, double v) { PPO_ASSERT(v >= 0, "config ", key, " = ", v, ": must be >= 0"); }
 void check_unit(const char* key, double v, bool open_low, bool open_high) {
@@ -240,6 +237,10 @@ void check_unit(const char* key, double v, bool open_low, bool open_high) {
 }
 
 }  // namespace
+
+void check_setting_range(const char* key, int64_t v, int64_t lo, int64_t hi) {
+  PPO_ASSERT(v >= lo && v <= hi, "config ", key, " = ", v, ": must lie in [", lo, ", ", hi, "]");
+}
 
 const char* to_string(DeviceChoice v) { return enum_name(v); }
 const char* to_string(LrSchedule v) { return enum_name(v); }
@@ -321,20 +322,20 @@ void adopt_checkpoint_config(const char* key, const std::string& dir, Heads head
 }  // namespace
 
 void PpoConfig::derive() {
-  check_int("total_steps", total_steps, 1, kMaxSteps);
-  check_int("log_every", log_every, 1, kMaxSteps);
-  check_int("save_every", save_every, 0, kMaxSteps);
-  check_int("rollout_batch_size", rollout_batch_size, 1, kMaxRolloutBatch);
-  check_int("prompt_length", prompt_length, 1, kMaxTokens);
-  check_int("response_length", response_length, 1, kMaxTokens);
-  check_int("min_new_tokens (at most response_length)", min_new_tokens, 0, response_length);
+  check_setting_range("total_steps", total_steps, 1, kMaxSteps);
+  check_setting_range("log_every", log_every, 1, kMaxSteps);
+  check_setting_range("save_every", save_every, 0, kMaxSteps);
+  check_setting_range("rollout_batch_size", rollout_batch_size, 1, kMaxRolloutBatch);
+  check_setting_range("prompt_length", prompt_length, 1, kMaxTokens);
+  check_setting_range("response_length", response_length, 1, kMaxTokens);
+  check_setting_range("min_new_tokens (at most response_length)", min_new_tokens, 0, response_length);
   check_positive("temperature", temperature);
-  check_int("top_k", top_k, 0, kMaxVocabSize);
+  check_setting_range("top_k", top_k, 0, kMaxVocabSize);
   check_unit("top_p", top_p, /*open_low=*/true, /*open_high=*/false);
-  check_int("eos_token_id (a token id, or -1: from the model)", eos_token_id, -1, kMaxVocabSize - 1);
-  check_int("ppo_epochs", ppo_epochs, 1, kMaxEpochs);
-  check_int("num_minibatches", num_minibatches, 1, rollout_batch_size);
-  check_int("micro_batch_size", micro_batch_size, 1, rollout_batch_size);
+  check_setting_range("eos_token_id (a token id, or -1: from the model)", eos_token_id, -1, kMaxVocabSize - 1);
+  check_setting_range("ppo_epochs", ppo_epochs, 1, kMaxEpochs);
+  check_setting_range("num_minibatches", num_minibatches, 1, rollout_batch_size);
+  check_setting_range("micro_batch_size", micro_batch_size, 1, rollout_batch_size);
   PPO_ASSERT(rollout_batch_size % num_minibatches == 0, "config num_minibatches = ", num_minibatches,
              ": must divide rollout_batch_size (", rollout_batch_size, ")");
   minibatch_size = rollout_batch_size / num_minibatches;
@@ -343,7 +344,7 @@ void PpoConfig::derive() {
   grad_accum_steps = minibatch_size / micro_batch_size;
   check_positive("learning_rate", learning_rate);
   check_positive("value_learning_rate", value_learning_rate);
-  check_int("lr_warmup_steps", lr_warmup_steps, 0, kMaxOptimizerSteps);
+  check_setting_range("lr_warmup_steps", lr_warmup_steps, 0, kMaxOptimizerSteps);
   check_unit("adam_beta1", adam_beta1, false, true);
   check_unit("adam_beta2", adam_beta2, false, true);
   check_positive("adam_eps", adam_eps);

@@ -137,6 +137,9 @@ struct PpoConfig {
 template <class T>
 void setting_from_json(const std::string& where, const nlohmann::json& j, T& out);
 
+// Fails with "config <key> = <value>: must lie in [lo, hi]" unless lo <= value <= hi.
+void check_setting_range(const char* key, int64_t value, int64_t lo, int64_t hi);
+
 // Defaults, then the JSON file (if any), then each --set, then derive().
 PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
 

@@ -57,8 +57,7 @@ void check(DemoSettings& s) {
       {"sft.warmup_steps", s.sft.warmup_steps, 0, kMaxOptimizerSteps},
       {"rm.epochs", s.rm.epochs, 1, kMaxEpochs},                {"rm.batch_size", s.rm.batch_size, 1, kMaxRolloutBatch},
       {"rm.micro_batch_size", s.rm.micro_batch_size, 1, kMaxRolloutBatch}};
-  for (const auto& [key, v, lo, hi] : ranges)
-    PPO_ASSERT(v >= lo && v <= hi, "config ", key, " = ", v, ": must lie in [", lo, ", ", hi, "]");
+  for (const auto& [key, v, lo, hi] : ranges) check_setting_range(key, v, lo, hi);
   PPO_ASSERT(s.label_noise >= 0 && s.label_noise <= 0.5, "demo.label_noise = ", s.label_noise, ": must lie in [0, 0.5]");
 }
 

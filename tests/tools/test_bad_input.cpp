@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include <nlohmann/json.hpp>
 #include "io/safetensors.h"
 #include "io/temp_files.h"
 
@@ -76,18 +77,17 @@ void check_refused(const std::string& args, const std::string& message, const st
 
 // ---- tokenizer files ------------------------------------------------------------------------------
 
-// A valid byte-level BPE tokenizer.json (no merges), changed by `edit` (Python-free JSON text edits).
-std::string tokenizer_json(const std::string& model_extra, const std::string& rest) {
-  std::string vocab;
-  for (int c = '!'; c <= '~'; ++c) {
-    std::string key(1, char(c));
-    if (c == '"' || c == '\\') key = "\\" + key;
-    vocab += (vocab.empty() ? "" : ",") + std::string("\"") + key + "\":" + std::to_string(c - '!');
-  }
-  return "{\"model\":{\"type\":\"BPE\",\"vocab\":{" + vocab + "},\"merges\":[]" + model_extra + "}," + rest + "}";
+// A tokenizer.json: a BPE model of the printable ASCII bytes (no merges), the byte-level
+// pre-tokenizer and decoder; `edit` changes it.
+std::string tokenizer_json(const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int c = '!'; c <= '~'; ++c) vocab[std::string(1, char(c))] = c - '!';
+  nlohmann::json t = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+                      {"pre_tokenizer", {{"type", "ByteLevel"}}},
+                      {"decoder", {{"type", "ByteLevel"}}}};
+  edit(t);
+  return t.dump();
 }
-
-const std::string kByteLevel = "\"pre_tokenizer\":{\"type\":\"ByteLevel\"},\"decoder\":{\"type\":\"ByteLevel\"}";
 
 // ---- a demo run with a checkpoint, made once ------------------------------------------------------
 
@@ -132,18 +132,12 @@ void rewrite_model(const std::string& path,
   ppo::io::write_safetensors(path, named, metadata);
 }
 
-// The state.json of a run's checkpoint with `field` (a top-level key, or "kl_controller.coef") set to `value` (JSON).
-void set_state(const std::string& run, const std::string& field, const std::string& value) {
+// Changes the state.json of a run's checkpoint.
+void edit_state(const std::string& run, const std::function<void(nlohmann::json&)>& edit) {
   const std::string path = run + "/checkpoints/step_1/state.json";
-  std::string text = read_file(path);
-  const size_t dot = field.find('.');
-  const std::string key = "\"" + field.substr(dot == std::string::npos ? 0 : dot + 1) + "\": ";
-  size_t at = text.find(dot == std::string::npos ? "\n \"" + field.substr(0) + "\": " : "\"" + field.substr(0, dot) + "\"");
-  REQUIRE(at != std::string::npos);
-  at = text.find(key, at) + key.size();
-  const size_t end = text.find_first_of(",\n", at);
-  text.replace(at, end - at, value);
-  ppo::test::write_text(path, text);
+  nlohmann::json state = nlohmann::json::parse(read_file(path));
+  edit(state);
+  ppo::test::write_text(path, state.dump());
 }
 
 // A fresh copy of the demo run (its checkpoints and demo_stages.json), to resume.
@@ -157,32 +151,42 @@ std::string run_copy(const std::string& name) {
 
 TEST_CASE("class 1: tokenizer ids out of range are errors, never out-of-bounds writes or wrapped ids") {
   const std::string dir = ppo::test::temp_dir();
-  const std::string negative = ppo::test::write_text(dir + "/negative_id.json",
-      tokenizer_json("", kByteLevel + ",\"added_tokens\":[{\"id\":-1,\"content\":\"<x>\"}]"));
+  const std::string negative = ppo::test::write_text(dir + "/negative_id.json", tokenizer_json([](nlohmann::json& t) {
+    t["added_tokens"] = {{{"id", -1}, {"content", "<x>"}}};
+  }));
   check_refused("tokenize --tokenizer " + negative + " ab", "added_tokens[0]: field 'id' = -1 must lie in [0, 4194303]",
                 {"negative_id.json"});
-  const std::string huge = ppo::test::write_text(dir + "/huge_id.json",
-      tokenizer_json("", kByteLevel + ",\"added_tokens\":[{\"id\":1099511627776,\"content\":\"<x>\"}]"));
+  const std::string huge = ppo::test::write_text(dir + "/huge_id.json", tokenizer_json([](nlohmann::json& t) {
+    t["added_tokens"] = {{{"id", int64_t(1) << 40}, {"content", "<x>"}}};
+  }));
   check_refused("tokenize --tokenizer " + huge + " ab", "field 'id' = 1099511627776 must lie in [0, 4194303]", {"huge_id.json"});
-  const std::string vocab = ppo::test::write_text(dir + "/vocab_id.json",
-      "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"!\":4294967296},\"merges\":[]}," + kByteLevel + "}");
+  const std::string vocab = ppo::test::write_text(dir + "/vocab_id.json", tokenizer_json([](nlohmann::json& t) {
+    t["model"]["vocab"]["!"] = int64_t(1) << 32;
+  }));
   check_refused("tokenize --tokenizer " + vocab + " ab", "field 'vocab': field '!' = 4294967296 must lie in [0, 4194303]",
                 {"vocab_id.json"});
 }
 
 TEST_CASE("class 2: wrongly typed JSON fields are errors naming the file and the field") {
   const std::string dir = ppo::test::temp_dir();
-  const std::string normalizer = ppo::test::write_text(dir + "/normalizer.json", tokenizer_json("", kByteLevel + ",\"normalizer\":5"));
-  check_refused("tokenize --tokenizer " + normalizer + " ab", "field 'normalizer' must be an object, got 5", {"normalizer.json"});
-  const std::string model = ppo::test::write_text(dir + "/model.json", "{\"model\":\"BPE\"," + kByteLevel + "}");
-  check_refused("tokenize --tokenizer " + model + " ab", "field 'model' must be an object, got \"BPE\"", {"model.json"});
-  const std::string pre = ppo::test::write_text(dir + "/pre.json", tokenizer_json("", "\"pre_tokenizer\":[1],\"decoder\":{\"type\":\"ByteLevel\"}"));
-  check_refused("tokenize --tokenizer " + pre + " ab", "field 'pre_tokenizer' must be an object, got [1]", {"pre.json"});
-  const std::string added = ppo::test::write_text(dir + "/added.json", tokenizer_json("", kByteLevel + ",\"added_tokens\":{\"id\":3}"));
-  check_refused("tokenize --tokenizer " + added + " ab", "field 'added_tokens' must be an array, got {\"id\":3}", {"added.json"});
+  struct TypeCase {
+    const char* file;
+    std::function<void(nlohmann::json&)> edit;
+    const char* message;
+  };
+  const TypeCase cases[] = {
+      {"normalizer.json", [](nlohmann::json& t) { t["normalizer"] = 5; }, "field 'normalizer' must be an object, got 5"},
+      {"model.json", [](nlohmann::json& t) { t["model"] = "BPE"; }, "field 'model' must be an object, got \"BPE\""},
+      {"pre.json", [](nlohmann::json& t) { t["pre_tokenizer"] = {1}; }, "field 'pre_tokenizer' must be an object, got [1]"},
+      {"added.json", [](nlohmann::json& t) { t["added_tokens"] = {{"id", 3}}; },
+       "field 'added_tokens' must be an array, got {\"id\":3}"},
+  };
+  for (const TypeCase& c : cases)
+    check_refused("tokenize --tokenizer " + ppo::test::write_text(dir + "/" + c.file, tokenizer_json(c.edit)) + " ab",
+                  c.message, {c.file});
 
   const std::string run = run_copy("wrong_type_state");
-  set_state(run, "kl_controller.coef", "\"0.02\"");
+  edit_state(run, [](nlohmann::json& s) { s["kl_controller"]["coef"] = "0.02"; });
   check_refused(resume_args(run), "kl_controller: field 'coef' must be a number, got \"0.02\"", {"state.json"}, run);
 
   check_refused("train --set policy.arch='\xff'", "--set policy.arch: invalid UTF-8 at byte offset 12", {});
@@ -254,10 +258,10 @@ TEST_CASE("class 6: what was silently accepted is refused") {
   }
   SUBCASE("steps_done of 2^64-1 and a negative KL coefficient on resume") {
     const std::string run = run_copy("huge_steps");
-    set_state(run, "steps_done", "18446744073709551615");
+    edit_state(run, [](nlohmann::json& s) { s["steps_done"] = UINT64_MAX; });
     check_refused(resume_args(run), "field 'steps_done' = 18446744073709551615 must lie in [0, 2147483648]", {"state.json"}, run);
     const std::string negative = run_copy("negative_kl");
-    set_state(negative, "kl_controller.coef", "-0.5");
+    edit_state(negative, [](nlohmann::json& s) { s["kl_controller"]["coef"] = -0.5; });
     check_refused(resume_args(negative), "kl_controller: field 'coef' = -0.5 must be a finite number in [0,", {"state.json"},
                   negative);
   }
