@@ -1,16 +1,20 @@
-// Error checks for CUDA runtime, cuBLAS and kernel launches. Each failure throws ppo::Error naming
-// the statement, the library's error string and file:line. With PPO_SYNC_LAUNCHES=1 in the
-// environment every launch is followed by a device synchronisation, so an asynchronous fault is
-// reported at the launch that caused it.
+// Error checks for CUDA runtime, cuBLAS and kernel launches (PPO_LAUNCH, kernels/cuda/launch.cuh).
+// Each failure throws ppo::Error naming the statement, the library's error string and file:line.
+// With PPO_SYNC_LAUNCHES=1 in the environment every launch is followed by a device synchronisation,
+// so an asynchronous fault is reported at the launch that caused it.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <string>
 #include "engine/error.h"
 
 namespace ppo {
 [[noreturn]] void cuda_fail(const char* what, const char* stmt, const char* file, int line);
-void check_launch(const char* kernel, const char* file, int line);
+// `spelled`: PPO_LAUNCH's kernel and arguments as written ("kernel<T>, a, b"); errors name the kernel.
+void check_launch(const char* spelled, const char* file, int line);
+// The kernel's name in PPO_LAUNCH's spelled arguments: the text up to the first comma outside <>.
+std::string kernel_name(const char* spelled);
 const char* cublas_status_name(cublasStatus_t s);
 }  // namespace ppo
 
@@ -25,6 +29,3 @@ const char* cublas_status_name(cublasStatus_t s);
     cublasStatus_t ppo_st_ = (stmt);                                                  \
     if (ppo_st_ != CUBLAS_STATUS_SUCCESS) ::ppo::cuda_fail(::ppo::cublas_status_name(ppo_st_), #stmt, __FILE__, __LINE__); \
   } while (0)
-
-// After a <<<...>>> launch: PPO_CHECK_LAUNCH("layernorm_forward");
-#define PPO_CHECK_LAUNCH(kernel) ::ppo::check_launch(kernel, __FILE__, __LINE__)

@@ -10,6 +10,22 @@ bool cuda_compiled();           // the CUDA backend was built
 int cuda_device_count();        // 0 when not compiled or no GPU answers
 size_t cuda_free_bytes();       // free memory of the current device
 std::string cuda_device_name(); // e.g. "NVIDIA H100 80GB HBM3"
+bool cuda_emulated();           // the CUDA backend runs on the emulated device (kernels/cuda/emu)
+
+// Work the host asked of the CUDA device, counted by the emulated device since the process started
+// or the last reset (a GPU build counts nothing: all zero). A synchronization is any call that
+// waits for the device: stream/device/event synchronize and blocking copies to or from the host.
+struct DeviceCounters {
+  int64_t launches = 0;       // kernels, and library calls (a GEMM, a sort) counted as one each
+  int64_t syncs = 0;
+  int64_t h2d_copies = 0, h2d_bytes = 0;
+  int64_t d2h_copies = 0, d2h_bytes = 0;
+  int64_t d2d_copies = 0, d2d_bytes = 0;
+  int64_t allocations = 0;    // device allocations (cudaMalloc, and a library's own workspace)
+};
+DeviceCounters cuda_counters();
+void reset_cuda_counters();
+
 // Host memory a run may still take: MemAvailable of /proc/meminfo, lowered to what the cgroup's
 // memory limit leaves (containers); the free physical memory where /proc/meminfo is missing.
 size_t host_available_bytes();

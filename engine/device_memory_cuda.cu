@@ -3,6 +3,9 @@
 #include <string>
 #include "engine/cuda_check.h"
 #include "engine/device_memory.h"
+#if defined(PPO_CUDA_EMU_DEVICE_CODE)
+#include "kernels/cuda/emu/internal.h"
+#endif
 
 namespace ppo {
 
@@ -12,22 +15,43 @@ void cuda_fail(const char* what, const char* stmt, const char* file, int line) {
   fail_at(file, line, std::string("CUDA error on device ") + std::to_string(dev) + ": " + what + " in " + stmt);
 }
 
-void check_launch(const char* kernel, const char* file, int line) {
+std::string kernel_name(const char* spelled) {
+  int depth = 0;
+  const char* p = spelled;
+  for (; *p; ++p) {
+    if (*p == '<') ++depth;
+    if (*p == '>') --depth;
+    if (*p == ',' && depth == 0) break;
+  }
+  return std::string(spelled, size_t(p - spelled));
+}
+
+void check_launch(const char* spelled, const char* file, int line) {
   cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel, file, line);
+  if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel_name(spelled).c_str(), file, line);
   static const bool sync = [] {
     const char* s = std::getenv("PPO_SYNC_LAUNCHES");
     return s && std::string(s) == "1";
   }();
   if (sync) {
     err = cudaDeviceSynchronize();
-    if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel, file, line);
+    if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel_name(spelled).c_str(), file, line);
   }
 }
 
 const char* cublas_status_name(cublasStatus_t s) { return cublasGetStatusString(s); }
 
 bool cuda_compiled() { return true; }
+
+#if defined(PPO_CUDA_EMU_DEVICE_CODE)
+bool cuda_emulated() { return true; }
+DeviceCounters cuda_counters() { return emu::device().counters; }
+void reset_cuda_counters() { emu::device().counters = {}; }
+#else
+bool cuda_emulated() { return false; }
+DeviceCounters cuda_counters() { return {}; }
+void reset_cuda_counters() {}
+#endif
 
 int cuda_device_count() {
   int n = 0;

@@ -194,8 +194,8 @@ void Backend::convert(Tensor dst, Tensor src) {
     return;
   }
 #ifdef PPO_HAS_CUDA
-  PPO_ASSERT(cuda_ != nullptr, "convert across devices needs the CUDA backend");
   if (dst.device == DeviceKind::CUDA && src.device == DeviceKind::CUDA) {
+    PPO_ASSERT(cuda_ != nullptr, "convert on the device needs the CUDA backend");
     cuda::convert(*cuda_, dst.data, dst.dtype, src.data, src.dtype, src.numel());
     return;
   }

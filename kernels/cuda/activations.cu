@@ -2,6 +2,7 @@
 // Elementwise, memory-bound: 8 bf16 per thread (one 16-byte access) when sizes and pointers allow.
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -100,37 +101,35 @@ constexpr int kThreads = 256;
 void gelu_forward(CudaContext& ctx, bf16* out, const bf16* inp, int64_t n) {
   if (n == 0) return;
   if (n % 8 == 0 && aligned16(out) && aligned16(inp))
-    gelu_forward_kernel<8><<<grid_for(ctx, n / 8, kThreads), kThreads, 0, ctx.stream>>>(out, inp, n);
+    PPO_LAUNCH(grid_for(ctx, n / 8, kThreads), kThreads, 0, ctx.stream, gelu_forward_kernel<8>, out, inp, n);
   else
-    gelu_forward_kernel<1><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(out, inp, n);
-  PPO_CHECK_LAUNCH("gelu_forward_kernel");
+    PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, gelu_forward_kernel<1>, out, inp, n);
 }
 
 void gelu_backward(CudaContext& ctx, bf16* dinp, const bf16* dout, const bf16* inp, int64_t n) {
   if (n == 0) return;
   if (n % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp))
-    gelu_backward_kernel<8><<<grid_for(ctx, n / 8, kThreads), kThreads, 0, ctx.stream>>>(dinp, dout, inp, n);
+    PPO_LAUNCH(grid_for(ctx, n / 8, kThreads), kThreads, 0, ctx.stream, gelu_backward_kernel<8>, dinp, dout, inp, n);
   else
-    gelu_backward_kernel<1><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(dinp, dout, inp, n);
-  PPO_CHECK_LAUNCH("gelu_backward_kernel");
+    PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, gelu_backward_kernel<1>, dinp, dout, inp, n);
 }
 
 void swiglu_forward(CudaContext& ctx, bf16* out, const bf16* inp, int64_t N, int64_t F) {
   if (N == 0 || F == 0) return;
   if (F % 8 == 0 && aligned16(out) && aligned16(inp))
-    swiglu_forward_kernel<8><<<grid_for(ctx, N * F / 8, kThreads), kThreads, 0, ctx.stream>>>(out, inp, N, F);
+    PPO_LAUNCH(grid_for(ctx, N * F / 8, kThreads), kThreads, 0, ctx.stream, swiglu_forward_kernel<8>, out, inp, N, F);
   else
-    swiglu_forward_kernel<1><<<grid_for(ctx, N * F, kThreads), kThreads, 0, ctx.stream>>>(out, inp, N, F);
-  PPO_CHECK_LAUNCH("swiglu_forward_kernel");
+    PPO_LAUNCH(grid_for(ctx, N * F, kThreads), kThreads, 0, ctx.stream, swiglu_forward_kernel<1>, out, inp, N, F);
 }
 
 void swiglu_backward(CudaContext& ctx, bf16* dinp, const bf16* dout, const bf16* inp, int64_t N, int64_t F) {
   if (N == 0 || F == 0) return;
   if (F % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp))
-    swiglu_backward_kernel<8><<<grid_for(ctx, N * F / 8, kThreads), kThreads, 0, ctx.stream>>>(dinp, dout, inp, N, F);
+    PPO_LAUNCH(grid_for(ctx, N * F / 8, kThreads), kThreads, 0, ctx.stream, swiglu_backward_kernel<8>, dinp, dout, inp,
+               N, F);
   else
-    swiglu_backward_kernel<1><<<grid_for(ctx, N * F, kThreads), kThreads, 0, ctx.stream>>>(dinp, dout, inp, N, F);
-  PPO_CHECK_LAUNCH("swiglu_backward_kernel");
+    PPO_LAUNCH(grid_for(ctx, N * F, kThreads), kThreads, 0, ctx.stream, swiglu_backward_kernel<1>, dinp, dout, inp, N,
+               F);
 }
 
 }  // namespace ppo::cuda

@@ -5,6 +5,7 @@
 #include "engine/philox.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -57,10 +58,8 @@ void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* gra
   const float bc1 = float(1.0 - std::pow(double(hp.beta1), double(hp.step)));
   const float bc2 = float(1.0 - std::pow(double(hp.beta2), double(hp.step)));
   const int threads = 256;
-  adamw_kernel<<<grid_for(ctx, (n + 3) / 4, threads), threads, 0, ctx.stream>>>(
-      param, master, grad, m, v, n, hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale, bc1, bc2, seed,
-      stream);
-  PPO_CHECK_LAUNCH("adamw_kernel");
+  PPO_LAUNCH(grid_for(ctx, (n + 3) / 4, threads), threads, 0, ctx.stream, adamw_kernel, param, master, grad, m, v, n,
+             hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale, bc1, bc2, seed, stream);
 }
 
 // Deterministic: the first pass's grid depends on n only (reduce_blocks), the second pass sums the
@@ -71,8 +70,7 @@ double sum_squares(CudaContext& ctx, const float* x, int64_t n) {
   ScratchFrame scratch(ctx, "sum_squares");
   double* partial = scratch.take<double>(blocks, "sum_squares partials");
   double* total = scratch.take<double>(1, "sum_squares total");
-  sum_squares_partial_kernel<<<blocks, kReduceThreads, 0, ctx.stream>>>(partial, x, n);
-  PPO_CHECK_LAUNCH("sum_squares_partial_kernel");
+  PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, sum_squares_partial_kernel, partial, x, n);
   return sum_partials_to_host<1>(ctx, total, partial, blocks)[0];
 }
 

@@ -24,7 +24,9 @@
 // per block, no scratch).
 #include <algorithm>
 #include <cmath>
+
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -113,7 +115,7 @@ attention_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const 
                          const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs_runtime) {
   const int hs = FIXED_HS ? FIXED_HS : hs_runtime;
   const int pad = hs + 1;
-  extern __shared__ float smem[];
+  PPO_DYNAMIC_SHARED(float, smem);
   float* Ks = smem;
   float* Vs = Ks + kTileRows * pad;
   float* Qs = Vs + kTileRows * pad;
@@ -205,7 +207,7 @@ attention_backward_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ 
                               const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs_runtime) {
   const int hs = FIXED_HS ? FIXED_HS : hs_runtime;
   const int pad = hs + 1;
-  extern __shared__ float smem[];
+  PPO_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
   float* dOs = Qs + kTileRows * pad;
   float* Ks = dOs + kTileRows * pad;
@@ -309,7 +311,7 @@ attention_backward_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ d
                              const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs_runtime) {
   const int hs = FIXED_HS ? FIXED_HS : hs_runtime;
   const int pad = hs + 1;
-  extern __shared__ float smem[];
+  PPO_DYNAMIC_SHARED(float, smem);
   float* Ks = smem;
   float* Vs = Ks + kTileRows * pad;
   float* Qs = Vs + kTileRows * pad;
@@ -427,23 +429,20 @@ void launch_attention(cudaStream_t stream, Pass pass, const AttentionArgs& a) {
   if (pass == Pass::Forward) {
     const size_t smem = forward_smem(a.HS);
     set_smem(attention_forward_kernel<DPL, FIXED_HS>, smem);
-    attention_forward_kernel<DPL, FIXED_HS><<<dim3(row_blocks, unsigned(a.NH), unsigned(a.B)), kThreads, smem, stream>>>(
-        a.out, a.lse, a.qkv, a.mask, a.T, a.NH, a.NKV, a.HS);
-    PPO_CHECK_LAUNCH("attention_forward_kernel");
+    PPO_LAUNCH(dim3(row_blocks, unsigned(a.NH), unsigned(a.B)), kThreads, smem, stream,
+               attention_forward_kernel<DPL, FIXED_HS>, a.out, a.lse, a.qkv, a.mask, a.T, a.NH, a.NKV, a.HS);
     return;
   }
   const size_t smem_kv = dkv_smem(a.HS);
   set_smem(attention_backward_dkv_kernel<DPL, FIXED_HS>, smem_kv);
-  attention_backward_dkv_kernel<DPL, FIXED_HS><<<dim3(row_blocks, unsigned(a.NKV), unsigned(a.B)), kThreads, smem_kv,
-                                                 stream>>>(a.dqkv, a.dout, a.qkv, a.out_in, a.lse_in, a.mask, a.T, a.NH,
-                                                           a.NKV, a.HS);
-  PPO_CHECK_LAUNCH("attention_backward_dkv_kernel");
+  PPO_LAUNCH(dim3(row_blocks, unsigned(a.NKV), unsigned(a.B)), kThreads, smem_kv, stream,
+             attention_backward_dkv_kernel<DPL, FIXED_HS>, a.dqkv, a.dout, a.qkv, a.out_in, a.lse_in, a.mask, a.T, a.NH,
+             a.NKV, a.HS);
   const size_t smem_q = dq_smem(a.HS);
   set_smem(attention_backward_dq_kernel<DPL, FIXED_HS>, smem_q);
-  attention_backward_dq_kernel<DPL, FIXED_HS><<<dim3(row_blocks, unsigned(a.NH), unsigned(a.B)), kThreads, smem_q,
-                                                stream>>>(a.dqkv, a.dout, a.qkv, a.out_in, a.lse_in, a.mask, a.T, a.NH,
-                                                          a.NKV, a.HS);
-  PPO_CHECK_LAUNCH("attention_backward_dq_kernel");
+  PPO_LAUNCH(dim3(row_blocks, unsigned(a.NH), unsigned(a.B)), kThreads, smem_q, stream,
+             attention_backward_dq_kernel<DPL, FIXED_HS>, a.dqkv, a.dout, a.qkv, a.out_in, a.lse_in, a.mask, a.T, a.NH,
+             a.NKV, a.HS);
 }
 
 // HS 64 and 128 get compile-time head sizes; any other HS <= 256 the runtime-HS variant.

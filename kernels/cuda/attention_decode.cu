@@ -9,6 +9,7 @@
 // the W partial states are combined in warp order through shared memory, so the result does not
 // depend on timing (deterministic).
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -43,7 +44,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 attention_decode_kernel(bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ kcache,
                         const bf16* __restrict__ vcache, const int32_t* __restrict__ mask, int64_t S, int64_t length,
                         int NH, int NKV, int HS) {
-  extern __shared__ float smem[];
+  PPO_DYNAMIC_SHARED(float, smem);
   float* partial_acc = smem;                                // [kDecodeWarps][HS]
   float* partial_m = partial_acc + kDecodeWarps * HS;       // [kDecodeWarps]
   float* partial_l = partial_m + kDecodeWarps;              // [kDecodeWarps]
@@ -123,9 +124,8 @@ void launch_kv_cache_write(cudaStream_t stream, bf16* kcache, bf16* vcache, cons
   const int64_t total = B * T * int64_t(NKV) * HS;
   if (total == 0) return;
   const int threads = 256;
-  kv_cache_write_kernel<<<unsigned((total + threads - 1) / threads), threads, 0, stream>>>(kcache, vcache, qkv, B, T, S,
-                                                                                           start, NH, NKV, HS);
-  PPO_CHECK_LAUNCH("kv_cache_write_kernel");
+  PPO_LAUNCH(unsigned((total + threads - 1) / threads), threads, 0, stream, kv_cache_write_kernel, kcache, vcache, qkv,
+             B, T, S, start, NH, NKV, HS);
 }
 
 template <int DPL>
@@ -133,9 +133,8 @@ void launch_attention_decode_dpl(cudaStream_t stream, bf16* out, const bf16* qkv
                                  const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS) {
   const size_t smem = (size_t(kDecodeWarps) * HS + 2 * kDecodeWarps) * sizeof(float);
   PPO_CHECK_CUDA(cudaFuncSetAttribute(attention_decode_kernel<DPL>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  attention_decode_kernel<DPL><<<dim3(unsigned(NH), unsigned(B)), kDecodeWarps * 32, smem, stream>>>(
-      out, qkv, kcache, vcache, mask, S, length, NH, NKV, HS);
-  PPO_CHECK_LAUNCH("attention_decode_kernel");
+  PPO_LAUNCH(dim3(unsigned(NH), unsigned(B)), kDecodeWarps * 32, smem, stream, attention_decode_kernel<DPL>, out, qkv,
+             kcache, vcache, mask, S, length, NH, NKV, HS);
 }
 
 void launch_attention_decode(cudaStream_t stream, bf16* out, const bf16* qkv, const bf16* kcache, const bf16* vcache,

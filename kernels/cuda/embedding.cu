@@ -1,15 +1,15 @@
 // Token + position embedding, forward and backward. See kernels/backend.h.
 //
 // Backward is deterministic without float atomics: the rows n are sorted by token id with a
-// stable radix sort (CUB), so each vocabulary row's contributions sit together in increasing n;
+// stable radix sort (radix_sort.h), so each vocabulary row's contributions sit together in increasing n;
 // one block per (run of equal ids, channel slice) sums them in that order and adds the sum to
 // dwte once. The same for positions into dwpe. A very frequent token (padding) makes one long
 // serial run; the channel slices still spread it over C / kChannelsPerBlock blocks.
-#include <cub/device/device_radix_sort.cuh>
-
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/radix_sort.h"
 
 namespace ppo::cuda {
 
@@ -69,13 +69,12 @@ void launch_embedding_forward(CudaContext& ctx, bf16* out, const int32_t* tokens
   const int threads = 256;
   const bool vec8 = C % 8 == 0 && aligned16(out) && aligned16(wte) && (wpe == nullptr || aligned16(wpe));
   if (vec8) {
-    embedding_forward_kernel<8><<<grid_for(ctx, N * C / 8, threads), threads, 0, ctx.stream>>>(out, tokens, pos, wte,
-                                                                                              wpe, N, C);
+    PPO_LAUNCH(grid_for(ctx, N * C / 8, threads), threads, 0, ctx.stream, embedding_forward_kernel<8>, out, tokens, pos,
+               wte, wpe, N, C);
   } else {
-    embedding_forward_kernel<1><<<grid_for(ctx, N * C, threads), threads, 0, ctx.stream>>>(out, tokens, pos, wte, wpe,
-                                                                                          N, C);
+    PPO_LAUNCH(grid_for(ctx, N * C, threads), threads, 0, ctx.stream, embedding_forward_kernel<1>, out, tokens, pos,
+               wte, wpe, N, C);
   }
-  PPO_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
 // dtable(count, C) += rows of dout grouped by ids (N), deterministically (see the file comment).
@@ -88,20 +87,19 @@ void launch_embedding_backward(CudaContext& ctx, float* dtable, const bf16* dout
   int32_t* rows = scratch.take<int32_t>(N, "embedding rows");
   int32_t* sorted_ids = scratch.take<int32_t>(N, "embedding sorted ids");
   int32_t* sorted_rows = scratch.take<int32_t>(N, "embedding sorted rows");
-  iota_kernel<<<grid_for(ctx, N, 256), 256, 0, ctx.stream>>>(rows, N);
-  PPO_CHECK_LAUNCH("iota_kernel");
+  PPO_LAUNCH(grid_for(ctx, N, 256), 256, 0, ctx.stream, iota_kernel, rows, N);
 
   const int end_bit = bits_for(count);
   size_t temp_bytes = 0;
-  PPO_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, ids, sorted_ids, rows, sorted_rows, int(N), 0,
-                                                 end_bit, ctx.stream));
+  PPO_CHECK_CUDA(
+      radix_sort_pairs(nullptr, temp_bytes, ids, sorted_ids, rows, sorted_rows, int(N), 0, end_bit, ctx.stream));
   void* temp = scratch.take<char>(int64_t(temp_bytes), "embedding sort temp");
-  PPO_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, ids, sorted_ids, rows, sorted_rows, int(N), 0,
-                                                 end_bit, ctx.stream));
+  PPO_CHECK_CUDA(
+      radix_sort_pairs(temp, temp_bytes, ids, sorted_ids, rows, sorted_rows, int(N), 0, end_bit, ctx.stream));
 
   const dim3 grid(unsigned(N), unsigned(ceil_div(C, kChannelsPerBlock)));
-  embedding_backward_kernel<<<grid, kChannelsPerBlock, 0, ctx.stream>>>(dtable, dout, sorted_ids, sorted_rows, N, C);
-  PPO_CHECK_LAUNCH("embedding_backward_kernel");
+  PPO_LAUNCH(grid, kChannelsPerBlock, 0, ctx.stream, embedding_backward_kernel, dtable, dout, sorted_ids, sorted_rows,
+             N, C);
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 #pragma once
 #include <array>
 #include <cstdint>
+
 #include "engine/dtype.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace ppo::cuda {
 
@@ -133,8 +135,7 @@ __global__ void sum_partials_kernel(double* totals, const double* partials, int 
 // Launches the second pass into `totals` (K doubles of scratch) without reading them back.
 template <int K>
 void sum_partials(CudaContext& ctx, double* totals, const double* partials, int blocks) {
-  sum_partials_kernel<K><<<1, 256, 0, ctx.stream>>>(totals, partials, blocks);
-  PPO_CHECK_LAUNCH("sum_partials");
+  PPO_LAUNCH(1, 256, 0, ctx.stream, sum_partials_kernel<K>, totals, partials, blocks);
 }
 
 // The same, then copied to the host (synchronizes ctx.stream).

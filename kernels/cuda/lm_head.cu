@@ -12,7 +12,9 @@
 // V*C*4 bytes; this is the precision PyTorch's bf16 autocast uses for the same product.
 // Scratch per chunk row: V*4 (logits) + V*2 (bf16 dz'), see cuda_scratch_bytes.
 #include <algorithm>
+
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -161,9 +163,8 @@ void launch_lm_forward(CudaContext& ctx, float* logp, float* entropy, float* lse
   for (int64_t r0 = 0; r0 < N; r0 += R) {
     const int64_t rows = std::min(R, N - r0);
     gemm_logits(ctx, logits, hidden + r0 * C, wte, rows, C, V, s);
-    lm_row_stats_kernel<<<unsigned(rows), kRowThreads, 0, ctx.stream>>>(logp + r0, entropy + r0, lse + r0, logits,
-                                                                         targets + r0, V);
-    PPO_CHECK_LAUNCH("lm_row_stats_kernel");
+    PPO_LAUNCH(unsigned(rows), kRowThreads, 0, ctx.stream, lm_row_stats_kernel, logp + r0, entropy + r0, lse + r0,
+               logits, targets + r0, V);
   }
   scratch.rewind(mark);
 }
@@ -182,10 +183,9 @@ void launch_lm_backward(CudaContext& ctx, bf16* dhidden, float* dwte, const floa
   for (int64_t r0 = 0; r0 < N; r0 += R) {
     const int64_t rows = std::min(R, N - r0);
     gemm_logits(ctx, logits, hidden + r0 * C, wte, rows, C, V, s);
-    lm_dlogits_kernel<<<unsigned(rows), kRowThreads, 0, ctx.stream>>>(
-        dz, logits, g_logp ? g_logp + r0 : nullptr, g_entropy ? g_entropy + r0 : nullptr, targets + r0, lse + r0,
-        entropy + r0, V, s);
-    PPO_CHECK_LAUNCH("lm_dlogits_kernel");
+    PPO_LAUNCH(unsigned(rows), kRowThreads, 0, ctx.stream, lm_dlogits_kernel, dz, logits,
+               g_logp ? g_logp + r0 : nullptr, g_entropy ? g_entropy + r0 : nullptr, targets + r0, lse + r0,
+               entropy + r0, V, s);
     gemm_dhidden(ctx, dhidden + r0 * C, dz, wte, rows, C, V);
     if (dwte) gemm_dwte(ctx, dwte, dz, hidden + r0 * C, rows, C, V);
   }

@@ -28,6 +28,7 @@
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -161,10 +162,8 @@ void launch_column_sum(CudaContext& ctx, float* dbias, const bf16* dout, int64_t
   ScratchFrame scratch(ctx, "matmul_backward dbias");
   float* partial = scratch.take<float>(int64_t(groups) * OC, "dbias partials");
   const dim3 grid(unsigned(ceil_div(OC, 256)), unsigned(groups));
-  column_sum_partial_kernel<<<grid, 256, 0, ctx.stream>>>(partial, dout, N, OC, rows_per_block);
-  PPO_CHECK_LAUNCH("column_sum_partial_kernel");
-  add_partials_kernel<<<grid_for(ctx, OC, 256), 256, 0, ctx.stream>>>(dbias, partial, groups, OC);
-  PPO_CHECK_LAUNCH("add_partials_kernel");
+  PPO_LAUNCH(grid, 256, 0, ctx.stream, column_sum_partial_kernel, partial, dout, N, OC, rows_per_block);
+  PPO_LAUNCH(grid_for(ctx, OC, 256), 256, 0, ctx.stream, add_partials_kernel, dbias, partial, groups, OC);
 }
 
 }  // namespace
@@ -181,8 +180,7 @@ void matmul_forward(CudaContext& ctx, bf16* out, const bf16* inp, const bf16* we
   p.epilogue_vector = nullptr;
   lt_matmul_or_cublas(ctx, p, "matmul_forward");
   if (!bias) return;
-  add_bias_kernel<<<grid_for(ctx, N * OC, 256), 256, 0, ctx.stream>>>(out, bias, N, OC);
-  PPO_CHECK_LAUNCH("add_bias_kernel");
+  PPO_LAUNCH(grid_for(ctx, N * OC, 256), 256, 0, ctx.stream, add_bias_kernel, out, bias, N, OC);
 }
 
 void matmul_backward(CudaContext& ctx, bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
@@ -204,8 +202,7 @@ void matmul_backward(CudaContext& ctx, bf16* dinp, float* dweight, float* dbias,
       p.epilogue_vector = bgrad;
       if (lt_matmul(ctx, p)) {
         // dbias += bgrad, reusing the partial-sum kernel with one group.
-        add_partials_kernel<<<grid_for(ctx, OC, 256), 256, 0, ctx.stream>>>(dbias, bgrad, 1, OC);
-        PPO_CHECK_LAUNCH("add_partials_kernel");
+        PPO_LAUNCH(grid_for(ctx, OC, 256), 256, 0, ctx.stream, add_partials_kernel, dbias, bgrad, 1, OC);
         dbias_done = true;
       }
       p.epilogue = CUBLASLT_EPILOGUE_DEFAULT;

@@ -1,6 +1,7 @@
 // Memory helpers on the device: fill, dtype conversion, column slices. See kernels/backend.h.
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -34,15 +35,13 @@ constexpr int kThreads = 256;
 
 template <class T>
 void launch_fill(CudaContext& ctx, void* data, int64_t n, T value) {
-  fill_kernel<T><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(static_cast<T*>(data), n, value);
-  PPO_CHECK_LAUNCH("fill_kernel");
+  PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, fill_kernel<T>, static_cast<T*>(data), n, value);
 }
 
 template <class D, class S>
 void launch_convert(CudaContext& ctx, void* dst, const void* src, int64_t n) {
-  convert_kernel<D, S><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(static_cast<D*>(dst),
-                                                                                static_cast<const S*>(src), n);
-  PPO_CHECK_LAUNCH("convert_kernel");
+  PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, convert_kernel<D, S>, static_cast<D*>(dst),
+             static_cast<const S*>(src), n);
 }
 
 // Dispatches on the source dtype for a fixed destination type.

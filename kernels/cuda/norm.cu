@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -19,7 +20,7 @@ namespace {
 template <int VEC>
 __global__ void norm_forward_kernel(NormKind kind, bf16* res_out, bf16* out, float* mean, float* rstd, const bf16* a,
                                     const bf16* b, const bf16* weight, const bf16* bias, int64_t C, float eps) {
-  extern __shared__ float row[];  // (C) f32
+  PPO_DYNAMIC_SHARED(float, row);  // (C) f32
   const int64_t n = blockIdx.x, slots = C / VEC;
   const int64_t base = n * C;
   float acc[1] = {0.0f};
@@ -85,7 +86,7 @@ __global__ void norm_forward_kernel(NormKind kind, bf16* res_out, bf16* out, flo
 __global__ void norm_backward_kernel(NormKind kind, bf16* dinp, float* partial_w, float* partial_b, const bf16* dout,
                                      const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
                                      int64_t N, int64_t C, int64_t rows_per_block) {
-  extern __shared__ float part[];  // pw (C) then pb (C)
+  PPO_DYNAMIC_SHARED(float, part);  // pw (C) then pb (C)
   float* pw = part;
   float* pb = part + C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) pw[c] = pb[c] = 0.0f;
@@ -163,9 +164,8 @@ void launch_norm_forward(CudaContext& ctx, NormKind kind, bf16* res_out, bf16* o
   const size_t smem = size_t(C) * sizeof(float);
   allow_shared(ctx, norm_forward_kernel<VEC>, smem, "norm_forward");
   PPO_ASSERT(N <= INT32_MAX, "norm_forward: ", N, " rows");
-  norm_forward_kernel<VEC><<<unsigned(N), norm_threads(C / VEC), smem, ctx.stream>>>(kind, res_out, out, mean, rstd,
-                                                                                     a, b, weight, bias, C, eps);
-  PPO_CHECK_LAUNCH("norm_forward_kernel");
+  PPO_LAUNCH(unsigned(N), norm_threads(C / VEC), smem, ctx.stream, norm_forward_kernel<VEC>, kind, res_out, out, mean,
+             rstd, a, b, weight, bias, C, eps);
 }
 
 }  // namespace
@@ -192,13 +192,11 @@ void norm_backward(CudaContext& ctx, NormKind kind, bf16* dinp, float* dweight, 
   float* partial_b = dbias ? scratch.take<float>(int64_t(blocks) * C, "norm dbias partials") : nullptr;
   const size_t smem = 2 * size_t(C) * sizeof(float);
   allow_shared(ctx, norm_backward_kernel, smem, "norm_backward");
-  norm_backward_kernel<<<blocks, norm_threads(C), smem, ctx.stream>>>(kind, dinp, partial_w, partial_b, dout, inp,
-                                                                      weight, mean, rstd, N, C, rows_per_block);
-  PPO_CHECK_LAUNCH("norm_backward_kernel");
+  PPO_LAUNCH(blocks, norm_threads(C), smem, ctx.stream, norm_backward_kernel, kind, dinp, partial_w, partial_b, dout,
+             inp, weight, mean, rstd, N, C, rows_per_block);
   if (dweight || dbias) {
-    norm_backward_params_kernel<<<grid_for(ctx, C, 256), 256, 0, ctx.stream>>>(dweight, dbias, partial_w, partial_b,
-                                                                               blocks, C);
-    PPO_CHECK_LAUNCH("norm_backward_params_kernel");
+    PPO_LAUNCH(grid_for(ctx, C, 256), 256, 0, ctx.stream, norm_backward_params_kernel, dweight, dbias, partial_w,
+               partial_b, blocks, C);
   }
 }
 
@@ -206,11 +204,10 @@ void residual_forward(CudaContext& ctx, bf16* out, const bf16* a, const bf16* b,
   if (n == 0) return;
   const int threads = 256;
   if (n % 8 == 0 && aligned16(out) && aligned16(a) && aligned16(b)) {
-    residual_kernel<8><<<grid_for(ctx, n / 8, threads), threads, 0, ctx.stream>>>(out, a, b, n);
+    PPO_LAUNCH(grid_for(ctx, n / 8, threads), threads, 0, ctx.stream, residual_kernel<8>, out, a, b, n);
   } else {
-    residual_kernel<1><<<grid_for(ctx, n, threads), threads, 0, ctx.stream>>>(out, a, b, n);
+    PPO_LAUNCH(grid_for(ctx, n, threads), threads, 0, ctx.stream, residual_kernel<1>, out, a, b, n);
   }
-  PPO_CHECK_LAUNCH("residual_kernel");
 }
 
 }  // namespace ppo::cuda

@@ -4,6 +4,7 @@
 // a grid that depends on n only (reduce_blocks), then one block sums them in block order.
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernel_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -190,25 +191,23 @@ constexpr int kThreads = 256;
 void kl_penalty(CudaContext& ctx, float* kl, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n,
                 KLEstimator estimator) {
   if (n == 0) return;
-  kl_penalty_kernel<<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(kl, logp, ref_logp, mask, n, estimator);
-  PPO_CHECK_LAUNCH("kl_penalty_kernel");
+  PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, kl_penalty_kernel, kl, logp, ref_logp, mask, n,
+             estimator);
 }
 
 void kl_penalty_backward(CudaContext& ctx, float* dlogp, const float* logp, const float* ref_logp, const int32_t* mask,
                          int64_t n, KLEstimator estimator, float weight) {
   if (n == 0) return;
-  kl_penalty_backward_kernel<<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(dlogp, logp, ref_logp, mask, n,
-                                                                                      estimator, weight);
-  PPO_CHECK_LAUNCH("kl_penalty_backward_kernel");
+  PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, kl_penalty_backward_kernel, dlogp, logp, ref_logp,
+             mask, n, estimator, weight);
 }
 
 void gae_reverse_scan(CudaContext& ctx, float* advantages, float* returns, const float* rewards, const float* values,
                       const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda) {
   if (B == 0 || T == 0) return;
   const int threads = 128;
-  gae_kernel<<<unsigned(ceil_div(B, threads)), threads, 0, ctx.stream>>>(advantages, returns, rewards, values, mask, B,
-                                                                         T, gamma, lambda);
-  PPO_CHECK_LAUNCH("gae_kernel");
+  PPO_LAUNCH(unsigned(ceil_div(B, threads)), threads, 0, ctx.stream, gae_kernel, advantages, returns, rewards, values,
+             mask, B, T, gamma, lambda);
 }
 
 // Two passes in double: the mean first, then the centred squares (population variance).
@@ -219,11 +218,9 @@ MaskedMoments masked_moments(CudaContext& ctx, const float* x, const int32_t* ma
   ScratchFrame scratch(ctx, "masked_moments");
   double* partial = scratch.take<double>(int64_t(blocks) * 2, "moments partials");
   double* totals = scratch.take<double>(3, "moments totals");  // sum, count, sum of squares
-  masked_sum_kernel<<<blocks, kReduceThreads, 0, ctx.stream>>>(partial, x, mask, n);
-  PPO_CHECK_LAUNCH("masked_sum_kernel");
+  PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, masked_sum_kernel, partial, x, mask, n);
   sum_partials<2>(ctx, totals, partial, blocks);
-  masked_centered_squares_kernel<<<blocks, kReduceThreads, 0, ctx.stream>>>(partial, x, mask, n, totals);
-  PPO_CHECK_LAUNCH("masked_centered_squares_kernel");
+  PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, masked_centered_squares_kernel, partial, x, mask, n, totals);
   sum_partials<1>(ctx, totals + 2, partial, blocks);
   double host[3];
   PPO_CHECK_CUDA(cudaMemcpyAsync(host, totals, sizeof host, cudaMemcpyDeviceToHost, ctx.stream));
@@ -239,8 +236,7 @@ MaskedMoments masked_moments(CudaContext& ctx, const float* x, const int32_t* ma
 
 void masked_affine(CudaContext& ctx, float* x, const int32_t* mask, int64_t n, float shift, float scale) {
   if (n == 0) return;
-  masked_affine_kernel<<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(x, mask, n, shift, scale);
-  PPO_CHECK_LAUNCH("masked_affine_kernel");
+  PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, masked_affine_kernel, x, mask, n, shift, scale);
 }
 
 PolicyLossSums ppo_policy_loss(CudaContext& ctx, float* dlogp, const float* logp, const float* old_logp,
@@ -251,9 +247,8 @@ PolicyLossSums ppo_policy_loss(CudaContext& ctx, float* dlogp, const float* logp
   ScratchFrame scratch(ctx, "ppo_policy_loss");
   double* partial = scratch.take<double>(int64_t(blocks) * 5, "policy loss partials");
   double* totals = scratch.take<double>(5, "policy loss totals");
-  ppo_policy_loss_kernel<<<blocks, kReduceThreads, 0, ctx.stream>>>(partial, dlogp, logp, old_logp, advantages, mask,
-                                                                    n, clip_eps, dual_clip, token_weight);
-  PPO_CHECK_LAUNCH("ppo_policy_loss_kernel");
+  PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, ppo_policy_loss_kernel, partial, dlogp, logp, old_logp, advantages,
+             mask, n, clip_eps, dual_clip, token_weight);
   const auto s = sum_partials_to_host<5>(ctx, totals, partial, blocks);
   PolicyLossSums r;
   r.loss = s[0];
@@ -272,9 +267,8 @@ ValueLossSums ppo_value_loss(CudaContext& ctx, float* dvalues, const float* valu
   ScratchFrame scratch(ctx, "ppo_value_loss");
   double* partial = scratch.take<double>(int64_t(blocks) * 3, "value loss partials");
   double* totals = scratch.take<double>(3, "value loss totals");
-  ppo_value_loss_kernel<<<blocks, kReduceThreads, 0, ctx.stream>>>(partial, dvalues, values, old_values, returns,
-                                                                   mask, n, clip_value, token_weight);
-  PPO_CHECK_LAUNCH("ppo_value_loss_kernel");
+  PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, ppo_value_loss_kernel, partial, dvalues, values, old_values,
+             returns, mask, n, clip_value, token_weight);
   const auto s = sum_partials_to_host<3>(ctx, totals, partial, blocks);
   ValueLossSums r;
   r.loss = s[0];

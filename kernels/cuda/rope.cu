@@ -8,6 +8,7 @@
 // rounding (2^-8 relative) of the stored result. The rotation itself is done in f32 and rounded
 // to bf16 once. (The CPU reference computes the angle in f64; the difference is below bf16 rounding.)
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -42,9 +43,8 @@ void launch_rope(cudaStream_t stream, bf16* qkv, const int32_t* pos, int64_t N, 
   if (total == 0) return;
   const int threads = 256;
   const int64_t blocks = (total + threads - 1) / threads;
-  rope_kernel<<<unsigned(blocks), threads, 0, stream>>>(qkv, pos, N, heads, (NH + 2 * NKV) * HS, HS, theta,
-                                                         inverse ? -1.0f : 1.0f);
-  PPO_CHECK_LAUNCH("rope_kernel");
+  PPO_LAUNCH(unsigned(blocks), threads, 0, stream, rope_kernel, qkv, pos, N, heads, (NH + 2 * NKV) * HS, HS, theta,
+             inverse ? -1.0f : 1.0f);
 }
 
 }  // namespace

@@ -16,8 +16,10 @@
 // reference's sequential order only at the 1e-16 relative level, so the kept set and the token
 // match except when a cumulative mass lies within that distance of its threshold.
 #include <cfloat>
+
 #include "engine/philox.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace ppo::cuda {
@@ -257,9 +259,8 @@ sample_tokens_kernel(int32_t* __restrict__ tokens, float* __restrict__ logp, con
 void launch_sample_tokens(cudaStream_t stream_handle, int32_t* tokens, float* logp, const bf16* logits, int64_t B,
                           int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream) {
   if (B == 0) return;
-  sample_tokens_kernel<<<unsigned(B), kSampleThreads, 0, stream_handle>>>(tokens, logp, logits, V, inv_temperature,
-                                                                          top_k, top_p, seed, stream);
-  PPO_CHECK_LAUNCH("sample_tokens_kernel");
+  PPO_LAUNCH(unsigned(B), kSampleThreads, 0, stream_handle, sample_tokens_kernel, tokens, logp, logits, V,
+             inv_temperature, top_k, top_p, seed, stream);
 }
 
 // The ids travel by value (kernel parameter space): no device buffer for a handful of ints.
@@ -280,8 +281,7 @@ void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, con
   MaskedIds m{};
   for (int i = 0; i < n_ids; ++i) m.id[i] = ids[i];
   m.n = n_ids;
-  mask_token_logits_kernel<<<unsigned(B), Backend::kMaxMaskedTokens, 0, ctx.stream>>>(logits, V, m);
-  PPO_CHECK_LAUNCH("mask_token_logits_kernel");
+  PPO_LAUNCH(unsigned(B), Backend::kMaxMaskedTokens, 0, ctx.stream, mask_token_logits_kernel, logits, V, m);
 }
 
 void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V,

@@ -312,15 +312,25 @@ TEST_CASE("hf fixtures: cuda (bf16) against the cpu (f32), forward and backward"
     LoadedModel cpu(dir, DeviceKind::CPU, Precision::F32), gpu(dir, DeviceKind::CUDA, Precision::BF16);
     const Result want = run_fixture(cpu, fx), got = run_fixture(gpu, fx);
     const std::vector<int32_t> mask = ids_of(fx, "attention_mask");
-    // bf16 weights and activations (8-bit mantissa, ~4e-3 relative per rounding) through 2 layers:
-    // relative L2 below 2e-2 for outputs and 5e-2 for gradients; a wrong kernel gives O(1).
+    // bf16 weights and activations (8-bit mantissa) through 2 layers. Measured on the emulated device:
+    // outputs 0.6e-2 (gpt2) to 2.8e-2 (qwen2_reward); per-tensor gradients up to 0.10 (small ones such
+    // as a k_proj.bias), all gradients together up to 3e-2. Rounding only the weights to bf16 on the
+    // CPU already gives 1.3e-2 and 0.07. A wrong kernel gives O(1).
     const double out_err = rel_l2(real_positions(got.outputs, mask), real_positions(want.outputs, mask));
-    CHECK_MESSAGE(out_err < 2e-2, name, " outputs: rel_l2 ", out_err);
+    CHECK_MESSAGE(out_err < 4e-2, std::string(name), " outputs: rel_l2 ", out_err);
+    std::vector<float> all_got, all_want;
     for (const auto& grad : want.grads) {  // no structured binding: doctest's messages capture it in lambdas
       const std::string& hf_name = grad.first;
-      const double e = rel_l2(got.grads.at(hf_name), grad.second);
-      CHECK_MESSAGE(e < 5e-2, name, " grad ", hf_name, ": rel_l2 ", e);
+      const std::vector<float>& g = grad.second;
+      const std::vector<float>& gg = got.grads.at(hf_name);
+      const double e = rel_l2(gg, g);
+      CHECK_MESSAGE(e < 0.15, std::string(name), " grad ", hf_name, ": rel_l2 ", e);
+      all_got.insert(all_got.end(), gg.begin(), gg.end());
+      all_want.insert(all_want.end(), g.begin(), g.end());
     }
+    const double all_err = rel_l2(all_got, all_want);
+    CHECK_MESSAGE(all_err < 5e-2, std::string(name), " all gradients: rel_l2 ", all_err);
+    MESSAGE(std::string(name), ": outputs rel_l2 ", out_err, ", all gradients ", all_err);
   }
 }
 

@@ -12,10 +12,13 @@
 // At the end out = O / l and lse = (m + log2 l) ln 2; a query with no visible key gets out = 0 and
 // lse = -inf. Query t sees key s iff s <= t and mask[b,s] == 1. Query tiles run longest first.
 #include <cuda_bf16.h>
+
 #include <cmath>
 
 #include "bench/kernels/attention/flash_mma.h"
 #include "engine/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/tensor_core.cuh"
 
 namespace ppo::kbench::attention {
 namespace {
@@ -27,41 +30,19 @@ constexpr int kStride = kHS + 8;       // bf16 per shared row: 144 bytes, ldmatr
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global -> shared, asynchronously; zero-filled when !valid (src is not read then).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-// d += a b: m16n8k16, A row-major (4 regs), B column-major (2 regs), f32 accumulators.
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using cuda::cp_async16;
+using cuda::cp_async_commit;
+using cuda::cp_async_wait;
+using cuda::ldmatrix_x4;
+using cuda::ldmatrix_x4_trans;
+using cuda::mma_m16n8k16_bf16;
 
 // Two floats as a bf16 pair, `lo` in the low half (the lower column).
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  return bits;
 }
 
 // Rows [row0, row0+64) of one head's 64 columns (src = row 0 of that column block, row stride W)
@@ -147,8 +128,8 @@ flash_mma_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const 
       for (int half = 0; half < 2; ++half) {
         uint32_t kb[4];
         ldmatrix_x4(kb, Kt + (8 * j + (lane & 7)) * kStride + half * 32 + 8 * (lane >> 3));
-        mma(s[j], qf[2 * half], kb[0], kb[1]);
-        mma(s[j], qf[2 * half + 1], kb[2], kb[3]);
+        mma_m16n8k16_bf16(s[j], qf[2 * half], kb[0], kb[1]);
+        mma_m16n8k16_bf16(s[j], qf[2 * half + 1], kb[2], kb[3]);
       }
     }
 
@@ -206,8 +187,8 @@ flash_mma_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const 
       for (int jp = 0; jp < 4; ++jp) {
         uint32_t vb[4];
         ldmatrix_x4_trans(vb, Vt + (16 * kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * kStride + 16 * jp + 8 * (lane >> 4));
-        mma(o[2 * jp], pa, vb[0], vb[1]);
-        mma(o[2 * jp + 1], pa, vb[2], vb[3]);
+        mma_m16n8k16_bf16(o[2 * jp], pa, vb[0], vb[1]);
+        mma_m16n8k16_bf16(o[2 * jp + 1], pa, vb[2], vb[3]);
       }
     }
     __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
@@ -246,8 +227,7 @@ void flash_mma_forward(cudaStream_t stream, bf16* out, float* lse, const bf16* q
              "flash_mma_forward: qkv must be 16-byte and out 4-byte aligned");
   if (B == 0 || T == 0) return;
   const dim3 grid(unsigned((T + kRows - 1) / kRows), unsigned(NH), unsigned(B));
-  flash_mma_forward_kernel<<<grid, kThreads, 0, stream>>>(out, lse, qkv, mask, T, NH, NKV);
-  PPO_CHECK_LAUNCH("flash_mma_forward_kernel");
+  PPO_LAUNCH(grid, kThreads, 0, stream, flash_mma_forward_kernel, out, lse, qkv, mask, T, NH, NKV);
 }
 
 }  // namespace ppo::kbench::attention

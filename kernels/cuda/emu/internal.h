@@ -1,0 +1,41 @@
+// State of the emulated device shared by its runtime (runtime.cpp), scheduler (device.cpp) and
+// libraries (cublas.cpp, radix_sort.cpp). One device, one process: the device is global state, as
+// a GPU driver's is.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "engine/device_memory.h"
+
+namespace ppo::emu {
+
+enum class Order : uint8_t { Forward, Reverse, Shuffle };
+
+struct DeviceState {
+  std::recursive_mutex mutex;  // one host thread on the device at a time
+  DeviceCounters counters;
+  std::map<uintptr_t, size_t> allocations;  // base -> bytes
+  size_t allocated_bytes = 0;
+  cudaError_t last_error = cudaSuccess;  // cudaGetLastError's, with its detail
+  std::string last_error_detail;
+  std::unordered_map<const void*, int> max_dynamic_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize
+  Order order = Order::Forward;
+  uint64_t shuffle_seed = 1;
+  uint64_t digest = 1469598103934665603ull;  // FNV-1a of every byte copied to the host, in order
+  int64_t digest_bytes = 0;
+};
+DeviceState& device();
+
+// Records an error for the next cudaGetLastError (the first one wins until it is read).
+void set_error(cudaError_t err, const std::string& detail);
+// The allocation holding [p, p + bytes), or false.
+bool device_range(const void* p, size_t bytes);
+// H200-class properties of the emulated device.
+const cudaDeviceProp& properties();
+
+}  // namespace ppo::emu
