@@ -28,18 +28,21 @@ std::string format_bytes(size_t n) {
 
 ArenaPlan ArenaPlan::make(const std::vector<RegionSpec>& specs) {
   ArenaPlan plan;
+  auto end_of = [](size_t offset, const RegionSpec& s) {
+    return checked_add(offset, align_up(s.bytes), "arena plan, region " + s.owner + "/" + s.name);
+  };
   size_t always_end = 0;
   for (const RegionSpec& s : specs) {
     if (s.phase != Phase::Always) continue;
     plan.regions.push_back({s, always_end});
-    always_end += align_up(s.bytes);
+    always_end = end_of(always_end, s);
   }
   size_t phase_end[3] = {0, always_end, always_end};  // indexed by Phase
   for (const RegionSpec& s : specs) {
     if (s.phase == Phase::Always) continue;
     size_t& end = phase_end[int(s.phase)];
     plan.regions.push_back({s, end});
-    end += align_up(s.bytes);
+    end = end_of(end, s);
   }
   plan.total_bytes = std::max(phase_end[int(Phase::Rollout)], phase_end[int(Phase::Train)]);
   for (size_t i = 0; i < plan.regions.size(); ++i)
@@ -99,13 +102,13 @@ std::string ArenaPlan::table(std::optional<size_t> capacity) const {
 
 size_t TensorSpec::bytes() const {
   size_t n = dtype_size(dtype);
-  for (int64_t d : shape) n *= size_t(d);
+  for (int64_t d : shape) n = checked_mul(n, size_t(d), "tensor '" + name + "'");
   return n;
 }
 
 size_t packed_bytes(const std::vector<TensorSpec>& tensors) {
   size_t n = 0;
-  for (const TensorSpec& t : tensors) n += align_up(t.bytes());
+  for (const TensorSpec& t : tensors) n = checked_add(n, align_up(t.bytes()), "tensor '" + t.name + "'");
   return n;
 }
 
@@ -137,11 +140,15 @@ void Carver::rewind(size_t mark) {
   used_ = mark;
 }
 
+void check_fits(const ArenaPlan& plan, DeviceKind device, size_t capacity) {
+  if (plan.total_bytes > capacity)
+    PPO_FAIL("the ", device_name(device), " device is too small for this run (", device == DeviceKind::CPU ?
+             "available host memory" : "free device memory", "); arena plan:\n", plan.table(capacity));
+}
+
 Arena::Arena(ArenaPlan plan, DeviceKind device, size_t device_capacity)
     : plan_(std::move(plan)), device_(device) {
-  if (plan_.total_bytes > device_capacity)
-    PPO_FAIL("the ", device_name(device), " device is too small for this run; arena plan:\n",
-             plan_.table(device_capacity));
+  check_fits(plan_, device, device_capacity);
   try {
     base_ = device_alloc(device, std::max<size_t>(plan_.total_bytes, kArenaAlignment));
   } catch (const Error& e) {

@@ -15,7 +15,7 @@
 namespace ppo {
 
 constexpr size_t kArenaAlignment = 256;
-inline size_t align_up(size_t n, size_t a = kArenaAlignment) { return (n + a - 1) / a * a; }
+inline size_t align_up(size_t n, size_t a = kArenaAlignment) { return checked_add(n, a - 1, "align_up") / a * a; }
 
 enum class Phase : uint8_t { Always, Rollout, Train };
 const char* phase_name(Phase p);
@@ -76,8 +76,12 @@ class Carver {
   std::string what_;
 };
 
-// Owns the one allocation of a device. Construction fails, before any work, with the plan table
-// and the shortfall when the device cannot hold the plan.
+// Fails, before any work, with the plan table and the shortfall when `capacity` bytes of `device`
+// cannot hold the plan.
+void check_fits(const ArenaPlan& plan, DeviceKind device, size_t capacity);
+
+// Owns the one allocation of a device. Construction fails (check_fits) when the device cannot hold
+// the plan.
 class Arena {
  public:
   Arena(ArenaPlan plan, DeviceKind device, size_t device_capacity);

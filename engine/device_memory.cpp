@@ -1,7 +1,14 @@
 #include "engine/device_memory.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <utility>
 
 namespace ppo {
 
@@ -22,6 +29,40 @@ static void* cuda_alloc(size_t) { PPO_FAIL("this build has no CUDA backend (conf
 static void cuda_free(void*) {}
 static void cuda_copy(void*, const void*, size_t) { PPO_FAIL("this build has no CUDA backend"); }
 #endif
+
+namespace {
+
+// The number that follows word `key` in the file at `path` (/proc/meminfo), or with no key its first
+// word (a cgroup file, where "max" means no limit): nullopt when there is no such number.
+std::optional<uint64_t> read_number(const std::string& path, const char* key = nullptr) {
+  std::ifstream in(path);
+  std::string word;
+  if (key)
+    while (in >> word && word != key) {}
+  if (!(in >> word)) return std::nullopt;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(word.c_str(), &end, 10);
+  return *end == '\0' ? std::optional<uint64_t>(v) : std::nullopt;
+}
+
+}  // namespace
+
+size_t host_available_bytes() {
+  std::optional<uint64_t> kib = read_number("/proc/meminfo", "MemAvailable:");
+  size_t available = kib ? size_t(*kib) * 1024 : size_t(sysconf(_SC_AVPHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
+  // cgroup v2, then v1: the limit less the usage (v1 reports no limit as a huge number)
+  for (const auto& [limit_file, usage_file] : {std::pair{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+                                               std::pair{"/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                                         "/sys/fs/cgroup/memory/memory.usage_in_bytes"}}) {
+    const std::optional<uint64_t> limit = read_number(limit_file), usage = read_number(usage_file);
+    if (limit && usage) available = std::min<size_t>(available, *limit > *usage ? *limit - *usage : 0);
+  }
+  return available;
+}
+
+size_t device_capacity(DeviceKind device) {
+  return device == DeviceKind::CUDA ? cuda_free_bytes() : host_available_bytes();
+}
 
 void* device_alloc(DeviceKind device, size_t bytes) {
   if (device == DeviceKind::CUDA) return cuda_alloc(bytes);

@@ -26,6 +26,12 @@ struct DeviceCounters {
 DeviceCounters cuda_counters();
 void reset_cuda_counters();
 
+// Host memory a run may still take: MemAvailable of /proc/meminfo, lowered to what the cgroup's
+// memory limit leaves (containers); the free physical memory where /proc/meminfo is missing.
+size_t host_available_bytes();
+// What a run's arena may take on `device`: the GPU's free memory, or the host's available memory.
+size_t device_capacity(DeviceKind device);
+
 void* device_alloc(DeviceKind device, size_t bytes);  // 256-byte aligned; throws on failure
 void device_free(DeviceKind device, void* p);
 // Copies `bytes` between any two devices; synchronous.

@@ -13,6 +13,10 @@ struct Error : std::runtime_error {
 
 [[noreturn]] void fail_at(const char* file, int line, const std::string& message);
 
+// a * b and a + b of byte counts; an error naming `what` when the result does not fit size_t.
+size_t checked_mul(size_t a, size_t b, const std::string& what);
+size_t checked_add(size_t a, size_t b, const std::string& what);
+
 namespace detail {
 template <class... Args>
 std::string concat(const Args&... args) {

@@ -11,6 +11,7 @@
 #include "engine/device_memory.h"
 #include "engine/error.h"
 #include "io/hf_checkpoint.h"
+#include "io/json_fields.h"
 #include "io/safetensors.h"
 
 namespace ppo::io {
@@ -47,8 +48,7 @@ void write_synced(const std::string& path, const std::string& text) {
 }
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PPO_ASSERT(in.good(), path, ": cannot open (missing checkpoint file?)");
+  std::ifstream in = open_input_file(path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -107,11 +107,24 @@ std::string metadata(const SafetensorsFile& f, const char* key) {
 }
 
 ModelConfig config_of(const SafetensorsFile& f) {
-  try {
-    return ModelConfig::from_json(nlohmann::json::parse(metadata(f, "config")), f.path() + ": metadata 'config'");
-  } catch (const nlohmann::json::exception& e) {
-    PPO_FAIL(f.path(), ": metadata 'config' is not JSON: ", e.what());
+  const std::string where = f.path() + ": metadata 'config'";
+  return ModelConfig::from_json(parse_json(metadata(f, "config"), where), where);
+}
+
+// Every tensor of a model file is "<kind>.<parameter>" (kind: weight, master, adam_m, adam_v) of a
+// parameter of `spec`, with that parameter's shape; every parameter has its weight.
+void check_tensor_table(const SafetensorsFile& f, const ModelSpec& spec) {
+  const std::vector<TensorSpec> params = parameter_specs(spec, DType::F32);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const TensorSpec& p : params)
+    for (const char* kind : {"weight.", "master.", "adam_m.", "adam_v."}) shapes[kind + p.name] = p.shape;
+  for (const auto& [name, e] : f.entries()) {
+    auto it = shapes.find(name);
+    PPO_ASSERT(it != shapes.end(), f.path(), ": unexpected tensor '", name, "' (no parameter of the model in its metadata 'config')");
+    PPO_ASSERT(e.shape == it->second, f.path(), ": tensor '", name, "' has shape ", nlohmann::json(e.shape).dump(),
+               ", its metadata 'config' needs ", nlohmann::json(it->second).dump());
   }
+  for (const TensorSpec& p : params) PPO_ASSERT(f.contains("weight." + p.name), f.path(), ": missing tensor 'weight.", p.name, "'");
 }
 
 std::string model_file(const std::string& step_dir, const std::string& owner) {
@@ -137,6 +150,7 @@ void load_model(const std::string& path, Transformer& m) {
     PPO_ASSERT(default_engine_dtype(e.dtype) == t.dtype, path, ": tensor '", name, "' has dtype ", e.dtype,
                ", the model needs ", t.shape_str(), " (resume with the precision that saved it)");
     HostTensor h = f.load(name);
+    check_finite(h, path);
     copy_tensor(t, h.view());
   }
   PPO_ASSERT(f.entries().size() == tensors.size(), path, ": holds ", f.entries().size(), " tensors, model '",
@@ -225,12 +239,7 @@ std::string checkpoint_step_dir(const std::string& path) {
 
 nlohmann::json load_checkpoint(const std::string& path, const std::map<std::string, Transformer*>& models) {
   const std::string dir = checkpoint_step_dir(path);
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(read_text(dir + "/state.json"));
-  } catch (const nlohmann::json::exception& e) {
-    PPO_FAIL(dir, "/state.json: corrupt JSON: ", e.what());
-  }
+  const nlohmann::json state = read_json_file(dir + "/state.json");
   for (const auto& [owner, model] : models) {
     PPO_ASSERT(model != nullptr, dir, ": model '", owner, "' is null");
     load_model(model_file(dir, owner), *model);
@@ -249,10 +258,11 @@ void export_checkpoint_to_hf(const std::string& checkpoint, const std::string& o
   const Heads saved = heads_from_name(metadata(f, "heads"), f.path() + ": metadata 'heads'");
   PPO_ASSERT(heads != Heads::LMAndScalar && (saved == heads || saved == Heads::LMAndScalar), f.path(), ": model '",
              owner, "' has heads '", heads_name(saved), "'; it cannot be exported as '", heads_name(heads), "'");
-  write_hf_checkpoint(out_dir, config_of(f), heads, [&](const std::string& name) {
-    const std::string stored = f.contains("master." + name) ? "master." + name : "weight." + name;
-    PPO_ASSERT(f.contains(stored), f.path(), ": missing tensor '", stored, "'");
-    HostTensor t = f.load(stored, DType::F32);
+  const ModelConfig config = config_of(f);
+  check_tensor_table(f, ModelSpec{config, saved, Training::Frozen, Generation::None});
+  write_hf_checkpoint(out_dir, config, heads, [&](const std::string& name) {
+    HostTensor t = f.load(f.contains("master." + name) ? "master." + name : "weight." + name, DType::F32);
+    check_finite(t, f.path());
     const float* p = reinterpret_cast<const float*>(t.bytes.data());
     return std::vector<float>(p, p + t.numel());
   }, pad_token_id);

@@ -64,6 +64,7 @@ std::vector<float> load_f32(const SafetensorsCheckpoint& ckpt, const std::string
   PPO_ASSERT(e.shape == shape, file, ": tensor '", name, "' has shape ", shape_text(e.shape), ", the config needs ",
              shape_text(shape));
   HostTensor t = ckpt.load(name, DType::F32);
+  check_finite(t, file);
   const float* p = reinterpret_cast<const float*>(t.bytes.data());
   return std::vector<float>(p, p + t.numel());
 }

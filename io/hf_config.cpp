@@ -1,11 +1,9 @@
 #include "io/hf_config.h"
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <filesystem>
 #include "engine/error.h"
 #include "io/json_fields.h"
 
@@ -17,8 +15,8 @@ using nlohmann::json;
 // A field that must hold `expected` (or be absent) because the engine implements only that.
 void require_value(const json& j, const std::string& where, const char* field, const json& expected, const char* why) {
   if (!has_field(j, field)) return;
-  PPO_ASSERT(j.at(field) == expected, where, ": field '", field, "' = ", j.at(field).dump(), " is not supported (",
-             why, "; the engine needs ", expected.dump(), ")");
+  PPO_ASSERT(j.at(field) == expected, where, ": field '", field, "' = ", excerpt(j.at(field)), " is not supported (",
+             why, "; the engine needs ", excerpt(expected), ")");
 }
 
 // RoPE: theta from the top level (transformers 4) or rope_parameters (transformers 5); any
@@ -28,12 +26,12 @@ float read_rope_theta(const json& j, const std::string& where) {
   for (const char* field : {"rope_scaling", "rope_parameters"}) {
     if (!has_field(j, field)) continue;
     const json& r = j.at(field);
-    PPO_ASSERT(r.is_object(), where, ": field '", field, "' must be an object, got ", r.dump());
-    const std::string type = r.contains("rope_type") ? r.at("rope_type").dump() : r.contains("type") ? r.at("type").dump() : "";
-    PPO_ASSERT(type.empty() || type == "\"default\"", where, ": field '", field, "' has rope type ", type,
-               ": RoPE scaling is not supported (only the default rotary embedding)");
-    PPO_ASSERT(std::string(field) != "rope_scaling" || type == "\"default\"", where, ": field 'rope_scaling' = ",
-               r.dump(), " is not supported (only the default rotary embedding)");
+    PPO_ASSERT(r.is_object(), where, ": field '", field, "' must be an object, got ", excerpt(r));
+    const std::string type = read_string(r, where + ": field '" + field + "'", r.contains("rope_type") ? "rope_type" : "type", "");
+    PPO_ASSERT(type.empty() || type == "default", where, ": field '", field, "' has rope type \"", type,
+               "\": RoPE scaling is not supported (only the default rotary embedding)");
+    PPO_ASSERT(std::string(field) != "rope_scaling" || type == "default", where, ": field 'rope_scaling' = ",
+               excerpt(r), " is not supported (only the default rotary embedding)");
     if (r.contains("rope_theta")) theta = read_positive_float(r, where + ": field '" + field + "'", "rope_theta", theta);
   }
   return theta;
@@ -44,7 +42,7 @@ void require_one_label(const json& j, const std::string& where) {
   int64_t labels = 2;
   const char* field = "num_labels";
   if (has_field(j, "num_labels")) {
-    labels = read_positive_int(j, where, "num_labels", 2, Presence::Required);
+    labels = read_int(j, where, "num_labels", {1, INT32_MAX}, 2, Presence::Required);
   } else if (has_field(j, "id2label")) {
     PPO_ASSERT(j.at("id2label").is_object(), where, ": field 'id2label' must be an object");
     labels = int64_t(j.at("id2label").size());
@@ -58,13 +56,13 @@ HfModelConfig parse_gpt2(const json& j, const std::string& where) {
   HfModelConfig h;
   ModelConfig& c = h.config;
   c.arch = Arch::GPT2;
-  c.n_layer = read_positive_int(j, where, "n_layer", 0, Presence::Required);
-  c.n_head = read_positive_int(j, where, "n_head", 0, Presence::Required);
+  c.n_layer = read_int(j, where, "n_layer", {1, kMaxLayers}, 0, Presence::Required);
+  c.n_head = read_int(j, where, "n_head", {1, kMaxHeads}, 0, Presence::Required);
   c.n_kv_head = c.n_head;
-  c.d_model = read_positive_int(j, where, "n_embd", 0, Presence::Required);
-  c.d_ff = read_positive_int(j, where, "n_inner", 4 * c.d_model, Presence::Optional);  // null -> 4 * n_embd
-  c.vocab_size = read_positive_int(j, where, "vocab_size", 0, Presence::Required);
-  c.max_seq_len = read_positive_int(j, where, "n_positions", 0, Presence::Required);
+  c.d_model = read_int(j, where, "n_embd", {1, kMaxModelWidth}, 0, Presence::Required);
+  c.d_ff = read_int(j, where, "n_inner", {1, kMaxFfWidth}, 4 * c.d_model, Presence::Optional);  // null -> 4 * n_embd
+  c.vocab_size = read_int(j, where, "vocab_size", {1, kMaxVocabSize}, 0, Presence::Required);
+  c.max_seq_len = read_int(j, where, "n_positions", {1, kMaxSeqLen}, 0, Presence::Required);
   c.norm_eps = read_positive_float(j, where, "layer_norm_epsilon", 1e-5f);
   c.tied_embeddings = true;
   c.qkv_bias = true;
@@ -83,13 +81,13 @@ HfModelConfig parse_llama_family(const json& j, const std::string& where, HfFami
   HfModelConfig h;
   ModelConfig& c = h.config;
   c.arch = Arch::Llama;
-  c.n_layer = read_positive_int(j, where, "num_hidden_layers", 0, Presence::Required);
-  c.n_head = read_positive_int(j, where, "num_attention_heads", 0, Presence::Required);
-  c.n_kv_head = read_positive_int(j, where, "num_key_value_heads", c.n_head, Presence::Optional);
-  c.d_model = read_positive_int(j, where, "hidden_size", 0, Presence::Required);
-  c.d_ff = read_positive_int(j, where, "intermediate_size", 0, Presence::Required);
-  c.vocab_size = read_positive_int(j, where, "vocab_size", 0, Presence::Required);
-  c.max_seq_len = read_positive_int(j, where, "max_position_embeddings", 0, Presence::Required);
+  c.n_layer = read_int(j, where, "num_hidden_layers", {1, kMaxLayers}, 0, Presence::Required);
+  c.n_head = read_int(j, where, "num_attention_heads", {1, kMaxHeads}, 0, Presence::Required);
+  c.n_kv_head = read_int(j, where, "num_key_value_heads", {1, kMaxHeads}, c.n_head, Presence::Optional);
+  c.d_model = read_int(j, where, "hidden_size", {1, kMaxModelWidth}, 0, Presence::Required);
+  c.d_ff = read_int(j, where, "intermediate_size", {1, kMaxFfWidth}, 0, Presence::Required);
+  c.vocab_size = read_int(j, where, "vocab_size", {1, kMaxVocabSize}, 0, Presence::Required);
+  c.max_seq_len = read_int(j, where, "max_position_embeddings", {1, kMaxSeqLen}, 0, Presence::Required);
   c.norm_eps = read_positive_float(j, where, "rms_norm_eps", 1e-6f);
   c.rope_theta = read_rope_theta(j, where);
   c.tied_embeddings = read_bool(j, where, "tie_word_embeddings", false);
@@ -107,7 +105,7 @@ HfModelConfig parse_llama_family(const json& j, const std::string& where, HfFami
     if (has_field(j, "layer_types")) {
       PPO_ASSERT(j.at("layer_types").is_array(), where, ": field 'layer_types' must be an array");
       for (const json& t : j.at("layer_types"))
-        PPO_ASSERT(t == "full_attention", where, ": field 'layer_types' holds ", t.dump(),
+        PPO_ASSERT(t == "full_attention", where, ": field 'layer_types' holds ", excerpt(t),
                    ", which is not supported (only full_attention; no sliding window)");
     }
   }
@@ -135,8 +133,8 @@ std::vector<int64_t> eos_field(const json& j, const std::string& where) {
   const json& v = j.at("eos_token_id");
   std::vector<int64_t> ids;
   for (const json& e : v.is_array() ? v : json::array({v})) {
-    PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": field 'eos_token_id' = ", v.dump(),
-               " is not a token id (or a list of them)");
+    PPO_ASSERT(is_int_in(e, {0, kMaxVocabSize - 1}), where, ": field 'eos_token_id' = ",
+               excerpt(v), " is not a token id below ", kMaxVocabSize, " (or a list of them)");
     ids.push_back(e.get<int64_t>());
   }
   return ids;
@@ -149,7 +147,7 @@ HfModelConfig parse_hf_config(const json& j, const std::string& where) {
   PPO_ASSERT(has_field(j, "architectures") && j.at("architectures").is_array() && j.at("architectures").size() == 1 &&
                  j.at("architectures")[0].is_string(),
              where, ": field 'architectures' must list exactly one model class, got ",
-             has_field(j, "architectures") ? j.at("architectures").dump() : "nothing");
+             has_field(j, "architectures") ? excerpt(j.at("architectures")) : "nothing");
   const std::string arch = j.at("architectures")[0].get<std::string>();
   struct Known {
     const char* name;
@@ -186,17 +184,9 @@ HfModelConfig parse_hf_config(const json& j, const std::string& where) {
 }
 
 HfModelConfig read_hf_config(const std::string& path) {
-  struct stat st;
-  const bool dir = ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  const std::string file = dir ? path + "/config.json" : path;
-  std::ifstream in(file);
-  PPO_ASSERT(in.good(), file, ": cannot open");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    PPO_FAIL(file, ": invalid JSON: ", e.what());
-  }
+  std::error_code ec;
+  const std::string file = std::filesystem::is_directory(path, ec) ? path + "/config.json" : path;
+  const json j = read_json_file(file);
   return parse_hf_config(j, file);
 }
 
@@ -254,10 +244,10 @@ json hf_config_json(const ModelConfig& c, Heads heads, int64_t pad_token_id) {
 std::vector<int64_t> checkpoint_eos_token_ids(const std::string& dir) {
   const std::vector<int64_t> eos = read_hf_config(dir).eos_token_ids;
   const std::string file = dir + "/generation_config.json";
-  std::ifstream in(file);
-  if (!eos.empty() || !in.good()) return eos;
-  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  PPO_ASSERT(j.is_object(), file, ": invalid JSON (expected an object)");
+  std::error_code ec;
+  if (!eos.empty() || !std::filesystem::exists(file, ec)) return eos;
+  const json j = read_json_file(file);
+  PPO_ASSERT(j.is_object(), file, ": expected a JSON object, got ", excerpt(j));
   return eos_field(j, file);
 }
 

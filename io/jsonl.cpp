@@ -3,6 +3,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include "engine/error.h"
+#include "io/json_fields.h"
 
 namespace ppo::io {
 namespace {
@@ -12,19 +13,13 @@ using nlohmann::json;
 // Calls fn(object, "file:line") for every non-blank line; fails on lines that are not JSON objects.
 template <class Fn>
 void for_each_line(const std::string& path, Fn&& fn) {
-  std::ifstream in(path);
-  if (!in) PPO_FAIL(path, ": cannot open");
+  std::ifstream in = open_input_file(path);
   std::string line;
   size_t examples = 0;
   for (size_t line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(line_no);
-    json value;
-    try {
-      value = json::parse(line);
-    } catch (const json::exception& e) {
-      PPO_FAIL(where, ": not valid JSON: ", e.what());
-    }
+    const json value = parse_json(line, where);
     if (!value.is_object()) PPO_FAIL(where, ": expected a JSON object, got ", value.type_name());
     fn(value, where);
     ++examples;

@@ -9,15 +9,18 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <set>
+#include "io/json_fields.h"
 
 namespace ppo::io {
 namespace {
 
 using nlohmann::json;
+
+// The largest header the format allows (the reference implementation's limit).
+constexpr uint64_t kMaxHeaderBytes = 100000000;
 
 // Bytes per element of the file dtypes this reader accepts.
 size_t file_dtype_size(const std::string& dtype) {
@@ -87,10 +90,10 @@ SafetensorsEntry parse_entry(const json& value, const std::string& where) {
   if (shape == value.end() || !shape->is_array()) PPO_FAIL(where, ": missing array 'shape'");
   uint64_t numel = 1;
   for (const json& d : *shape) {
-    if (!d.is_number_unsigned()) PPO_FAIL(where, ": shape ", shape->dump(), " holds a dim that is not a non-negative integer");
+    if (!d.is_number_unsigned()) PPO_FAIL(where, ": shape ", excerpt(*shape), " holds a dim that is not a non-negative integer");
     const uint64_t dim = d.get<uint64_t>();
     if (__builtin_mul_overflow(numel, dim, &numel) || dim > uint64_t(INT64_MAX))
-      PPO_FAIL(where, ": shape ", shape->dump(), " overflows");
+      PPO_FAIL(where, ": shape ", excerpt(*shape), " overflows");
     e.shape.push_back(int64_t(dim));
   }
   auto offsets = value.find("data_offsets");
@@ -102,7 +105,7 @@ SafetensorsEntry parse_entry(const json& value, const std::string& where) {
   if (e.end < e.begin) PPO_FAIL(where, ": data_offsets [", e.begin, ", ", e.end, ") end before begin");
   uint64_t bytes = 0;
   if (__builtin_mul_overflow(numel, uint64_t(elem), &bytes) || bytes != e.end - e.begin)
-    PPO_FAIL(where, ": ", e.dtype, " shape ", shape->dump(), " needs ", numel, " x ", elem,
+    PPO_FAIL(where, ": ", e.dtype, " shape ", excerpt(*shape), " needs ", numel, " x ", elem,
              " bytes but data_offsets [", e.begin, ", ", e.end, ") hold ", e.end - e.begin);
   return e;
 }
@@ -130,6 +133,18 @@ Tensor HostTensor::view() {
   return t;
 }
 
+void check_finite(const HostTensor& t, const std::string& file) {
+  const size_t n = size_t(t.numel());
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* p = t.bytes.data() + i * dtype_size(t.dtype);
+    const double v = t.dtype == DType::F32  ? read_le<float>(p)
+                     : t.dtype == DType::BF16 ? f32_from_bf16(bf16{read_le<uint16_t>(p)})
+                     : t.dtype == DType::F64  ? read_le<double>(p)
+                                              : 0.0;
+    if (!std::isfinite(v)) PPO_FAIL(file, ": tensor '", t.name, "' holds ", v, " at index ", i, " (weights must be finite)");
+  }
+}
+
 DType default_engine_dtype(const std::string& file_dtype) {
   if (file_dtype == "BF16") return DType::BF16;
   if (file_dtype == "F64") return DType::F64;
@@ -149,6 +164,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     PPO_FAIL(path, ": cannot stat: ", errno_text());
   }
   file_bytes_ = size_t(st.st_size);
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    PPO_FAIL(path, ": not a regular file");
+  }
   if (file_bytes_ < 8) {
     ::close(fd);
     PPO_FAIL(path, ": truncated file: ", file_bytes_, " bytes, fewer than the 8-byte header length");
@@ -164,15 +183,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     const uint64_t header_bytes = read_le<uint64_t>(bytes);
     if (header_bytes > file_bytes_ - 8)
       PPO_FAIL(path, ": header length ", header_bytes, " runs past the end of the file (", file_bytes_, " bytes)");
+    if (header_bytes > kMaxHeaderBytes)
+      PPO_FAIL(path, ": header length ", header_bytes, " exceeds the format's limit of ", kMaxHeaderBytes, " bytes");
     buffer_ = bytes + 8 + header_bytes;
     const size_t buffer_bytes = file_bytes_ - 8 - size_t(header_bytes);
 
-    json header;
-    try {
-      header = json::parse(bytes + 8, bytes + 8 + header_bytes);
-    } catch (const json::exception& e) {
-      PPO_FAIL(path, ": header is not valid JSON: ", e.what());
-    }
+    const json header = parse_json({reinterpret_cast<const char*>(bytes + 8), size_t(header_bytes)}, path + ": header");
     if (!header.is_object()) PPO_FAIL(path, ": header is not a JSON object");
 
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -242,7 +258,8 @@ HostTensor SafetensorsFile::load(const std::string& name, DType dtype) const {
   const size_t src_elem = file_dtype_size(e.dtype);
   const std::string where = path_ + ": tensor '" + name + "'";
 
-  if (file_dtype_of(dtype) == e.dtype) {  // stored as wanted
+  if (n == 0) {  // no bytes to copy (memcpy's pointers may not be null even then)
+  } else if (file_dtype_of(dtype) == e.dtype) {  // stored as wanted
     std::memcpy(out.bytes.data(), src, out.bytes.size());
   } else if (dtype == DType::I32) {
     if (e.dtype != "I64") PPO_FAIL(where, ": cannot load ", e.dtype, " as i32");
@@ -288,14 +305,7 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
     return;
   }
 
-  std::ifstream in(file);
-  if (!in) PPO_FAIL(file, ": cannot open");
-  json index;
-  try {
-    index = json::parse(in);
-  } catch (const json::exception& e) {
-    PPO_FAIL(file, ": not valid JSON: ", e.what());
-  }
+  const json index = read_json_file(file);
   auto weight_map = index.find("weight_map");
   if (!index.is_object() || weight_map == index.end() || !weight_map->is_object())
     PPO_FAIL(file, ": missing object 'weight_map'");

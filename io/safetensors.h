@@ -37,6 +37,9 @@ struct HostTensor {
   Tensor view();
 };
 
+// Fails, naming `file`, the tensor and the index, when a float tensor holds NaN or Inf.
+void check_finite(const HostTensor& t, const std::string& file);
+
 // The engine dtype a file dtype loads as by default.
 DType default_engine_dtype(const std::string& file_dtype);
 

@@ -14,6 +14,8 @@
 #include <queue>
 #include <unordered_map>
 #include "engine/error.h"
+#include "io/json_fields.h"
+#include "models/config.h"
 
 namespace ppo::io {
 namespace {
@@ -45,41 +47,26 @@ std::string utf8_of(int32_t code_point) {
   return std::string(reinterpret_cast<const char*>(buf), size_t(n));
 }
 
-// Offset of the first byte that is not valid UTF-8, or npos.
-size_t first_invalid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    utf8proc_int32_t cp;
-    const utf8proc_ssize_t n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i),
-                                                utf8proc_ssize_t(s.size() - i), &cp);
-    if (n <= 0) return i;
-    i += size_t(n);
-  }
-  return std::string_view::npos;
-}
-
 bool is_ascii(std::string_view s) {
   for (unsigned char c : s)
     if (c >= 0x80) return false;
   return true;
 }
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) PPO_FAIL(path, ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    PPO_FAIL(path, ": not valid JSON: ", e.what());
-  }
-}
-
 // A JSON field that must be absent, null, false or equal to `expected`; else the feature is unsupported.
 void require_value(const json& obj, const char* key, const json& expected, const std::string& where) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null() || *it == expected || (it->is_boolean() && !it->get<bool>())) return;
-  PPO_FAIL(where, ": ", key, " = ", it->dump(), " is not supported (only ", expected.dump(), ")");
+  PPO_FAIL(where, ": field '", key, "' = ", excerpt(*it), " is not supported (only ", excerpt(expected), ")");
 }
+
+// A token id from the file: an integer in [0, kMaxVocabSize).
+int32_t read_token_id(const json& obj, const std::string& where, const std::string& field) {
+  return int32_t(read_int(obj, where, field.c_str(), {0, kMaxVocabSize - 1}, 0, Presence::Required));
+}
+
+// The `type` of a tokenizer.json component, "" when it has none (or is not an object).
+std::string type_of(const json& component, const std::string& where) { return read_string(component, where, "type", ""); }
 
 }  // namespace
 
@@ -140,7 +127,6 @@ struct Tokenizer::Impl {
       byte_of[cp[b]] = uint8_t(b);
     }
     for (const auto& [token, id] : vocab) {
-      if (id < 0) PPO_FAIL(source, ": token '", token, "' has negative id ", id);
       // Decoded bytes: each byte-level character back to its byte; a token holding any other
       // character decodes to its own UTF-8 (as Hugging Face's ByteLevel decoder does).
       std::string bytes;
@@ -355,81 +341,95 @@ Tokenizer Tokenizer::from_hf_json(const std::string& tokenizer_json) {
   auto impl = std::make_unique<Impl>();
   impl->source = tokenizer_json;
   const std::string& where = impl->source;
-  const json doc = read_json(tokenizer_json);
-  if (!doc.is_object() || !doc.contains("model")) PPO_FAIL(where, ": no 'model' object");
+  const json doc = read_json_file(tokenizer_json);
+  PPO_ASSERT(doc.is_object(), where, ": expected a JSON object, got ", excerpt(doc));
 
   // model: BPE over the byte-level alphabet, none of the options that change its meaning.
-  const json& model = doc["model"];
-  if (model.value("type", "") != "BPE") PPO_FAIL(where, ": model.type must be \"BPE\", got ", model.value("type", json()).dump());
-  require_value(model, "dropout", json(nullptr), where + ": model");
-  require_value(model, "byte_fallback", json(false), where + ": model");
-  require_value(model, "unk_token", json(nullptr), where + ": model");
-  require_value(model, "continuing_subword_prefix", json(""), where + ": model");
-  require_value(model, "end_of_word_suffix", json(""), where + ": model");
-  impl->ignore_merges = model.value("ignore_merges", false);
-  if (!model.contains("vocab") || !model["vocab"].is_object()) PPO_FAIL(where, ": model.vocab must be an object");
+  const std::string in_model = where + ": model";
+  const json& model = read_object(doc, where, "model", Presence::Required);
+  const std::string model_type = type_of(model, in_model);
+  if (model_type != "BPE") PPO_FAIL(in_model, ": field 'type' must be \"BPE\", got \"", model_type, "\"");
+  require_value(model, "dropout", json(nullptr), in_model);
+  require_value(model, "byte_fallback", json(false), in_model);
+  require_value(model, "unk_token", json(nullptr), in_model);
+  require_value(model, "continuing_subword_prefix", json(""), in_model);
+  require_value(model, "end_of_word_suffix", json(""), in_model);
+  impl->ignore_merges = read_bool(model, in_model, "ignore_merges", false);
+  const json& vocab_json = read_object(model, in_model, "vocab", Presence::Required);
   std::unordered_map<std::string, int32_t> vocab;
-  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-    if (!it->is_number_integer()) PPO_FAIL(where, ": model.vocab['", it.key(), "'] is not an integer id");
-    vocab[it.key()] = it->get<int32_t>();
-  }
+  for (auto it = vocab_json.begin(); it != vocab_json.end(); ++it)
+    vocab[it.key()] = read_token_id(vocab_json, in_model + ": field 'vocab'", it.key());
   impl->set_vocab(vocab);
-  if (!model.contains("merges") || !model["merges"].is_array()) PPO_FAIL(where, ": model.merges must be an array");
+  if (!has_field(model, "merges") || !model.at("merges").is_array()) PPO_FAIL(in_model, ": field 'merges' must be an array");
   int32_t rank = 0;
-  for (const json& m : model["merges"]) {
+  for (const json& m : model.at("merges")) {
     if (m.is_string()) {  // "left right"
       const std::string s = m.get<std::string>();
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-        PPO_FAIL(where, ": merge ", rank, " '", s, "' is not two tokens separated by one space");
+        PPO_FAIL(in_model, ": merge ", rank, " '", s, "' is not two tokens separated by one space");
       impl->add_merge(s.substr(0, space), s.substr(space + 1), rank);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {  // [left, right]
       impl->add_merge(m[0].get<std::string>(), m[1].get<std::string>(), rank);
     } else {
-      PPO_FAIL(where, ": merge ", rank, " is neither \"a b\" nor [a, b]: ", m.dump());
+      PPO_FAIL(in_model, ": merge ", rank, " is neither \"a b\" nor [a, b]: ", excerpt(m));
     }
     ++rank;
   }
 
   // normalizer: none or NFC.
-  const json normalizer = doc.value("normalizer", json());
-  if (!normalizer.is_null()) {
-    if (normalizer.value("type", "") != "NFC") PPO_FAIL(where, ": normalizer ", normalizer.dump(), " is not supported (only NFC)");
+  if (has_field(doc, "normalizer")) {
+    const json& normalizer = read_object(doc, where, "normalizer", Presence::Required);
+    if (type_of(normalizer, where + ": normalizer") != "NFC")
+      PPO_FAIL(where, ": normalizer ", excerpt(normalizer), " is not supported (only NFC)");
     impl->nfc = true;
   }
 
   // pre_tokenizer: ByteLevel(use_regex=true), or Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)].
-  const json pre = doc.value("pre_tokenizer", json());
+  const std::string in_pre = where + ": pre_tokenizer";
+  const json& pre = read_object(doc, where, "pre_tokenizer", Presence::Required);
   auto check_byte_level = [&](const json& p, bool use_regex) {
-    if (p.value("type", "") != "ByteLevel" || p.value("use_regex", true) != use_regex)
-      PPO_FAIL(where, ": pre_tokenizer ", p.dump(), " is not supported (expected ByteLevel with use_regex=",
+    if (type_of(p, in_pre) != "ByteLevel" || read_bool(p, in_pre, "use_regex", true) != use_regex)
+      PPO_FAIL(in_pre, " ", excerpt(p), " is not supported (expected ByteLevel with use_regex=",
                use_regex ? "true" : "false", ")");
-    require_value(p, "add_prefix_space", json(false), where + ": pre_tokenizer ByteLevel");
+    require_value(p, "add_prefix_space", json(false), in_pre + " ByteLevel");
   };
-  if (pre.value("type", "") == "ByteLevel") {
+  const std::string pre_type = type_of(pre, in_pre);
+  const json no_steps = json::array();
+  const json& steps = pre_type == "Sequence" && has_field(pre, "pretokenizers") ? pre.at("pretokenizers") : no_steps;
+  if (pre_type == "ByteLevel") {
     check_byte_level(pre, true);
     impl->compile_regex(kGpt2Pattern);
-  } else if (pre.value("type", "") == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].size() == 2) {
-    const json& split = pre["pretokenizers"][0];
-    if (split.value("type", "") != "Split" || !split.contains("pattern") || !split["pattern"].contains("Regex") ||
-        split.value("behavior", "") != "Isolated" || split.value("invert", false))
-      PPO_FAIL(where, ": pre_tokenizer Split ", split.dump(), " is not supported (expected a Regex pattern, Isolated, invert false)");
-    check_byte_level(pre["pretokenizers"][1], false);
-    impl->compile_regex(split["pattern"]["Regex"].get<std::string>());
+  } else if (steps.is_array() && steps.size() == 2 && steps[0].is_object()) {
+    const json& split = steps[0];
+    const std::string in_split = in_pre + " Split";
+    const json& pattern = read_object(split, in_split, "pattern", Presence::Optional);
+    if (type_of(split, in_split) != "Split" || !has_field(pattern, "Regex") ||
+        read_string(split, in_split, "behavior", "") != "Isolated" || read_bool(split, in_split, "invert", false))
+      PPO_FAIL(in_split, " ", excerpt(split), " is not supported (expected a Regex pattern, Isolated, invert false)");
+    check_byte_level(steps[1], false);
+    impl->compile_regex(read_string(pattern, in_split + ": pattern", "Regex", ""));
   } else {
-    PPO_FAIL(where, ": pre_tokenizer ", pre.dump().substr(0, 200), " is not supported");
+    PPO_FAIL(in_pre, " ", excerpt(pre), " is not supported");
   }
 
-  const json decoder = doc.value("decoder", json());
-  if (decoder.value("type", "") != "ByteLevel") PPO_FAIL(where, ": decoder ", decoder.dump(), " is not supported (only ByteLevel)");
+  const json& decoder = read_object(doc, where, "decoder", Presence::Optional);
+  if (type_of(decoder, where + ": decoder") != "ByteLevel")
+    PPO_FAIL(where, ": decoder ", excerpt(decoder), " is not supported (only ByteLevel)");
 
-  for (const json& t : doc.value("added_tokens", json::array())) {
-    const std::string content = t.value("content", "");
-    for (const char* flag : {"single_word", "lstrip", "rstrip"})
-      if (t.value(flag, false)) PPO_FAIL(where, ": added token '", content, "' sets ", flag, ", which is not supported");
-    if (!t.contains("id") || !t["id"].is_number_integer()) PPO_FAIL(where, ": added token '", content, "' has no integer id");
-    const bool special = t.value("special", false);
-    impl->add_token(content, t["id"].get<int32_t>(), special, t.value("normalized", !special));
+  if (has_field(doc, "added_tokens")) {
+    const json& added = doc.at("added_tokens");
+    if (!added.is_array()) PPO_FAIL(where, ": field 'added_tokens' must be an array, got ", excerpt(added));
+    for (size_t i = 0; i < added.size(); ++i) {
+      const json& t = added[i];
+      const std::string at = where + ": added_tokens[" + std::to_string(i) + "]";
+      if (!t.is_object()) PPO_FAIL(at, ": expected an object {id, content, ...}, got ", excerpt(t));
+      const std::string content = read_string(t, at, "content", "");
+      for (const char* flag : {"single_word", "lstrip", "rstrip"})
+        if (read_bool(t, at, flag, false)) PPO_FAIL(at, ": added token '", content, "' sets ", flag, ", which is not supported");
+      const bool special = read_bool(t, at, "special", false);
+      impl->add_token(content, read_token_id(t, at, "id"), special, read_bool(t, at, "normalized", !special));
+    }
   }
   return Tokenizer(std::move(impl));
 }
@@ -437,17 +437,13 @@ Tokenizer Tokenizer::from_hf_json(const std::string& tokenizer_json) {
 Tokenizer Tokenizer::from_gpt2_files(const std::string& encoder_json, const std::string& vocab_bpe) {
   auto impl = std::make_unique<Impl>();
   impl->source = encoder_json + " + " + vocab_bpe;
-  const json encoder = read_json(encoder_json);
+  const json encoder = read_json_file(encoder_json);
   if (!encoder.is_object()) PPO_FAIL(encoder_json, ": not an object {token: id}");
   std::unordered_map<std::string, int32_t> vocab;
-  for (auto it = encoder.begin(); it != encoder.end(); ++it) {
-    if (!it->is_number_integer()) PPO_FAIL(encoder_json, ": '", it.key(), "' has no integer id");
-    vocab[it.key()] = it->get<int32_t>();
-  }
+  for (auto it = encoder.begin(); it != encoder.end(); ++it) vocab[it.key()] = read_token_id(encoder, encoder_json, it.key());
   impl->set_vocab(vocab);
 
-  std::ifstream in(vocab_bpe);
-  if (!in) PPO_FAIL(vocab_bpe, ": cannot open");
+  std::ifstream in = open_input_file(vocab_bpe);
   std::string line;
   int32_t rank = 0;
   for (int line_no = 1; std::getline(in, line); ++line_no) {

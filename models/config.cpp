@@ -24,24 +24,24 @@ const std::vector<std::string>& known_fields() {
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
-  PPO_ASSERT(j.is_object(), where, ": a model config must be a JSON object, got ", j.dump());
+  PPO_ASSERT(j.is_object(), where, ": a model config must be a JSON object, got ", io::excerpt(j));
   for (const auto& item : j.items())
     PPO_ASSERT(std::find(known_fields().begin(), known_fields().end(), item.key()) != known_fields().end(), where,
                ": unknown field '", item.key(), "'");
   ModelConfig c;
   PPO_ASSERT(j.contains("arch"), where, ": missing field 'arch'");
   PPO_ASSERT(j.at("arch").is_string(), where, ": field 'arch' must be a string (\"gpt2\" or \"llama\"), got ",
-             j.at("arch").dump());
+             io::excerpt(j.at("arch")));
   const std::string arch = j.at("arch").get<std::string>();
   PPO_ASSERT(arch == "gpt2" || arch == "llama", where, ": field 'arch' = \"", arch, "\" must be \"gpt2\" or \"llama\"");
   c.arch = arch == "gpt2" ? Arch::GPT2 : Arch::Llama;
-  c.n_layer = io::read_positive_int(j, where, "n_layer", 0, io::Presence::Required);
-  c.n_head = io::read_positive_int(j, where, "n_head", 0, io::Presence::Required);
-  c.n_kv_head = io::read_positive_int(j, where, "n_kv_head", c.n_head, io::Presence::Optional);
-  c.d_model = io::read_positive_int(j, where, "d_model", 0, io::Presence::Required);
-  c.d_ff = io::read_positive_int(j, where, "d_ff", 0, io::Presence::Required);
-  c.vocab_size = io::read_positive_int(j, where, "vocab_size", 0, io::Presence::Required);
-  c.max_seq_len = io::read_positive_int(j, where, "max_seq_len", 0, io::Presence::Required);
+  c.n_layer = io::read_int(j, where, "n_layer", {1, kMaxLayers}, 0, io::Presence::Required);
+  c.n_head = io::read_int(j, where, "n_head", {1, kMaxHeads}, 0, io::Presence::Required);
+  c.n_kv_head = io::read_int(j, where, "n_kv_head", {1, kMaxHeads}, c.n_head, io::Presence::Optional);
+  c.d_model = io::read_int(j, where, "d_model", {1, kMaxModelWidth}, 0, io::Presence::Required);
+  c.d_ff = io::read_int(j, where, "d_ff", {1, kMaxFfWidth}, 0, io::Presence::Required);
+  c.vocab_size = io::read_int(j, where, "vocab_size", {1, kMaxVocabSize}, 0, io::Presence::Required);
+  c.max_seq_len = io::read_int(j, where, "max_seq_len", {1, kMaxSeqLen}, 0, io::Presence::Required);
   c.rope_theta = io::read_positive_float(j, where, "rope_theta", c.rope_theta);
   c.norm_eps = io::read_positive_float(j, where, "norm_eps", c.norm_eps);
   const bool gpt2 = c.arch == Arch::GPT2;
@@ -60,8 +60,6 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     PPO_ASSERT(c.head_size() % 2 == 0, where, ": field 'n_head' = ", c.n_head, " gives head size ", c.head_size(),
                ", which RoPE needs even");
   }
-  PPO_ASSERT(c.vocab_size <= INT32_MAX && c.max_seq_len <= INT32_MAX, where,
-             ": vocab_size and max_seq_len must fit token ids and positions (i32)");
   return c;
 }
 

@@ -11,6 +11,15 @@
 namespace ppo {
 
 enum class Arch : uint8_t { GPT2, Llama };
+
+// The largest sizes a model config may give: beyond every released model, and small enough that
+// a plan's byte counts stay far from overflowing. Token ids of tokenizers lie below kMaxVocabSize too.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxModelWidth = int64_t(1) << 17;  // d_model
+constexpr int64_t kMaxFfWidth = int64_t(1) << 19;     // d_ff
+constexpr int64_t kMaxVocabSize = int64_t(1) << 22;
+constexpr int64_t kMaxSeqLen = int64_t(1) << 21;
 const char* arch_name(Arch a);
 
 struct ModelConfig {
@@ -32,7 +41,7 @@ struct ModelConfig {
 
   // Required: arch ("gpt2" | "llama"), n_layer, n_head, d_model, d_ff, vocab_size, max_seq_len.
   // Optional: n_kv_head (default n_head), rope_theta, norm_eps, tied_embeddings, qkv_bias.
-  // Errors (missing field, wrong type, unknown field, non-positive size, heads not dividing
+  // Errors (missing field, wrong type, unknown field, a size not in [1, its kMax*], heads not dividing
   // d_model, kv heads not dividing heads, ...) are ppo::Error naming `where` and the field.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& where);
   nlohmann::json to_json() const;

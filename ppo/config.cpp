@@ -5,11 +5,13 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include "engine/error.h"
 #include "io/hf_config.h"
+#include "io/json_fields.h"
+#include "models/config.h"
 
 namespace ppo {
 
@@ -123,9 +125,17 @@ void parse_text(const std::string& where, const std::string& text, std::string& 
   out = text;
 }
 void parse_text(const std::string& where, const std::string& text, json& out) {
-  const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const json parsed = io::parse_json_or_string(text, where);
   PPO_ASSERT(parsed.is_object(), where, ": expected a JSON object (or one member: name.member=value)");
   out = parsed;
+}
+
+// A float setting from a double: finite and within float range (a larger value would not convert).
+template <class T>
+T finite_float(const std::string& where, double v) {
+  PPO_ASSERT(std::isfinite(v) && std::fabs(v) <= double(std::numeric_limits<T>::max()), where,
+             ": expected a finite number, got ", v);
+  return T(v);
 }
 template <class T>
 void parse_text(const std::string& where, const std::string& text, T& out) {
@@ -146,9 +156,8 @@ void parse_text(const std::string& where, const std::string& text, T& out) {
     errno = 0;
     if constexpr (std::is_floating_point_v<T>) {
       const double v = std::strtod(begin, &end);
-      PPO_ASSERT(!text.empty() && *end == '\0' && errno == 0 && std::isfinite(v), where,
-                 ": expected a finite number");
-      out = T(v);
+      PPO_ASSERT(!text.empty() && *end == '\0' && errno == 0, where, ": expected a finite number");
+      out = finite_float<T>(where, v);
     } else if constexpr (std::is_unsigned_v<T>) {
       const unsigned long long v = std::strtoull(begin, &end, 10);
       PPO_ASSERT(!text.empty() && text[0] != '-' && *end == '\0' && errno == 0, where,
@@ -162,45 +171,55 @@ void parse_text(const std::string& where, const std::string& text, T& out) {
   }
 }
 
+}  // namespace
+
 // ---- JSON value -> typed value ----------------------------------------------------------------------
 
 template <class T>
-void parse_json(const std::string& where, const json& j, T& out) {
+void setting_from_json(const std::string& where, const json& j, T& out) {
   if constexpr (std::is_same_v<T, bool>) {
-    PPO_ASSERT(j.is_boolean(), where, ": expected true or false, got ", j.dump());
+    PPO_ASSERT(j.is_boolean(), where, ": expected true or false, got ", io::excerpt(j));
     out = j.get<bool>();
   } else if constexpr (std::is_same_v<T, std::string>) {
-    PPO_ASSERT(j.is_string(), where, ": expected a string, got ", j.dump());
+    PPO_ASSERT(j.is_string(), where, ": expected a string, got ", io::excerpt(j));
     out = j.get<std::string>();
   } else if constexpr (std::is_same_v<T, json>) {
-    PPO_ASSERT(j.is_object(), where, ": expected a JSON object, got ", j.dump());
+    PPO_ASSERT(j.is_object(), where, ": expected a JSON object, got ", io::excerpt(j));
     out = j;
   } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-    PPO_ASSERT(j.is_array(), where, ": expected a list of token ids, got ", j.dump());
+    PPO_ASSERT(j.is_array(), where, ": expected a list of token ids, got ", io::excerpt(j));
     out.clear();
     for (const json& e : j) {
-      PPO_ASSERT(e.is_number_integer() && e.get<int64_t>() >= 0, where, ": expected token ids, got ", j.dump());
+      PPO_ASSERT(io::is_int_in(e, {0, kMaxVocabSize - 1}), where,
+                 ": expected token ids below ", kMaxVocabSize, ", got ", io::excerpt(j));
       out.push_back(e.get<int64_t>());
     }
   } else if constexpr (std::is_enum_v<T>) {
-    PPO_ASSERT(j.is_string(), where, ": expected a name in quotes, got ", j.dump());
+    PPO_ASSERT(j.is_string(), where, ": expected a name in quotes, got ", io::excerpt(j));
     parse_text(where, j.get<std::string>(), out);
   } else if constexpr (std::is_floating_point_v<T>) {
-    PPO_ASSERT(j.is_number(), where, ": expected a number, got ", j.dump());
-    out = T(j.get<double>());
+    PPO_ASSERT(j.is_number(), where, ": expected a number, got ", io::excerpt(j));
+    out = finite_float<T>(where, j.get<double>());
   } else if constexpr (std::is_unsigned_v<T>) {
-    PPO_ASSERT(j.is_number_unsigned(), where, ": expected a non-negative integer, got ", j.dump());
+    PPO_ASSERT(j.is_number_unsigned(), where, ": expected a non-negative integer, got ", io::excerpt(j));
     out = j.get<T>();
   } else {
-    PPO_ASSERT(j.is_number_integer(), where, ": expected an integer, got ", j.dump());
+    PPO_ASSERT(io::is_int_in(j, {INT64_MIN, INT64_MAX}), where, ": expected an integer of 64 bits, got ", io::excerpt(j));
     out = j.get<T>();
   }
 }
 
+template void setting_from_json(const std::string&, const json&, int64_t&);
+template void setting_from_json(const std::string&, const json&, float&);
+template void setting_from_json(const std::string&, const json&, double&);
+template void setting_from_json(const std::string&, const json&, bool&);
+
+namespace {
+
 // Token ids from --set: a JSON list, or one id.
 void parse_text(const std::string& where, const std::string& text, std::vector<int64_t>& out) {
-  const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  parse_json(where, parsed.is_array() ? parsed : json::array({parsed}), out);
+  const json parsed = io::parse_json_or_string(text, where);
+  setting_from_json(where, parsed.is_array() ? parsed : json::array({parsed}), out);
 }
 
 template <class T>
@@ -218,6 +237,10 @@ void check_unit(const char* key, double v, bool open_low, bool open_high) {
 }
 
 }  // namespace
+
+void check_setting_range(const char* key, int64_t v, int64_t lo, int64_t hi) {
+  PPO_ASSERT(v >= lo && v <= hi, "config ", key, " = ", v, ": must lie in [", lo, ", ", hi, "]");
+}
 
 const char* to_string(DeviceChoice v) { return enum_name(v); }
 const char* to_string(LrSchedule v) { return enum_name(v); }
@@ -240,11 +263,13 @@ json PpoConfig::to_json() const {
 
 void PpoConfig::update_from_json(const json& j, const std::string& source) {
   PPO_ASSERT(j.is_object(), source, ": expected a JSON object at the top level");
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {  // no structured binding: lambdas capture it only from C++20
+    const std::string& key = item.key();
+    const json& value = item.value();
     bool found = false;
     visit_fields(*this, [&](const char* name, auto& field) {
       if (key != name) return;
-      parse_json(source + ": key '" + key + "'", value, field);
+      setting_from_json(source + ": key '" + key + "'", value, field);
       found = true;
     });
     if (!found) unknown_key(key, source);
@@ -255,6 +280,8 @@ void PpoConfig::apply_override(const std::string& assignment) {
   const size_t eq = assignment.find('=');
   PPO_ASSERT(eq != std::string::npos && eq > 0, "--set ", assignment, ": expected key=value");
   const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  const size_t bad = io::first_invalid_utf8(assignment);
+  PPO_ASSERT(bad == std::string::npos, "--set ", key.substr(0, std::min(eq, bad)), ": invalid UTF-8 at byte offset ", bad);
   // policy.n_layer=4: one member of a model config.
   const size_t dot = key.find('.');
   if (dot != std::string::npos) {
@@ -262,8 +289,7 @@ void PpoConfig::apply_override(const std::string& assignment) {
     if (model != "policy" && model != "reward") unknown_key(model, "--set " + assignment);
     PPO_ASSERT(!member.empty(), "--set ", assignment, ": empty member name after '", model, ".'");
     json& target = model == "policy" ? policy : reward;
-    const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    target[member] = parsed.is_discarded() ? json(text) : parsed;
+    target[member] = io::parse_json_or_string(text, "--set " + assignment);
     return;
   }
   bool found = false;
@@ -288,30 +314,28 @@ void adopt_checkpoint_config(const char* key, const std::string& dir, Heads head
   PPO_ASSERT(model.is_object(), "config ", model_key, " must be a JSON object");
   for (const auto& [member, value] : model.items())
     PPO_ASSERT(from_file.contains(member) && from_file.at(member) == value, "config ", model_key, ".", member, " = ",
-               value.dump(), " disagrees with ", key, " '", dir, "' (",
-               from_file.contains(member) ? from_file.at(member).dump() : "no such field", "); leave ", model_key, " out");
+               io::excerpt(value), " disagrees with ", key, " '", dir, "' (",
+               from_file.contains(member) ? io::excerpt(from_file.at(member)) : "no such field", "); leave ", model_key, " out");
   model = from_file;
 }
 
 }  // namespace
 
 void PpoConfig::derive() {
-  check_positive("total_steps", double(total_steps));
-  check_positive("log_every", double(log_every));
-  check_non_negative("save_every", double(save_every));
-  check_positive("rollout_batch_size", double(rollout_batch_size));
-  check_positive("prompt_length", double(prompt_length));
-  check_positive("response_length", double(response_length));
-  check_non_negative("min_new_tokens", double(min_new_tokens));
-  PPO_ASSERT(min_new_tokens <= response_length, "config min_new_tokens = ", min_new_tokens,
-             ": must be <= response_length (", response_length, ")");
+  check_setting_range("total_steps", total_steps, 1, kMaxSteps);
+  check_setting_range("log_every", log_every, 1, kMaxSteps);
+  check_setting_range("save_every", save_every, 0, kMaxSteps);
+  check_setting_range("rollout_batch_size", rollout_batch_size, 1, kMaxRolloutBatch);
+  check_setting_range("prompt_length", prompt_length, 1, kMaxTokens);
+  check_setting_range("response_length", response_length, 1, kMaxTokens);
+  check_setting_range("min_new_tokens (at most response_length)", min_new_tokens, 0, response_length);
   check_positive("temperature", temperature);
-  check_non_negative("top_k", double(top_k));
+  check_setting_range("top_k", top_k, 0, kMaxVocabSize);
   check_unit("top_p", top_p, /*open_low=*/true, /*open_high=*/false);
-  PPO_ASSERT(eos_token_id >= -1, "config eos_token_id = ", eos_token_id, ": must be a token id or -1 (from the model)");
-  check_positive("ppo_epochs", double(ppo_epochs));
-  check_positive("num_minibatches", double(num_minibatches));
-  check_positive("micro_batch_size", double(micro_batch_size));
+  check_setting_range("eos_token_id (a token id, or -1: from the model)", eos_token_id, -1, kMaxVocabSize - 1);
+  check_setting_range("ppo_epochs", ppo_epochs, 1, kMaxEpochs);
+  check_setting_range("num_minibatches", num_minibatches, 1, rollout_batch_size);
+  check_setting_range("micro_batch_size", micro_batch_size, 1, rollout_batch_size);
   PPO_ASSERT(rollout_batch_size % num_minibatches == 0, "config num_minibatches = ", num_minibatches,
              ": must divide rollout_batch_size (", rollout_batch_size, ")");
   minibatch_size = rollout_batch_size / num_minibatches;
@@ -320,7 +344,7 @@ void PpoConfig::derive() {
   grad_accum_steps = minibatch_size / micro_batch_size;
   check_positive("learning_rate", learning_rate);
   check_positive("value_learning_rate", value_learning_rate);
-  check_non_negative("lr_warmup_steps", double(lr_warmup_steps));
+  check_setting_range("lr_warmup_steps", lr_warmup_steps, 0, kMaxOptimizerSteps);
   check_unit("adam_beta1", adam_beta1, false, true);
   check_unit("adam_beta2", adam_beta2, false, true);
   check_positive("adam_eps", adam_eps);
@@ -372,11 +396,7 @@ double PpoConfig::lr_factor(int64_t optimizer_step) const {
 PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
   PpoConfig c;
   if (!path.empty()) {
-    std::ifstream in(path);
-    PPO_ASSERT(in.good(), "config file '", path, "' cannot be opened");
-    const json j = json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-    PPO_ASSERT(!j.is_discarded(), "config file '", path, "' is not valid JSON");
-    c.update_from_json(j, path);
+    c.update_from_json(io::read_json_file(path, io::JsonComments::Allowed), path);
   }
   for (const std::string& o : overrides) c.apply_override(o);
   c.derive();

@@ -15,6 +15,14 @@
 
 namespace ppo {
 
+// Upper bounds of the integer keys: far beyond any run, and small enough that products of them
+// (tokens per batch, optimizer steps of a run) cannot overflow. Token ids lie below kMaxVocabSize.
+constexpr int64_t kMaxRolloutBatch = int64_t(1) << 20;  // rollout_batch_size (so also the minibatch and micro-batch)
+constexpr int64_t kMaxTokens = int64_t(1) << 20;        // prompt_length, response_length
+constexpr int64_t kMaxEpochs = int64_t(1) << 10;        // ppo_epochs
+constexpr int64_t kMaxSteps = int64_t(1) << 31;         // total_steps, log_every, save_every
+constexpr int64_t kMaxOptimizerSteps = kMaxSteps * kMaxEpochs * kMaxRolloutBatch;  // lr_warmup_steps
+
 enum class DeviceChoice : uint8_t { Auto, CPU, CUDA };
 enum class LrSchedule : uint8_t { Constant, Linear, Cosine };
 // Where values come from: a separate value model, or a scalar head on the policy trunk.
@@ -122,6 +130,15 @@ struct PpoConfig {
   // Learning rate multiplier in [0, 1] at a 0-based optimizer step (warmup, then the schedule).
   double lr_factor(int64_t optimizer_step) const;
 };
+
+// One setting from a JSON value, strictly by the setting's type: an integer must be an integer of
+// 64 bits, a float a finite number in float range, a bool true or false; errors name `where`.
+// Defined for int64_t, float, double and bool (and used for every PpoConfig key).
+template <class T>
+void setting_from_json(const std::string& where, const nlohmann::json& j, T& out);
+
+// Fails with "config <key> = <value>: must lie in [lo, hi]" unless lo <= value <= hi.
+void check_setting_range(const char* key, int64_t value, int64_t lo, int64_t hi);
 
 // Defaults, then the JSON file (if any), then each --set, then derive().
 PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides);

@@ -1,12 +1,16 @@
 #include "ppo/demo_pipeline.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <tuple>
+#include "engine/device_memory.h"
 #include "engine/error.h"
+#include "io/json_fields.h"
 #include "io/safetensors.h"
 #include "ppo/plot.h"
 #include "ppo/train_loop.h"
@@ -42,27 +46,18 @@ void visit_fields(Settings& s, F&& f) {
   f("rm.max_grad_norm", s.rm.max_grad_norm);
 }
 
-// A JSON value into a field of the field's type (integers must be integers).
-void assign(const std::string& where, const json& v, int64_t& field) {
-  PPO_ASSERT(v.is_number_integer(), where, ": expected an integer, got ", v.dump());
-  field = v.get<int64_t>();
-}
-void assign(const std::string& where, const json& v, float& field) {
-  PPO_ASSERT(v.is_number(), where, ": expected a number, got ", v.dump());
-  field = v.get<float>();
-}
-void assign(const std::string& where, const json& v, double& field) {
-  PPO_ASSERT(v.is_number(), where, ": expected a number, got ", v.dump());
-  field = v.get<double>();
-}
-void assign(const std::string& where, const json& v, bool& field) {
-  PPO_ASSERT(v.is_boolean(), where, ": expected true or false, got ", v.dump());
-  field = v.get<bool>();
-}
-
+// Every integer setting in its range (examples and pairs: at most 2^24), the label noise in [0, 0.5].
 void check(DemoSettings& s) {
-  PPO_ASSERT(s.sft_examples >= 1 && s.rm_pairs >= 1 && s.rm_eval_pairs >= 1 && s.eval_prompts >= 1,
-             "demo: sft_examples, rm_pairs, rm_eval_pairs and eval_prompts must be positive");
+  constexpr int64_t kMaxExamples = int64_t(1) << 24;
+  const std::tuple<const char*, int64_t, int64_t, int64_t> ranges[] = {
+      {"demo.sft_examples", s.sft_examples, 1, kMaxExamples},   {"demo.rm_pairs", s.rm_pairs, 1, kMaxExamples},
+      {"demo.rm_eval_pairs", s.rm_eval_pairs, 1, kMaxExamples}, {"demo.eval_prompts", s.eval_prompts, 1, kMaxExamples},
+      {"sft.epochs", s.sft.epochs, 1, kMaxEpochs},              {"sft.batch_size", s.sft.batch_size, 1, kMaxRolloutBatch},
+      {"sft.micro_batch_size", s.sft.micro_batch_size, 1, kMaxRolloutBatch},
+      {"sft.warmup_steps", s.sft.warmup_steps, 0, kMaxOptimizerSteps},
+      {"rm.epochs", s.rm.epochs, 1, kMaxEpochs},                {"rm.batch_size", s.rm.batch_size, 1, kMaxRolloutBatch},
+      {"rm.micro_batch_size", s.rm.micro_batch_size, 1, kMaxRolloutBatch}};
+  for (const auto& [key, v, lo, hi] : ranges) check_setting_range(key, v, lo, hi);
   PPO_ASSERT(s.label_noise >= 0 && s.label_noise <= 0.5, "demo.label_noise = ", s.label_noise, ": must lie in [0, 0.5]");
 }
 
@@ -90,8 +85,8 @@ void DemoSettings::set(const std::string& key, const std::string& value) {
   bool found = false;
   visit_fields(*this, [&](const char* name, auto& field) {
     if (key != name) return;
-    const json parsed = json::parse(value, nullptr, /*allow_exceptions=*/false);
-    assign("--set " + key + "=" + value, parsed.is_discarded() ? json(value) : parsed, field);
+    const std::string where = "--set " + key + "=" + value;
+    setting_from_json(where, io::parse_json_or_string(value, where), field);
     found = true;
   });
   PPO_ASSERT(found, "--set ", key, ": unknown key; did you mean '", nearest(key, keys()), "'?");
@@ -102,12 +97,13 @@ void DemoSettings::update_from_json(const json& j, const std::string& source) {
   for (const char* section : {"sft", "rm", "demo"}) {
     if (!j.contains(section)) continue;
     PPO_ASSERT(j.at(section).is_object(), source, ": \"", section, "\" must be an object");
-    for (const auto& [member, value] : j.at(section).items()) {
-      const std::string key = std::string(section) + "." + member;
+    for (const auto& item : j.at(section).items()) {  // no structured binding: lambdas capture it only from C++20
+      const std::string key = std::string(section) + "." + item.key();
+      const json& value = item.value();
       bool found = false;
       visit_fields(*this, [&](const char* name, auto& field) {
         if (key != name) return;
-        assign(source + ": " + key, value, field);
+        setting_from_json(source + ": " + key, value, field);
         found = true;
       });
       PPO_ASSERT(found, source, ": unknown key '", key, "'; did you mean '", nearest(key, keys()), "'?");
@@ -166,10 +162,7 @@ double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t firs
 DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides) {
   DemoRunConfig c{demo_ppo_config(), DemoSettings()};
   if (!path.empty()) {
-    std::ifstream in(path);
-    PPO_ASSERT(in.good(), "config file '", path, "' cannot be read");
-    json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-    PPO_ASSERT(!j.is_discarded(), "config file '", path, "' is not valid JSON");
+    json j = io::read_json_file(path, io::JsonComments::Allowed);
     PPO_ASSERT(j.is_object(), "config file '", path, "': expected a JSON object at the top level");
     c.settings.update_from_json(j, "config file '" + path + "'");
     for (const char* section : {"sft", "rm", "demo"}) j.erase(section);
@@ -237,14 +230,11 @@ void save_stages(const std::string& dir, DemoResult& r) {
 
 void load_stages(const std::string& dir, DemoResult& r) {
   const std::string path = dir + "/" + kStagesFile;
-  std::ifstream in(path);
-  PPO_ASSERT(in.good(), "resume: '", path, "' cannot be read; resume a demo run with the output_dir it was started with");
-  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  PPO_ASSERT(j.is_object(), "resume: '", path, "' is not a JSON object");
-  for (auto [key, field] : stage_fields(r)) {
-    PPO_ASSERT(j.contains(key) && j.at(key).is_number(), "resume: '", path, "': '", key, "' missing or not a number");
-    *field = j.at(key).get<double>();
-  }
+  PPO_ASSERT(std::filesystem::exists(path), "resume: '", path,
+             "' is missing; resume a demo run with the output_dir it was started with");
+  const json j = io::read_json_file(path);
+  for (auto [key, field] : stage_fields(r))
+    *field = io::read_number(j, "resume: '" + path + "'", key, {-DBL_MAX, DBL_MAX}, 0, io::Presence::Required);
 }
 
 }  // namespace
@@ -277,6 +267,9 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   sampling.top_p = config.top_p;
   sampling.eos = DemoTask::kEos;
   sampling.seed = config.seed + 0x5eed;
+  // the PPO run's plan first: a device too small stops here, before SFT and the reward model
+  check_fits(ArenaPlan::make(trainer_regions(config, device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32)),
+             device, device_capacity(device));
   const bool write = files == DemoFiles::Write;
   if (write) std::filesystem::create_directories(config.output_dir);
   auto logger = [&](const char* name) {

@@ -1,8 +1,10 @@
 #include "ppo/kl_controller.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <string>
 #include "engine/error.h"
+#include "io/json_fields.h"
 #include "ppo/config.h"
 
 namespace ppo {
@@ -32,13 +34,12 @@ nlohmann::json KlController::state() const {
   return {{"control", control_name(control_)}, {"coef", coef_}};
 }
 
-void KlController::load_state(const nlohmann::json& s) {
-  PPO_ASSERT(s.is_object() && s.contains("control") && s.contains("coef"), "KL controller state: expected "
-             "{\"control\", \"coef\", ...}, got ", s.dump());
-  const std::string control = s.at("control").get<std::string>();
-  PPO_ASSERT(control == control_name(control_), "KL controller state: saved control '", control,
-             "' differs from this run's '", control_name(control_), "'");
-  coef_ = s.at("coef").get<double>();
+void KlController::load_state(const nlohmann::json& s, const std::string& where) {
+  PPO_ASSERT(s.is_object(), where, ": expected {\"control\", \"coef\"}, got ", io::excerpt(s));
+  const std::string control = io::read_string(s, where, "control", "");
+  PPO_ASSERT(control == control_name(control_), where, ": saved control '", control, "' differs from this run's '",
+             control_name(control_), "'");
+  coef_ = io::read_number(s, where, "coef", {0, DBL_MAX}, 0, io::Presence::Required);
 }
 
 }  // namespace ppo

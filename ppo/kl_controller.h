@@ -6,6 +6,7 @@
 // with the same coefficient.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <nlohmann/json.hpp>
 
 namespace ppo {
@@ -26,7 +27,8 @@ class KlController {
 
   // {"control": "fixed"|"adaptive", "coef": beta}; target and horizon come from the run's config.
   nlohmann::json state() const;
-  void load_state(const nlohmann::json& state);  // the control kind must match this run's
+  // The control kind must match this run's, beta be finite and >= 0; errors name `where`.
+  void load_state(const nlohmann::json& state, const std::string& where);
 
  private:
   KlControl control_;

@@ -1,6 +1,8 @@
 #include "ppo/running_moments.h"
 
+#include <cfloat>
 #include "engine/error.h"
+#include "io/json_fields.h"
 
 namespace ppo {
 
@@ -20,12 +22,10 @@ void RunningMoments::update(const std::vector<float>& batch) {
 nlohmann::json RunningMoments::state() const { return {{"count", count}, {"mean", mean}, {"m2", m2}}; }
 
 void RunningMoments::load_state(const nlohmann::json& s, const std::string& where) {
-  for (const char* key : {"count", "mean", "m2"})
-    PPO_ASSERT(s.is_object() && s.contains(key) && s.at(key).is_number(), where, ": running moments: '", key,
-               "' missing or not a number");
-  count = s.at("count").get<double>();
-  mean = s.at("mean").get<double>();
-  m2 = s.at("m2").get<double>();
+  PPO_ASSERT(s.is_object(), where, ": expected {\"count\", \"mean\", \"m2\"}, got ", io::excerpt(s));
+  count = io::read_number(s, where, "count", {0, DBL_MAX}, 0, io::Presence::Required);
+  mean = io::read_number(s, where, "mean", {-DBL_MAX, DBL_MAX}, 0, io::Presence::Required);
+  m2 = io::read_number(s, where, "m2", {0, DBL_MAX}, 0, io::Presence::Required);
 }
 
 }  // namespace ppo

@@ -1,7 +1,6 @@
 #include "ppo/single_model.h"
 
 #include <algorithm>
-#include <limits>
 #include "engine/device_memory.h"
 #include "engine/error.h"
 #include "models/plan.h"
@@ -83,8 +82,7 @@ SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, const RunShap
   const std::vector<TensorSpec> buffers = batch_specs(spec, shape, p);
   regions.push_back({owner_, "batch", packed_bytes(buffers), Phase::Always});
   ArenaPlan plan = ArenaPlan::make(regions);
-  const size_t capacity = device == DeviceKind::CUDA ? cuda_free_bytes() : std::numeric_limits<size_t>::max();
-  arena_ = std::make_unique<Arena>(std::move(plan), device, capacity);
+  arena_ = std::make_unique<Arena>(std::move(plan), device, device_capacity(device));
   backend_->set_scratch(arena_->carver("run", "scratch"));
   model_ = std::make_unique<Transformer>(*backend_, spec, shape, *arena_, owner_);
   Carver carver = arena_->carver(owner_, "batch");

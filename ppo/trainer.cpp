@@ -3,12 +3,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include "engine/device_memory.h"
 #include "engine/error.h"
 #include "engine/philox.h"
 #include "io/checkpoint.h"
 #include "io/hf_checkpoint.h"
+#include "io/json_fields.h"
 #include "io/jsonl.h"
 #include "io/tokenizer.h"
 #include "models/plan.h"
@@ -41,8 +41,8 @@ void check_same_shapes(const nlohmann::json& saved, const nlohmann::json& ours, 
                  "' of this run's config is not in the checkpoint");
     return;
   }
-  PPO_ASSERT(saved == ours, where, ": cannot resume: field '", field, "' is ", saved.dump(),
-             " in the checkpoint but ", ours.dump(), " in this run's config");
+  PPO_ASSERT(saved == ours, where, ": cannot resume: field '", field, "' is ", io::excerpt(saved),
+             " in the checkpoint but ", io::excerpt(ours), " in this run's config");
 }
 
 }  // namespace
@@ -162,14 +162,12 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
 
   // the plan first: a device too small stops here, before any work
   ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));
-  size_t capacity = opt_.device_memory;
-  if (capacity == 0) capacity = device == DeviceKind::CUDA ? cuda_free_bytes() : std::numeric_limits<size_t>::max();
+  const size_t capacity = opt_.device_memory > 0 ? opt_.device_memory : device_capacity(device);
   if (opt_.print_plan) {
     std::printf("ppo: %s (%s), rollout %lld x (%lld + %lld) tokens, micro-batch %lld\n", device_name(device),
                 device == DeviceKind::CUDA ? "bf16, f32 master/grads/AdamW" : "f32", (long long)shape.rollout_batch,
                 (long long)shape.prompt_len, (long long)shape.response_len, (long long)shape.micro_batch);
-    std::fputs(plan.table(capacity == std::numeric_limits<size_t>::max() ? std::nullopt : std::optional<size_t>(capacity)).c_str(),
-               stdout);
+    std::fputs(plan.table(capacity).c_str(), stdout);
     std::fflush(stdout);
   }
   backend_ = std::make_unique<Backend>(device, precision);
@@ -291,20 +289,22 @@ void PpoTrainer::load_checkpoint(const std::string& path) {
   const std::string dir = io::checkpoint_step_dir(path), where = dir + "/state.json";
   // the state first (no models): a run of other shapes stops here, naming the field
   const nlohmann::json state = io::load_checkpoint(dir, {});
-  for (const char* key : {"steps_done", "optimizer_steps_done", "data", "kl_controller", "shapes"})
-    PPO_ASSERT(state.contains(key), where, ": missing '", key, "'");
+  PPO_ASSERT(state.is_object(), where, ": expected a JSON object, got ", io::excerpt(state));
+  PPO_ASSERT(state.contains("shapes"), where, ": missing field 'shapes'");
   check_same_shapes(state["shapes"], run_shapes(), "", where);
-  const nlohmann::json& data = state["data"];
-  PPO_ASSERT(data.contains("next_prompt") && data["next_prompt"].is_number_unsigned(), where,
-             ": data.next_prompt missing or not a non-negative integer");
-  PPO_ASSERT(state["steps_done"].is_number_integer() && state["optimizer_steps_done"].is_number_integer(), where,
-             ": steps_done / optimizer_steps_done must be integers");
+  const int64_t steps_done = io::read_int(state, where, "steps_done", {0, kMaxSteps}, 0, io::Presence::Required);
+  const int64_t optimizer_steps_done =
+      io::read_int(state, where, "optimizer_steps_done", {0, kMaxOptimizerSteps}, 0, io::Presence::Required);
+  const nlohmann::json& data = io::read_object(state, where, "data", io::Presence::Required);
+  const int64_t next_prompt = io::read_int(data, where + ": data", "next_prompt", {0, INT64_MAX}, 0, io::Presence::Required);
+  kl_.load_state(io::read_object(state, where, "kl_controller", io::Presence::Required), where + ": kl_controller");
+  if (io::has_field(state, "score_moments"))
+    score_moments_.load_state(io::read_object(state, where, "score_moments", io::Presence::Required),
+                              where + ": score_moments");
   io::load_checkpoint(dir, checkpoint_models());
-  step_ = state["steps_done"].get<int64_t>();
-  optimizer_step_ = state["optimizer_steps_done"].get<int64_t>();
-  next_prompt_ = data["next_prompt"].get<uint64_t>();
-  kl_.load_state(state["kl_controller"]);
-  if (state.contains("score_moments")) score_moments_.load_state(state["score_moments"], where);
+  step_ = steps_done;
+  optimizer_step_ = optimizer_steps_done;
+  next_prompt_ = uint64_t(next_prompt);
   io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
   resumed_ = true;
 }

@@ -81,7 +81,7 @@ struct TrainerOptions {
   std::optional<PromptSource> prompts;  // default: config.prompts (JSONL) when set, else PromptSource::demo_task
   std::string trace_dir;                // when set, the first step() writes DIR/trace.safetensors (ppo/trace.h)
   bool fixed_response_length = false;   // EOS off: every response has response_length tokens (bench)
-  size_t device_memory = 0;             // arena capacity; 0: the GPU's free memory, or unlimited on the CPU
+  size_t device_memory = 0;             // arena capacity; 0: the GPU's free memory, or the host's available memory
   bool print_plan = true;               // the arena table on stdout at construction
 };
 

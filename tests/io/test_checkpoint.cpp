@@ -141,7 +141,7 @@ TEST_CASE("checkpoint: missing or corrupt files and a wrong model name the file"
   fs::resize_file(file, fs::file_size(file) - 8);  // truncated
   CHECK(contains(load(run), file));
   write_text(run + "/step_4/state.json", "{\"step\": ");
-  CHECK(contains(load(run), "step_4/state.json: corrupt JSON"));
+  CHECK(contains(load(run), "step_4/state.json: not valid JSON"));
   write_text(run + "/latest", "garbage");
   CHECK(contains(load(run), run + "/latest: corrupt"));
   fs::remove(run + "/latest");

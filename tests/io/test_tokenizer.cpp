@@ -169,7 +169,7 @@ TEST_CASE("unsupported or broken tokenizer files are errors naming the file") {
   const std::string wordpiece = write_temp("wordpiece.json", R"({"model": {"type": "WordPiece", "vocab": {}}})");
   const std::string msg = error_of([&] { Tokenizer::load(wordpiece); });
   CHECK(msg.find(wordpiece) != std::string::npos);
-  CHECK(msg.find("model.type") != std::string::npos);
+  CHECK(msg.find("model: field 'type'") != std::string::npos);
   const std::string bad_merge = write_temp(
       "bad_merge.json",
       R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a q"]}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}})");

@@ -209,7 +209,9 @@ void compare_with_fixture(const std::string& name, Precision precision) {
   for (const auto& [entry, e] : fx.entries()) fixture_grads += entry.rfind("grad.", 0) == 0;
   CHECK_MESSAGE(fixture_grads == r.grads.size(), name, ": the fixture has ", fixture_grads, " gradients, the engine ",
                 r.grads.size());
-  for (const auto& [hf_name, g] : r.grads) {
+  for (const auto& grad : r.grads) {  // no structured binding: doctest's messages capture it in lambdas
+    const std::string& hf_name = grad.first;
+    const std::vector<float>& g = grad.second;
     REQUIRE_MESSAGE(fx.contains("grad." + hf_name), name, ": the fixture has no grad.", hf_name);
     const std::vector<float> w = f32_of(fx, "grad." + hf_name);
     const double scale = max_abs(w);
@@ -317,7 +319,9 @@ TEST_CASE("hf fixtures: cuda (bf16) against the cpu (f32), forward and backward"
     const double out_err = rel_l2(real_positions(got.outputs, mask), real_positions(want.outputs, mask));
     CHECK_MESSAGE(out_err < 4e-2, std::string(name), " outputs: rel_l2 ", out_err);
     std::vector<float> all_got, all_want;
-    for (const auto& [hf_name, g] : want.grads) {
+    for (const auto& grad : want.grads) {  // no structured binding: doctest's messages capture it in lambdas
+      const std::string& hf_name = grad.first;
+      const std::vector<float>& g = grad.second;
       const std::vector<float>& gg = got.grads.at(hf_name);
       const double e = rel_l2(gg, g);
       CHECK_MESSAGE(e < 0.15, std::string(name), " grad ", hf_name, ": rel_l2 ", e);

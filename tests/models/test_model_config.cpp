@@ -77,7 +77,15 @@ TEST_CASE("model config errors name the file and the field") {
 
   j = llama_json();
   j["d_ff"] = 0;
-  has(error_of(j), "field 'd_ff' = 0 must be positive");
+  has(error_of(j), "field 'd_ff' = 0 must lie in [1, 524288]");
+
+  j = llama_json();
+  j["n_layer"] = int64_t(1) << 31;  // an upper bound on every size
+  has(error_of(j), "field 'n_layer' = 2147483648 must lie in [1, 1024]");
+
+  j = llama_json();
+  j["vocab_size"] = UINT64_MAX;  // no wrap to -1
+  has(error_of(j), "field 'vocab_size' = 18446744073709551615 must lie in");
 
   j = llama_json();
   j["arch"] = "mamba";

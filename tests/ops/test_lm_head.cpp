@@ -81,8 +81,10 @@ TEST_CASE("lm_logprob_entropy_forward matches the full softmax; temperature; lar
   // (N,C,V) = (21,24,37): one row block and one vocabulary chunk on the CPU; (300,8,2100) crosses
   // its 256-row blocks and 1024-column chunks (the online logsumexp rescales when a later chunk
   // holds a row's max).
-  for (auto [N, C, V] : {std::tuple<int64_t, int64_t, int64_t>{21, 24, 37}, {300, 8, 2100}})
+  for (const auto& shape : {std::tuple<int64_t, int64_t, int64_t>{21, 24, 37}, {300, 8, 2100}})
   for (float temperature : {1.0f, 0.7f, 1.6f}) {
+    // no structured binding: doctest's CAPTURE takes N into a lambda
+    const int64_t N = std::get<0>(shape), C = std::get<1>(shape), V = std::get<2>(shape);
     for (float scale : {1.0f, 30.0f}) {  // scale 30: logits in the hundreds (exp overflows without max-subtraction)
       CAPTURE(N);
       CAPTURE(temperature);

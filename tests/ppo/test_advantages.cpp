@@ -259,11 +259,12 @@ TEST_CASE("CUDA matches CPU on random inputs with ragged responses") {
   const AdvantageStats want = compute_advantages(*cpu.backend, s, on_cpu.in, on_cpu.out);
   const AdvantageStats got = compute_advantages(*gpu->backend, s, on_gpu.in, on_gpu.out);
   // f32 on both sides; the GPU's reductions run in another order: relative L2 well below 1e-4.
-  for (auto [name, c, g] : {std::tuple{"kl", on_cpu.out.kl, on_gpu.out.kl},
+  for (const auto& [label, c, g] : {std::tuple{"kl", on_cpu.out.kl, on_gpu.out.kl},
                             std::tuple{"rewards", on_cpu.out.rewards, on_gpu.out.rewards},
                             std::tuple{"advantages", on_cpu.out.advantages, on_gpu.out.advantages},
                             std::tuple{"returns", on_cpu.out.returns, on_gpu.out.returns}}) {
     const double err = test::rel_l2(gpu->backend->to_host(g), cpu.backend->to_host(c));
+    const char* name = label;  // no structured binding: doctest's messages capture it in lambdas
     CHECK_MESSAGE(err < 1e-4, name, ": relative L2 ", err);
   }
   CHECK(got.kl == doctest::Approx(want.kl).epsilon(1e-4));

@@ -43,7 +43,7 @@ TEST_CASE("controller from the config, and its state round trip") {
   a.update(2.0, 10);  // error +0.2: beta = 0.2 * (1 + 0.2 * 10 / 100) = 0.204
   CHECK(a.coef() == doctest::Approx(0.204));
   KlController b(c);
-  b.load_state(a.state());
+  b.load_state(a.state(), "state");
   CHECK(b.coef() == a.coef());
   b.update(0.5, 10);
   a.update(0.5, 10);
@@ -51,6 +51,11 @@ TEST_CASE("controller from the config, and its state round trip") {
 
   c.apply_override("adaptive_kl=false");
   KlController fixed(c);
-  CHECK_THROWS_AS(fixed.load_state(a.state()), Error);  // adaptive state into a fixed run
-  CHECK_THROWS_AS(fixed.load_state(nlohmann::json::object()), Error);
+  CHECK_THROWS_AS(fixed.load_state(a.state(), "state"), Error);  // adaptive state into a fixed run
+  CHECK_THROWS_AS(fixed.load_state(nlohmann::json::object(), "state"), Error);
+  // wrong types and a negative or non-finite coefficient are errors naming the field, never exceptions of the JSON library
+  CHECK_THROWS_WITH_AS(fixed.load_state({{"control", 7}, {"coef", 0.1}}, "state"), doctest::Contains("field 'control'"), Error);
+  CHECK_THROWS_WITH_AS(fixed.load_state({{"control", "fixed"}, {"coef", -0.1}}, "state"), doctest::Contains("field 'coef'"), Error);
+  CHECK_THROWS_WITH_AS(fixed.load_state({{"control", "fixed"}, {"coef", "0.1"}}, "state"), doctest::Contains("field 'coef'"), Error);
+  CHECK_THROWS_AS(fixed.load_state(nlohmann::json::array(), "state"), Error);
 }

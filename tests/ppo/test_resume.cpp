@@ -72,7 +72,9 @@ void check_same_row(const MetricsRow& a, const MetricsRow& b, int step) {
 void check_same_weights(Transformer& a, Transformer& b) {
   const HostWeights wa = read_weights(a), wb = read_weights(b);
   REQUIRE(wa.size() == wb.size());
-  for (const auto& [name, va] : wa) {
+  for (const auto& weights : wa) {  // no structured binding: doctest's messages capture it in lambdas
+    const std::string& name = weights.first;
+    const std::vector<float>& va = weights.second;
     const std::vector<float>& vb = wb.at(name);
     INFO(a.owner(), ": ", name);
     REQUIRE(va.size() == vb.size());

@@ -248,7 +248,9 @@ TEST_CASE("two CPU runs with one seed give identical metrics; fixed response len
       r.push_back(trainer.step());
     }
     for (size_t s = 0; s < 2; ++s) {
-      for (const auto& [name, value] : rows[0][s].items()) {
+      for (const auto& item : rows[0][s].items()) {  // no structured binding: doctest's messages capture it in lambdas
+        const std::string& name = item.first;
+        const double value = item.second;
         if (name.rfind("time/", 0) == 0) continue;
         const double other = rows[1][s].get(name);
         CHECK_MESSAGE((value == other || (std::isnan(value) && std::isnan(other))), name, ": ", value, " vs ", other);

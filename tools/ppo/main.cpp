@@ -3,7 +3,6 @@
 #include <cstdio>
 
 #include "engine/device_memory.h"
-#include "engine/error.h"
 #include "tools/ppo/commands.h"
 
 int main(int argc, char** argv) {
@@ -19,7 +18,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const ppo::Error& e) {
+  } catch (const std::exception& e) {  // a ppo::Error, or the standard library's (a filesystem call, an allocation)
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

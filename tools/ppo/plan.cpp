@@ -1,6 +1,6 @@
 // `ppo plan`: the arena plan of a PPO run (every region of the policy, reference, reward and value
-// models and the scratch), before any work; with a device capacity, the free bytes or the
-// shortfall (exit code 1).
+// models and the scratch), before any work, with the free bytes or the shortfall (exit code 1) of
+// the capacity: --device-memory, else the host's available memory (cpu) or the GPU's free memory.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -17,7 +17,7 @@ struct PlanOptions {
   std::string config;
   std::string device = "auto";
   std::vector<std::string> overrides;
-  size_t device_memory = 0;  // 0: the free memory of the GPU when planning for one that answers
+  size_t device_memory = 0;  // 0: the host's available memory, or the free memory of a GPU that answers
 };
 
 void run_plan(const PlanOptions& o) {
@@ -40,9 +40,12 @@ void run_plan(const PlanOptions& o) {
                 m.spec.heads == Heads::LM ? ", LM head" : m.spec.heads == Heads::Scalar ? ", scalar head" : ", LM + scalar heads");
   std::optional<size_t> capacity;
   if (o.device_memory > 0) capacity = o.device_memory;
-  else if (cuda && cuda_device_count() > 0) capacity = cuda_free_bytes();
+  else if (!cuda) capacity = host_available_bytes();
+  else if (cuda_device_count() > 0) capacity = cuda_free_bytes();
   std::fputs(plan.table(capacity).c_str(), stdout);
-  if (capacity && *capacity < plan.total_bytes) throw CLI::RuntimeError(1);
+  if (capacity && *capacity < plan.total_bytes)
+    PPO_FAIL("the ", cuda ? "cuda" : "cpu", " device is too small for this run: SHORTFALL ",
+             format_bytes(plan.total_bytes - *capacity), " (arena plan above)");
 }
 }  // namespace
 

@@ -8,10 +8,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
+#include "io/json_fields.h"
 #include "ppo/demo_pipeline.h"
 #include "ppo/train_loop.h"
 #include "tools/ppo/commands.h"
@@ -34,8 +34,7 @@ bool names_real_models(const std::string& config_path, const std::vector<std::st
     for (const char* key : keys)
       if (o.rfind(std::string(key) + "=", 0) == 0) return true;
   if (config_path.empty()) return false;
-  std::ifstream in(config_path);
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  const nlohmann::json j = io::read_json_file(config_path, io::JsonComments::Allowed);
   if (!j.is_object()) return false;
   for (const char* key : keys)
     if (j.contains(key)) return true;
