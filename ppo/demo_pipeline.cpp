@@ -157,7 +157,7 @@ double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t firs
                         const SamplingSettings& sampling) {
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t i = 0; i < count; ++i) prompts.push_back(task.prompt(first + uint64_t(i)));
-  const std::vector<std::vector<int32_t>> responses = policy.generate(prompts, sampling, DemoTask::kPad);
+  const std::vector<std::vector<int32_t>> responses = policy.generate(prompts, sampling, DemoTask::kPad).responses;
   double sum = 0;
   for (size_t i = 0; i < prompts.size(); ++i) sum += DemoTask::gold_reward(prompts[i], responses[i]);
   return sum / double(count);
@@ -272,10 +272,11 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   const DeviceKind device = resolve_device(config.device);
   const int64_t P = config.prompt_length, R = config.response_length;
   SamplingSettings sampling;
+  sampling.max_new_tokens = R;
   sampling.temperature = config.temperature;
   sampling.top_k = config.top_k;
   sampling.top_p = config.top_p;
-  sampling.eos = DemoTask::kEos;
+  sampling.stop_token_ids = {DemoTask::kEos};
   sampling.seed = config.seed + 0x5eed;
   const bool write = files == DemoFiles::Write;
   if (write) std::filesystem::create_directories(config.output_dir);

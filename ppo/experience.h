@@ -1,10 +1,8 @@
 // Step 3-5 of the PPO step: the scoring pass over (prompt, response) and the advantages.
 //
-// Layout: B rows, P = prompt_length, R = response_length, T = P + R. Row b of the sequence is its
-// prompt left-padded to P (pad id = the EOS id, mask 0, position 0), then its R response tokens
-// (padded with the EOS id after the end). Positions count from the row's first real token.
-// Response token t sits at column P+t, so its log-prob and its value come from the hidden state at
-// column P+t-1 (TRL's [:, P-1:-1]): targets[b,j] = tokens[b,j+1] and (B,R) = columns [P-1, T-1).
+// Layout (ppo/sequences.h, pad = the EOS id): B rows, P = prompt_length, R = response_length,
+// T = P + R. Response token t sits at column P+t, so its log-prob and its value come from the
+// hidden state at column P+t-1 (TRL's [:, P-1:-1]): the (B,R) quantities are columns [P-1, T-1).
 //
 // In micro-batches of micro_batch_size rows, each a teacher-forced forward over (rows, T):
 //   old_logp  policy     lm_logprob at 1/temperature (the same path as the update's log-probs)
@@ -22,7 +20,9 @@
 #include "kernels/backend.h"
 #include "ppo/advantages.h"
 #include "ppo/config.h"
+#include "ppo/generate.h"
 #include "ppo/running_moments.h"
+#include "ppo/sequences.h"
 
 namespace ppo {
 
@@ -33,9 +33,9 @@ class KlController;
 struct Experience {
   int64_t B = 0, P = 0, R = 0;
   std::vector<std::vector<int32_t>> prompts;          // (B) without padding
-  std::vector<int32_t> tokens, pos, attention;        // (B,T) left-padded prompt + response
-  std::vector<int32_t> prompt_ids, prompt_mask;       // (B,P)
-  std::vector<int32_t> response_ids, response_mask;   // (B,R) mask: 1 on real tokens, EOS included
+  SequenceBatch seq;                                  // (B,T) prompt + response rows
+  std::vector<int32_t> response_ids, response_mask;   // (B,R) mask: 1 on real tokens, EOS included;
+                                                      // ids: the pad (EOS) id after the end
   std::vector<float> sampler_logp;                    // (B,R) the sampler's full-vocabulary log-probs (0 if forced)
   std::vector<float> old_logp, ref_logp, values;      // (B,R)
   std::vector<float> kl, rewards, advantages, returns;  // (B,R)
@@ -52,16 +52,13 @@ struct Experience {
 // Device tensors of the run (region ("run", "experience"), Phase::Always), sized for B rows of T
 // tokens, micro-batches of M rows, vocabulary-independent.
 struct ExperienceBuffers {
-  // rollout
-  Tensor prompt_tokens, prompt_pos;  // (B,P) i32
-  Tensor gen_mask;                   // (B,T) i32: prompt mask, then ones
-  Tensor step_tokens, step_pos;      // (B) i32
-  Tensor step_logp;                  // (B) stat
+  GenerationBuffers gen;  // rollout: G = B rows
   // the whole batch
   Tensor response_mask;                                         // (B,R) i32
   Tensor old_logp, ref_logp, values, kl, rewards, advantages, returns;  // (B,R) stat
   // one micro-batch over all T columns (the update's per-token math runs on these)
-  Tensor mb_tokens, mb_pos, mb_mask, mb_targets, mb_loss_mask;  // (M,T) i32
+  SequenceTensors mb;                                           // (M,T) i32
+  Tensor mb_loss_mask;                                          // (M,T) i32
   Tensor mb_logp, mb_entropy, mb_values;                        // (M,T) stat
   Tensor mb_old_logp, mb_ref_logp, mb_old_values, mb_advantages, mb_returns;  // (M,T) stat
   Tensor mb_dlogp, mb_dentropy, mb_dvalues;                     // (M,T) stat
@@ -71,12 +68,12 @@ struct ExperienceBuffers {
   ExperienceBuffers(const PpoConfig& config, Precision precision, const Arena& arena);
 };
 
-// Left-pads prompts to P: fills prompts, prompt_ids, prompt_mask (pad = pad_id). Errors (naming the
-// row): empty prompt, longer than P, id outside [0, vocab).
-void layout_prompts(Experience& exp, const std::vector<std::vector<int32_t>>& prompts, int64_t P, int64_t R,
-                    int32_t pad_id, int64_t vocab);
-// From prompt_* and response_ids/response_mask: tokens, pos, attention (B,T).
-void layout_sequences(Experience& exp);
+// The rollout batch of `prompts` and their responses (generated, or forced with no log-probs):
+// seq (pad = stop_token_ids[0], the EOS), response_ids, response_mask, sampler_logp (0 when not
+// given), ended_with_eos (the last token is a stop token). Errors name the row: an empty prompt or
+// response, one too long, an id outside [0, vocab), a response that goes on after a stop token.
+Experience experience_of(const std::vector<std::vector<int32_t>>& prompts, const SampledResponses& responses, int64_t P,
+                         int64_t R, const std::vector<int32_t>& stop_token_ids, int64_t vocab);
 
 struct ScoringModels {
   Transformer* policy = nullptr;

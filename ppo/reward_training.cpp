@@ -51,11 +51,11 @@ PreferenceEval RewardTrainer::accumulate(const std::vector<PreferenceExample>& b
       prompts.push_back(e.prompt);
       responses.push_back(i < n ? e.chosen : e.rejected);
     }
-    const PackedRows rows = pack_rows(prompts, responses, int64_t(longest(prompts)), int64_t(longest(responses)),
-                                      cfg_.pad_token_id);
+    const SequenceBatch rows = pack_sequences(prompts, responses, int64_t(longest(prompts)),
+                                              int64_t(longest(responses)), cfg_.pad_token_id);
     const int64_t T = rows.T();
-    SingleModel::Batch in = model_.upload(rows, 0, rows.rows, cfg_.pad_token_id);
-    m.forward(in.tokens, in.pos, in.mask);
+    const SingleModel::Batch in = model_.upload(rows, 0, rows.rows);
+    m.forward(in.seq.tokens, in.seq.pos, in.seq.mask);
     m.scalar(in.out);
     const std::vector<float> values = be.to_host(in.out);
     std::vector<float> grad(values.size(), 0.0f);
@@ -119,9 +119,9 @@ std::vector<double> score_responses(SingleModel& model, const std::vector<std::v
     const size_t end = std::min(prompts.size(), first + micro);
     const std::vector<std::vector<int32_t>> p(prompts.begin() + first, prompts.begin() + end);
     const std::vector<std::vector<int32_t>> r(responses.begin() + first, responses.begin() + end);
-    const PackedRows rows = pack_rows(p, r, int64_t(longest(p)), std::max<int64_t>(1, int64_t(longest(r))), pad);
-    SingleModel::Batch in = model.upload(rows, 0, rows.rows, pad);
-    model.model().forward(in.tokens, in.pos, in.mask);
+    const SequenceBatch rows = pack_sequences(p, r, int64_t(longest(p)), std::max<int64_t>(1, int64_t(longest(r))), pad);
+    const SingleModel::Batch in = model.upload(rows, 0, rows.rows);
+    model.model().forward(in.seq.tokens, in.seq.pos, in.seq.mask);
     model.model().scalar(in.out);
     const std::vector<float> values = model.backend().to_host(in.out);
     for (int64_t b = 0; b < rows.rows; ++b) scores.push_back(values[size_t(b * rows.T() + rows.last_column(b))]);

@@ -14,7 +14,7 @@
 #include "models/plan.h"
 #include "ppo/demo_task.h"
 #include "ppo/experience.h"
-#include "ppo/rollout.h"
+#include "ppo/generate.h"
 #include "ppo/trace.h"
 #include "ppo/update.h"
 
@@ -322,36 +322,18 @@ Experience PpoTrainer::make_experience(const std::vector<std::vector<int32_t>>& 
   Backend& be = *backend_;
   PPO_ASSERT(int64_t(prompts.size()) <= cfg_.rollout_batch_size, "make_experience: ", prompts.size(),
              " prompts exceed rollout_batch_size = ", cfg_.rollout_batch_size);
-  const int64_t R = cfg_.response_length;
-  Experience exp;
-  layout_prompts(exp, prompts, cfg_.prompt_length, R, eos_, policy_->config().vocab_size);
   be.synchronize();
   auto start = Clock::now();
+  SampledResponses g;
   if (responses) {
-    PPO_ASSERT(responses->size() == prompts.size(), "make_experience: ", responses->size(), " responses for ",
-               prompts.size(), " prompts");
-    exp.response_ids.assign(size_t(exp.B * R), eos_);
-    exp.response_mask.assign(size_t(exp.B * R), 0);
-    exp.sampler_logp.assign(size_t(exp.B * R), 0.0f);
-    exp.ended_with_eos.assign(size_t(exp.B), 0);
-    for (int64_t b = 0; b < exp.B; ++b) {
-      const std::vector<int32_t>& r = (*responses)[size_t(b)];
-      PPO_ASSERT(!r.empty() && int64_t(r.size()) <= R, "make_experience: response ", b, " has ", r.size(),
-                 " tokens; 1 to response_length = ", R, " expected");
-      for (size_t t = 0; t < r.size(); ++t) {
-        PPO_ASSERT(r[t] >= 0 && r[t] < policy_->config().vocab_size, "make_experience: response ", b, ": token id ",
-                   r[t], " is outside the vocabulary");
-        PPO_ASSERT(!is_stop(r[t]) || t + 1 == r.size(), "make_experience: response ", b, " continues after stop token ",
-                   r[t]);
-        exp.response_ids[size_t(b * R) + t] = r[t];
-        exp.response_mask[size_t(b * R) + t] = 1;
-      }
-      exp.ended_with_eos[size_t(b)] = is_stop(r.back());
-    }
-    layout_sequences(exp);
+    g.responses = *responses;
   } else {
-    generate(be, *policy_, *buffers_, RolloutSettings::from_config(cfg_, stop_ids_, step_, opt_.fixed_response_length), exp);
+    const uint64_t stream = uint64_t(step_ * cfg_.response_length);
+    g = generate(be, *policy_, buffers_->gen, prompts, eos_,
+                 SamplingSettings::from_config(cfg_, stop_ids_, stream, opt_.fixed_response_length));
   }
+  Experience exp = experience_of(prompts, g, cfg_.prompt_length, cfg_.response_length, stop_ids_,
+                                 policy_->config().vocab_size);
   be.synchronize();
   times_ = PhaseTimes{};
   times_.sampling = seconds_since(start);

@@ -10,23 +10,17 @@ namespace ppo {
 
 namespace {
 
-// The micro-batch's inputs over all T columns, rows in `rows` order: ids, targets (the next token),
-// and the per-token quantities of response token t at column P-1+t (0 and loss mask 0 elsewhere).
-void upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& exp, const std::vector<int32_t>& rows) {
+// The micro-batch's inputs over all T columns, rows in `rows` order: the sequences
+// (ppo/sequences.h), and the per-token quantities of response token t at column P-1+t (0 and loss
+// mask 0 elsewhere).
+SequenceTensors upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& exp,
+                                   const std::vector<int32_t>& rows) {
   const int64_t n = int64_t(rows.size()), P = exp.P, R = exp.R, T = exp.T();
-  std::vector<int32_t> tokens(size_t(n * T)), pos(size_t(n * T)), attn(size_t(n * T)), targets(size_t(n * T), 0),
-      loss_mask(size_t(n * T), 0);
+  std::vector<int32_t> loss_mask(size_t(n * T), 0);
   std::vector<float> old_logp(size_t(n * T), 0), ref_logp(size_t(n * T), 0), old_values(size_t(n * T), 0),
       advantages(size_t(n * T), 0), returns(size_t(n * T), 0);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t b = rows[size_t(i)];
-    for (int64_t j = 0; j < T; ++j) {
-      const size_t src = size_t(b * T + j), dst = size_t(i * T + j);
-      tokens[dst] = exp.tokens[src];
-      pos[dst] = exp.pos[src];
-      attn[dst] = exp.attention[src];
-      if (j + 1 < T) targets[dst] = exp.tokens[src + 1];
-    }
     for (int64_t t = 0; t < R; ++t) {
       const size_t src = size_t(b * R + t), dst = size_t(i * T + P - 1 + t);
       loss_mask[dst] = exp.response_mask[src];
@@ -37,16 +31,13 @@ void upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& e
       returns[dst] = exp.returns[src];
     }
   }
-  be.from_host_ids(buf.mb_tokens.slice0(0, n), tokens);
-  be.from_host_ids(buf.mb_pos.slice0(0, n), pos);
-  be.from_host_ids(buf.mb_mask.slice0(0, n), attn);
-  be.from_host_ids(buf.mb_targets.slice0(0, n), targets);
   be.from_host_ids(buf.mb_loss_mask.slice0(0, n), loss_mask);
   be.from_host(buf.mb_old_logp.slice0(0, n), old_logp);
   be.from_host(buf.mb_ref_logp.slice0(0, n), ref_logp);
   be.from_host(buf.mb_old_values.slice0(0, n), old_values);
   be.from_host(buf.mb_advantages.slice0(0, n), advantages);
   be.from_host(buf.mb_returns.slice0(0, n), returns);
+  return upload_sequences(be, exp.seq, rows, buf.mb);
 }
 
 bool finite(double x) { return std::isfinite(x); }
@@ -83,15 +74,14 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
       for (int64_t start = 0; start < M; start += mbs) {
         const std::vector<int32_t> micro(rows.begin() + start, rows.begin() + start + mbs);
         const int64_t n = int64_t(micro.size());
-        upload_micro_batch(be, buf, exp, micro);
-        Tensor tokens = buf.mb_tokens.slice0(0, n), pos = buf.mb_pos.slice0(0, n), attn = buf.mb_mask.slice0(0, n);
+        const SequenceTensors in = upload_micro_batch(be, buf, exp, micro);
         Tensor loss_mask = buf.mb_loss_mask.slice0(0, n), logp = buf.mb_logp.slice0(0, n);
         Tensor entropy = buf.mb_entropy.slice0(0, n), dlogp = buf.mb_dlogp.slice0(0, n);
         Tensor values = buf.mb_values.slice0(0, n), dvalues = buf.mb_dvalues.slice0(0, n);
 
         // policy: clipped surrogate (+ KL loss) (+ entropy bonus)
-        policy.forward(tokens, pos, attn);
-        policy.lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, logp, entropy, P - 1);  // response positions only
+        policy.forward(in.tokens, in.pos, in.mask);
+        policy.lm_logprobs(in.targets, inv_t, logp, entropy, P - 1);  // response positions only
         const PolicyLossSums pl = be.ppo_policy_loss(dlogp, logp, buf.mb_old_logp.slice0(0, n),
                                                      buf.mb_advantages.slice0(0, n), loss_mask, cfg.clip_eps,
                                                      cfg.dual_clip, policy_weight);
@@ -105,13 +95,13 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
           be.fill(dentropy, -cfg.entropy_coef * policy_weight);
           be.masked_affine(dentropy, loss_mask, 0.0f, 1.0f);
         }
-        policy.lm_logprobs_backward(dlogp, dentropy);
+        policy.lm_logprobs_backward(dlogp, dentropy, inv_t);
 
         // value: clipped value loss, on the policy trunk or the value model
         Transformer& vm = value ? *value : policy;
         if (value) {
           policy.backward();
-          value->forward(tokens, pos, attn);
+          value->forward(in.tokens, in.pos, in.mask);
         }
         vm.scalar(values);
         const ValueLossSums vl = be.ppo_value_loss(dvalues, values, buf.mb_old_values.slice0(0, n),

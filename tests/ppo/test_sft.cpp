@@ -91,7 +91,9 @@ TEST_CASE("SFT lowers the loss on a tiny set, and the SFT policy's gold reward b
   SingleModel m(DeviceKind::CPU, lm_spec(tiny_policy()), {64, 7, 8, 32});
   m.model().init_random(1);
   SamplingSettings sampling;
-  sampling.eos = DemoTask::kEos;
+  sampling.max_new_tokens = 8;
+  sampling.stop_token_ids = {DemoTask::kEos};
+  sampling.seed = 1;
   const double random_gold = mean_gold_reward(m, task, kDemoEvalFirst, 128, sampling);
   SftConfig cfg = sft_config(32);
   cfg.batch_size = 32;
