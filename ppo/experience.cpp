@@ -4,7 +4,6 @@
 #include <cmath>
 #include "engine/error.h"
 #include "models/transformer.h"
-#include "ppo/kl_controller.h"
 
 namespace ppo {
 
@@ -21,6 +20,11 @@ bool all_finite(const std::vector<float>& x) {
 }
 
 }  // namespace
+
+bool Experience::finite() const {
+  return reward_stats.finite && advantage_stats.finite && all_finite(old_logp) && all_finite(ref_logp) &&
+         all_finite(values) && all_finite(scores) && all_finite(entropy);
+}
 
 std::vector<int32_t> Experience::response(int64_t b) const {
   std::vector<int32_t> r;
@@ -178,32 +182,23 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   exp.values = be.to_host(buf.values.slice0(0, B));
 }
 
-void finish_experience(Backend& be, const PpoConfig& cfg, KlController& kl, RunningMoments& score_moments,
-                       ExperienceBuffers& buf, Experience& exp) {
+void reward_experience(Backend& be, const RewardSettings& settings, ExperienceBuffers& buf, Experience& exp) {
   const int64_t B = exp.B;
-  PPO_ASSERT(int64_t(exp.scores.size()) == B, "advantages: ", exp.scores.size(), " scores for ", B, " rows");
-  exp.kl_coef = kl.coef();
-  AdvantageSettings settings = AdvantageSettings::from_config(cfg, kl.coef());
-  RunningMoments moments = score_moments;  // kept only when the batch is finite (a skipped step)
-  if (cfg.normalize_scores) {
-    moments.update(exp.scores);
-    settings.score_shift = moments.mean;
-    settings.score_scale = 1.0 / std::sqrt(moments.var() + 1e-8);
-  }
-  const AdvantageInputs in{buf.old_logp.slice0(0, B), buf.ref_logp.slice0(0, B), buf.values.slice0(0, B),
-                           buf.response_mask.slice0(0, B), exp.scores, exp.ended_with_eos};
-  const AdvantageOutputs out{buf.kl.slice0(0, B), buf.rewards.slice0(0, B), buf.advantages.slice0(0, B),
-                             buf.returns.slice0(0, B)};
-  exp.stats = compute_advantages(be, settings, in, out);
-  exp.kl = be.to_host(out.kl);
-  exp.rewards = be.to_host(out.rewards);
-  exp.advantages = be.to_host(out.advantages);
-  exp.returns = be.to_host(out.returns);
-  exp.stats.finite = exp.stats.finite && all_finite(exp.old_logp) && all_finite(exp.ref_logp) &&
-                     all_finite(exp.values) && all_finite(exp.scores) && all_finite(exp.entropy);
-  if (!exp.stats.finite) return;  // a NaN/Inf would stay in the running statistics for good
-  kl.update(exp.stats.kl, B);
-  score_moments = moments;
+  PPO_ASSERT(int64_t(exp.scores.size()) == B, "rewards: ", exp.scores.size(), " scores for ", B, " rows");
+  const RewardInputs in{buf.old_logp.slice0(0, B), buf.ref_logp.slice0(0, B), buf.response_mask.slice0(0, B),
+                        exp.scores, exp.ended_with_eos};
+  exp.reward_stats = compute_rewards(be, settings, in, buf.kl.slice0(0, B), buf.rewards.slice0(0, B));
+  exp.kl = be.to_host(buf.kl.slice0(0, B));
+  exp.rewards = be.to_host(buf.rewards.slice0(0, B));
+}
+
+void advantage_experience(Backend& be, const AdvantageSettings& settings, ExperienceBuffers& buf, Experience& exp) {
+  const int64_t B = exp.B;
+  const Tensor advantages = buf.advantages.slice0(0, B), returns = buf.returns.slice0(0, B);
+  exp.advantage_stats = estimate_advantages(be, settings, buf.rewards.slice0(0, B), buf.values.slice0(0, B),
+                                            buf.response_mask.slice0(0, B), advantages, returns);
+  exp.advantages = be.to_host(advantages);
+  exp.returns = be.to_host(returns);
 }
 
 }  // namespace ppo

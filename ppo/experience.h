@@ -1,4 +1,5 @@
-// Step 3-5 of the PPO step: the scoring pass over (prompt, response) and the advantages.
+// The rollout batch of a PPO step and the device buffers of the run; step 3 (the scoring pass over
+// prompt + response) and the device side of steps 4-5 (ppo/rewards.h, ppo/advantages.h).
 //
 // Layout (ppo/sequences.h, pad = the EOS id): B rows, P = prompt_length, R = response_length,
 // T = P + R. Response token t sits at column P+t, so its log-prob and its value come from the
@@ -10,8 +11,7 @@
 //   values    value model scalar head (or the policy's value head), columns [P-1, T-1)
 //   scores    reward model scalar head at column P + length - 1 (the last real response token),
 //             or the user's reward callback
-// then AdvantageSettings::from_config(cfg, kl.coef()) -> compute_advantages (ppo/advantages.h)
-// and kl.update(stats.kl, B). All (B,R) outputs are 0 on padding.
+// All (B,R) outputs are 0 on padding.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,13 +21,12 @@
 #include "ppo/advantages.h"
 #include "ppo/config.h"
 #include "ppo/generate.h"
-#include "ppo/running_moments.h"
+#include "ppo/rewards.h"
 #include "ppo/sequences.h"
 
 namespace ppo {
 
 class Transformer;
-class KlController;
 
 // One PPO step's rollout batch, host copies (row-major).
 struct Experience {
@@ -42,11 +41,15 @@ struct Experience {
   std::vector<float> scores;                          // (B) raw scores
   std::vector<uint8_t> ended_with_eos;                // (B)
   std::vector<float> entropy;                         // (B) summed per-token entropy of the rollout policy
-  AdvantageStats stats;
+  RewardStats reward_stats;
+  AdvantageStats advantage_stats;
   double kl_coef = 0;                                 // beta used for these rewards
 
   int64_t T() const { return P + R; }
   std::vector<int32_t> response(int64_t b) const;     // row b's real response tokens
+  // No NaN/Inf in the log-probs, values, scores, entropies, KL, rewards and advantage moments so
+  // far (false: the step skips its update and leaves the running statistics as they were).
+  bool finite() const;
 };
 
 // Device tensors of the run (region ("run", "experience"), Phase::Always), sized for B rows of T
@@ -87,11 +90,11 @@ struct ScoringModels {
 void score_experience(Backend& backend, const PpoConfig& config, const ScoringModels& models, ExperienceBuffers& buf,
                       Experience& exp, double* old_logp_s, double* reference_s, double* reward_s, double* value_s);
 
-// KL, rewards, GAE, whitening on the device (compute_advantages) from `buf`; host copies into `exp`.
-// `exp.scores` must be set. With config.normalize_scores the batch's scores are normalized by the
-// running moments with this batch merged in. Then, when every value is finite (else the step is
-// skipped), the KL controller sees the batch's KL and `score_moments` keeps the merge.
-void finish_experience(Backend& backend, const PpoConfig& config, KlController& kl, RunningMoments& score_moments,
-                       ExperienceBuffers& buf, Experience& exp);
+// Step 4 on the device copies of `buf`: the KL and the shaped rewards of `exp` (its scores set);
+// host copies into exp.kl, exp.rewards, exp.reward_stats.
+void reward_experience(Backend& backend, const RewardSettings& settings, ExperienceBuffers& buf, Experience& exp);
+// Step 5 on the device copies of `buf`: host copies into exp.advantages, exp.returns,
+// exp.advantage_stats.
+void advantage_experience(Backend& backend, const AdvantageSettings& settings, ExperienceBuffers& buf, Experience& exp);
 
 }  // namespace ppo

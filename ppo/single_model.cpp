@@ -5,6 +5,7 @@
 #include "engine/device_memory.h"
 #include "engine/error.h"
 #include "models/plan.h"
+#include "ppo/run_plan.h"
 
 namespace ppo {
 
@@ -27,17 +28,9 @@ std::vector<TensorSpec> batch_specs(const ModelSpec& spec, const RunShape& s, Pr
 
 }  // namespace
 
-DeviceKind resolve_device(DeviceChoice choice) {
-  if (choice == DeviceChoice::CPU) return DeviceKind::CPU;
-  const bool gpu = cuda_device_count() > 0;
-  PPO_ASSERT(gpu || choice == DeviceChoice::Auto, "device 'cuda' was asked for, but ",
-             cuda_compiled() ? "no GPU answers" : "this build has no CUDA backend");
-  return gpu ? DeviceKind::CUDA : DeviceKind::CPU;
-}
-
 SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner)
     : shape_(shape), owner_(std::move(owner)) {
-  const Precision p = device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32;
+  const Precision p = precision_of(device);
   backend_ = std::make_unique<Backend>(device, p);
   std::vector<RegionSpec> regions = ppo_regions({{owner_, spec}}, shape, p);
   const std::vector<TensorSpec> buffers = batch_specs(spec, shape, p);

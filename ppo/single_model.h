@@ -16,12 +16,10 @@
 #include "ppo/config.h"
 #include "ppo/generate.h"
 #include "ppo/metrics.h"
+#include "ppo/run_plan.h"
 #include "ppo/sequences.h"
 
 namespace ppo {
-
-// auto: CUDA when a GPU answers, else the CPU.
-DeviceKind resolve_device(DeviceChoice choice);
 
 class SingleModel {
  public:

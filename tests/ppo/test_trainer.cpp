@@ -224,7 +224,7 @@ TEST_CASE("normalize_scores: each batch joins the running moments; a non-finite 
     offset = batch_offset;
     const Experience e = trainer.make_experience(prompts, &responses);
     if (std::isnan(batch_offset)) {
-      CHECK_FALSE(e.stats.finite);
+      CHECK_FALSE(e.finite());
       continue;
     }
     for (const auto& p : prompts) seen.push_back(p[1] + batch_offset);
