@@ -13,6 +13,7 @@
 #ifdef PPO_HAS_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/scale_rows.h"
 #else
 namespace ppo {
 struct CudaContext {};
@@ -906,6 +907,23 @@ void Backend::masked_affine(Tensor x, Tensor mask, float shift, float scale) {
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     cpu::masked_affine<F>(x.ptr<F>(), mask.ptr<int32_t>(), mask.numel(), shift, scale);
+  });
+}
+
+void Backend::scale_rows(Tensor x, Tensor row_scale) {
+  PPO_ASSERT(x.ndim == 2, "scale_rows: x '", x.name, "' must be (B,T), is ", x.shape_str());
+  const int64_t B = x.shape[0], T = x.shape[1];
+  expect("scale_rows", "x", x, device_, stat_dtype(), {B, T});
+  expect("scale_rows", "row_scale", row_scale, device_, stat_dtype(), {B});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::scale_rows(*cuda_, x.ptr<float>(), row_scale.ptr<float>(), B, T);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::scale_rows<F>(x.ptr<F>(), row_scale.ptr<F>(), B, T);
   });
 }
 

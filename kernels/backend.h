@@ -218,6 +218,9 @@ class Backend {
   //   approx_kl per token = (logp - old_logp)^2 / 2;  clipped counts tokens where the clip binds.
   PolicyLossSums ppo_policy_loss(Tensor dlogp, Tensor logp, Tensor old_logp, Tensor advantages,
                                  Tensor mask, float clip_eps, float dual_clip, float token_weight);
+  // Per-row weights of per-token quantities: x[b,t] *= row_scale[b].  x (B,T) stat; row_scale (B)
+  // stat. (loss_agg_mode seq-mean-token-mean: a token's loss gradient weighs 1 / its row's length.)
+  void scale_rows(Tensor x, Tensor row_scale);
   // Clipped value loss per valid token: vc = old_v + clip(v - old_v, -clip_value, clip_value)
   //   l = 0.5 max((v - R)^2, (vc - R)^2);   dvalues = token_weight * dl/dv.
   ValueLossSums ppo_value_loss(Tensor dvalues, Tensor values, Tensor old_values, Tensor returns,
