@@ -165,12 +165,16 @@ double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t firs
 
 DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides) {
   DemoRunConfig c{demo_ppo_config(), DemoSettings()};
+  json j = json::object();
   if (!path.empty()) {
     std::ifstream in(path);
     PPO_ASSERT(in.good(), "config file '", path, "' cannot be read");
-    json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    j = json::parse(in, nullptr, /*allow_exceptions=*/false);
     PPO_ASSERT(!j.is_discarded(), "config file '", path, "' is not valid JSON");
     PPO_ASSERT(j.is_object(), "config file '", path, "': expected a JSON object at the top level");
+  }
+  apply_named_algorithm(c.ppo, j, overrides);
+  if (!path.empty()) {
     c.settings.update_from_json(j, "config file '" + path + "'");
     for (const char* section : {"sft", "rm", "demo"}) j.erase(section);
     c.ppo.update_from_json(j, "config file '" + path + "'");

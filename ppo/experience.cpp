@@ -44,6 +44,7 @@ std::vector<TensorSpec> ExperienceBuffers::specs(const PpoConfig& c, Precision p
   for (const char* n : {"mb_logp", "mb_entropy", "mb_values", "mb_old_logp", "mb_ref_logp", "mb_old_values",
                         "mb_advantages", "mb_returns", "mb_dlogp", "mb_dentropy", "mb_dvalues"})
     t.push_back({n, stat, {M, T}});
+  t.push_back({"mb_row_scale", stat, {M}});
   return t;
 }
 
@@ -57,7 +58,7 @@ ExperienceBuffers::ExperienceBuffers(const PpoConfig& c, Precision p, const Aren
   Tensor* slots[] = {&response_mask, &old_logp, &ref_logp, &values, &kl, &rewards, &advantages, &returns,
                      &mb.tokens, &mb.pos, &mb.mask, &mb.targets, &mb_loss_mask,
                      &mb_logp, &mb_entropy, &mb_values, &mb_old_logp, &mb_ref_logp, &mb_old_values,
-                     &mb_advantages, &mb_returns, &mb_dlogp, &mb_dentropy, &mb_dvalues};
+                     &mb_advantages, &mb_returns, &mb_dlogp, &mb_dentropy, &mb_dvalues, &mb_row_scale};
   static const std::vector<TensorSpec> names = specs(PpoConfig{}, Precision::F32);  // names outlive the views
   const std::vector<TensorSpec> table = specs(c, p);
   const size_t first = table.size() - std::size(slots);  // after the generation buffers
@@ -165,7 +166,10 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
       });
     });
   }
-  if (!value_on_policy) {
+  if (!models.value) {
+    be.zero(buf.values.slice0(0, B));  // no critic: the estimator reads no values
+    if (value_s) *value_s = 0;
+  } else if (!value_on_policy) {
     timed(value_s, [&] {
       pass(*models.value, [&](Tensor, int64_t start, int64_t n) {
         models.value->scalar(buf.mb_values.slice0(0, n));

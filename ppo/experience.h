@@ -8,7 +8,7 @@
 // In micro-batches of micro_batch_size rows, each a teacher-forced forward over (rows, T):
 //   old_logp  policy     lm_logprob at 1/temperature (the same path as the update's log-probs)
 //   ref_logp  reference  the same
-//   values    value model scalar head (or the policy's value head), columns [P-1, T-1)
+//   values    value model scalar head (or the policy's value head; 0 without a critic), columns [P-1, T-1)
 //   scores    reward model scalar head at column P + length - 1 (the last real response token),
 //             or the user's reward callback
 // All (B,R) outputs are 0 on padding.
@@ -65,6 +65,7 @@ struct ExperienceBuffers {
   Tensor mb_logp, mb_entropy, mb_values;                        // (M,T) stat
   Tensor mb_old_logp, mb_ref_logp, mb_old_values, mb_advantages, mb_returns;  // (M,T) stat
   Tensor mb_dlogp, mb_dentropy, mb_dvalues;                     // (M,T) stat
+  Tensor mb_row_scale;                                          // (M) stat: per-row loss weights
 
   static std::vector<TensorSpec> specs(const PpoConfig& config, Precision precision);
   static RegionSpec region(const PpoConfig& config, Precision precision);  // ("run", "experience")
@@ -82,7 +83,8 @@ struct ScoringModels {
   Transformer* policy = nullptr;
   Transformer* reference = nullptr;
   Transformer* reward = nullptr;  // null when `reward_fn` gives the scores
-  Transformer* value = nullptr;   // the value model, or the policy (value head on its trunk)
+  Transformer* value = nullptr;   // the value model, the policy (value head on its trunk), or null (no
+                                  // critic: values are 0)
 };
 
 // Fills old_logp, ref_logp, values, entropy and (with a reward model) scores of `exp` from its

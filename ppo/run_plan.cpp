@@ -43,6 +43,16 @@ std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring
                   m.spec.heads == Heads::LM ? ", LM head" : m.spec.heads == Heads::Scalar ? ", scalar head" : ", LM + scalar heads");
     out += line;
   }
+  if (!cfg.has_critic()) {  // what the critic-free estimator saves: PPO's separate value model
+    PpoConfig with_critic = cfg;
+    with_critic.advantage_estimator = AdvantageEstimator::Gae;
+    with_critic.value_model = ValueModelKind::Separate;
+    const size_t ppo_total = ArenaPlan::make(trainer_regions(with_critic, precision_of(device), scoring)).total_bytes;
+    std::snprintf(line, sizeof line, "  no value model: %s is critic-free; a separate value model would add %s (%zu bytes)\n",
+                  to_string(cfg.advantage_estimator), format_bytes(ppo_total - plan.total_bytes).c_str(),
+                  ppo_total - plan.total_bytes);
+    out += line;
+  }
   return out + plan.table(capacity);
 }
 

@@ -38,10 +38,13 @@ nlohmann::json run_state_json(const RunProgress& p, const char* data_key, int64_
 }
 
 RunProgress read_run_state(const nlohmann::json& state, const char* data_key, const nlohmann::json& shapes,
-                           const std::string& where) {
+                           const std::string& where, const nlohmann::json& added_later) {
   for (const char* key : {"steps_done", "optimizer_steps_done", "data", "shapes"})
     PPO_ASSERT(state.contains(key), where, ": missing '", key, "'");
-  check_same_shapes(state["shapes"], shapes, "", where);
+  nlohmann::json saved = state["shapes"];
+  for (const auto& [key, value] : added_later.items())
+    if (saved.is_object() && !saved.contains(key)) saved[key] = value;
+  check_same_shapes(saved, shapes, "", where);
   const nlohmann::json& data = state["data"];
   PPO_ASSERT(data.contains(data_key) && data[data_key].is_number_unsigned(), where, ": data.", data_key,
              " missing or not a non-negative integer");

@@ -23,8 +23,9 @@ nlohmann::json run_state_json(const RunProgress& progress, const char* data_key,
                               const nlohmann::json& shapes);
 
 // Reads the progress of `state` (read from `where`) after checking its shapes against this run's
-// `shapes`, field by field: a mismatch is an error naming the dotted field.
+// `shapes`, field by field: a mismatch is an error naming the dotted field. `added_later`: shape
+// fields newer than some checkpoints, with the value an older checkpoint's run had.
 RunProgress read_run_state(const nlohmann::json& state, const char* data_key, const nlohmann::json& shapes,
-                           const std::string& where);
+                           const std::string& where, const nlohmann::json& added_later = nlohmann::json::object());
 
 }  // namespace ppo

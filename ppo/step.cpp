@@ -1,14 +1,15 @@
 // One PPO step, top to bottom (DESIGN.md "The PPO step"; read it as cleanRL's ppo.py). Each phase
 // is one named call; the math lives in the file it names. B = rollout_batch_size rows per step.
 //
-//   1. prompts     next_prompts    ppo/prompts.h     the next B prompts of the stream
+//   1. prompts     next_prompts    ppo/prompts.h     B / G prompts of the stream, each G times in a row
 //   2. generate    rollout         ppo/generate.h    a response per prompt, sampled by the policy
 //   3. score       score           ppo/experience.h  old-policy and reference log-probs, values, and
 //                                                    the reward model's (or the callback's) scores
 //   4. rewards     add_rewards     ppo/rewards.h     per-token KL; the shaped score on the last token
-//   5. advantages  add_advantages  ppo/advantages.h  GAE and whitening
+//   5. advantages  add_advantages  ppo/advantages.h  the estimator: gae | grpo | rloo | reinforce_pp
 //   6. update      update          ppo/update.h      epochs x minibatches x micro-batches: clipped
-//                                                    surrogate, value loss, AdamW
+//                                                    surrogate (+ KL loss), value loss (a critic),
+//                                                    aggregated by loss_agg_mode; AdamW
 // then the KL controller sees the batch's KL, and the step's metrics row (ppo/step_metrics.h).
 #include <chrono>
 #include <cmath>
@@ -76,10 +77,14 @@ Experience PpoTrainer::make_experience(const std::vector<std::vector<int32_t>>& 
 
 // ---- the phases ---------------------------------------------------------------------------------------
 
+// B / G prompts of the stream, each G = samples_per_prompt times in a row (a group).
 std::vector<std::vector<int32_t>> PpoTrainer::next_prompts() {
-  std::vector<std::vector<int32_t>> p;
-  for (int64_t b = 0; b < cfg_.rollout_batch_size; ++b) p.push_back(prompts_.prompt(progress_.next_example++));
-  return p;
+  std::vector<std::vector<int32_t>> rows;
+  for (int64_t i = 0; i < cfg_.prompts_per_step; ++i) {
+    const std::vector<int32_t> prompt = prompts_.prompt(progress_.next_example++);
+    for (int64_t g = 0; g < cfg_.samples_per_prompt; ++g) rows.push_back(prompt);
+  }
+  return rows;
 }
 
 // Sampling streams: step s draws token t of row b from Philox stream (s*R + t)*B + b.
@@ -102,8 +107,7 @@ Experience PpoTrainer::rollout(const std::vector<std::vector<int32_t>>& prompts,
 }
 
 void PpoTrainer::score(Experience& exp) {
-  const ScoringModels models{policy_.get(), reference_.get(), opt_.reward ? nullptr : reward_.get(),
-                             value_ ? value_.get() : policy_.get()};
+  const ScoringModels models{policy_.get(), reference_.get(), opt_.reward ? nullptr : reward_.get(), critic()};
   score_experience(*backend_, cfg_, models, *buffers_, exp, &times_.old_logp, &times_.reference, &times_.reward,
                    &times_.value);
   if (!opt_.reward) return;
@@ -143,7 +147,7 @@ UpdateStats PpoTrainer::update(const Experience& exp) {
   const bool tracing = !opt_.trace_dir.empty() && progress_.steps_done == 0;
   UpdateStats u;
   timed(*backend_, times_.train, [&] {
-    u = ppo_update(*backend_, cfg_, {policy_.get(), value_.get()}, *buffers_, exp, progress_.steps_done, exp.kl_coef,
+    u = ppo_update(*backend_, cfg_, {policy_.get(), critic()}, *buffers_, exp, progress_.steps_done, exp.kl_coef,
                    progress_.optimizer_steps_done, tracing ? &trace : nullptr);
   });
   if (tracing) write_trace(opt_.trace_dir, cfg_, eos_, exp, trace);

@@ -32,9 +32,10 @@ MetricsRow step_metrics(const PpoConfig& config, int64_t step, int64_t optimizer
   row.set(metric::kRatio, update.ratio / tokens);
   row.set(metric::kPolicyEntropy, update.entropy / tokens);
   row.set(metric::kPolicyLoss, update.policy_loss / tokens);
-  row.set(metric::kValueLoss, update.value_loss / tokens);
-  row.set(metric::kValueClipfrac, update.value_clipped / tokens);
-  row.set(metric::kExplainedVariance, a.explained_variance);
+  const bool critic = config.has_critic();  // the value metrics of a run with a critic only
+  if (critic) row.set(metric::kValueLoss, update.value_loss / tokens);
+  if (critic) row.set(metric::kValueClipfrac, update.value_clipped / tokens);
+  if (critic) row.set(metric::kExplainedVariance, a.explained_variance);
   row.set(metric::kNumEos, r.num_eos);
   row.set(metric::kResponseLength, r.response_length);
   row.set("objective/advantage_mean", a.advantage_mean);
@@ -42,10 +43,10 @@ MetricsRow step_metrics(const PpoConfig& config, int64_t step, int64_t optimizer
   row.set("val/return_mean", a.return_mean);
   row.set("val/return_std", a.return_std);
   row.set("policy/grad_norm", update.policy_grad_norm);
-  row.set("val/grad_norm", update.value_grad_norm);
+  if (critic) row.set("val/grad_norm", update.value_grad_norm);
   const double factor = config.lr_factor(std::max<int64_t>(0, optimizer_steps - 1));
   row.set(metric::kLr, config.learning_rate * factor);
-  row.set(metric::kValueLr, config.value_learning_rate * factor);
+  if (critic) row.set(metric::kValueLr, config.value_learning_rate * factor);
   row.set(metric::kRolloutSeconds, times.sampling);
   row.set(metric::kScoreSeconds, times.old_logp + times.reference + times.reward + times.value + times.advantages);
   row.set(metric::kTrainSeconds, times.train);

@@ -76,7 +76,8 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   // model or the policy's trunk
   policy_->init_random(cfg_.seed);
   if (!cfg_.policy_checkpoint.empty())  // a policy_head value model keeps its fresh score head
-    io::load_hf_checkpoint(cfg_.policy_checkpoint, *policy_, value_ ? io::HeadMatch::Exact : io::HeadMatch::TrunkOnly);
+    io::load_hf_checkpoint(cfg_.policy_checkpoint, *policy_,
+                           cfg_.value_model == ValueModelKind::PolicyHead ? io::HeadMatch::TrunkOnly : io::HeadMatch::Exact);
   copy_shared(*reference_, *policy_);
   if (reward_) {
     reward_->init_random(cfg_.seed + 1);
@@ -111,6 +112,17 @@ void PpoTrainer::load_policy_weights(const HostWeights& w) {
   if (value_ && cfg_.value_init == ValueInit::Policy)
     for (const auto& [name, values] : w)
       if (name != "lm_head.weight") value_->set_parameter(name, values);
+}
+
+Transformer* PpoTrainer::critic() {
+  if (value_) return value_.get();
+  return cfg_.value_model == ValueModelKind::PolicyHead ? policy_.get() : nullptr;
+}
+
+Transformer& PpoTrainer::value_model() {
+  PPO_ASSERT(critic(), "PpoTrainer: no value model: advantage_estimator ", to_string(cfg_.advantage_estimator),
+             " is critic-free");
+  return *critic();
 }
 
 bool PpoTrainer::is_stop(int32_t id) const { return is_stop_token(stop_ids_, id); }
@@ -151,6 +163,8 @@ nlohmann::json PpoTrainer::run_shapes() const {
     models[m.owner] = m.spec.config.to_json();
   return {{"models", models},
           {"value_model", to_string(cfg_.value_model)},
+          {"advantage_estimator", to_string(cfg_.advantage_estimator)},
+          {"samples_per_prompt", cfg_.samples_per_prompt},
           {"precision", backend_->precision() == Precision::BF16 ? "bf16" : "f32"},
           {"rollout_batch_size", cfg_.rollout_batch_size},
           {"prompt_length", cfg_.prompt_length},
@@ -171,7 +185,8 @@ void PpoTrainer::load_checkpoint(const std::string& path) {
   const std::string dir = io::checkpoint_step_dir(path), where = dir + "/state.json";
   // the state first (no models): a run of other shapes stops here, naming the field
   const nlohmann::json state = io::load_checkpoint(dir, {});
-  const RunProgress progress = read_run_state(state, "next_prompt", run_shapes(), where);
+  const RunProgress progress = read_run_state(state, "next_prompt", run_shapes(), where,
+                                              {{"advantage_estimator", "gae"}, {"samples_per_prompt", 1}});
   PPO_ASSERT(state.contains("kl_controller"), where, ": missing 'kl_controller'");
   io::load_checkpoint(dir, checkpoint_models());
   progress_ = progress;

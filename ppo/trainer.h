@@ -15,7 +15,8 @@
 //             load_reward_weights; not allocated when a reward callback is given
 //   value     trained scalar head; from the reward model's weights (value_init = reward, TRL) or
 //             the policy's trunk with a fresh head (value_init = policy); absent with
-//             value_model = policy_head (the value head sits on the policy trunk)
+//             value_model = policy_head (the value head sits on the policy trunk) and with the
+//             critic-free advantage estimators (grpo, rloo, reinforce_pp: value_model = none)
 //
 // One step() reads top to bottom in ppo/step.cpp (DESIGN.md "The PPO step"): prompts -> generate
 // -> score -> rewards -> advantages -> update, then the KL controller and one metrics row. This
@@ -113,8 +114,9 @@ class PpoTrainer {
   Transformer& reference() { return *reference_; }
   Transformer& reward_model();  // an error when a reward callback scores (no reward model)
   bool has_reward_model() const { return reward_ != nullptr; }
-  // The value model, or the policy when the value head sits on its trunk.
-  Transformer& value_model() { return value_ ? *value_ : *policy_; }
+  // The value model, or the policy when the value head sits on its trunk; an error without a
+  // critic (the critic-free estimators).
+  Transformer& value_model();
   bool has_separate_value_model() const { return value_ != nullptr; }
   KlController& kl_controller() { return kl_; }
   const PromptSource& prompts() const { return prompts_; }
@@ -137,6 +139,7 @@ class PpoTrainer {
   void add_rewards(Experience& exp);
   void add_advantages(Experience& exp);
   UpdateStats update(const Experience& exp);
+  Transformer* critic();  // value_model(), or null without a critic
   std::map<std::string, Transformer*> checkpoint_models();
   nlohmann::json run_shapes() const;  // what a checkpoint must match to be resumed by this run
   void refuse_after_resume(const char* what) const;

@@ -44,6 +44,19 @@ bool finite(double x) { return std::isfinite(x); }
 
 }  // namespace
 
+LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_mask, int64_t R,
+                         const std::vector<int32_t>& rows) {
+  LossWeights w;
+  w.denominator = mode == LossAggMode::TokenMean ? 0.0 : double(rows.size());
+  for (int32_t b : rows) {
+    double length = 0;
+    for (int64_t t = 0; t < R; ++t) length += response_mask[size_t(b * R + t)];
+    if (mode == LossAggMode::TokenMean) w.denominator += length;
+    if (mode == LossAggMode::SeqMeanTokenMean) w.row.push_back(float(1.0 / length));
+  }
+  return w;
+}
+
 UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& models, ExperienceBuffers& buf,
                        const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
                        UpdateTrace* trace) {
@@ -52,7 +65,8 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
   PPO_ASSERT(B == cfg.rollout_batch_size, "update: ", B, " rollouts, the config's rollout_batch_size is ",
              cfg.rollout_batch_size);
   Transformer& policy = *models.policy;
-  Transformer* value = models.value;  // null: the value head sits on the policy trunk
+  Transformer* critic = models.value;
+  Transformer* value = critic == &policy ? nullptr : critic;  // a separate value model
   const float inv_t = 1.0f / cfg.temperature;
   const bool entropy_bonus = cfg.entropy_coef > 0;
   UpdateStats st;
@@ -62,19 +76,22 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         philox_permutation(B, cfg.seed, kShuffleStream + uint64_t(step * cfg.ppo_epochs + epoch));
     for (int64_t k = 0; k < cfg.num_minibatches; ++k) {
       const std::vector<int32_t> rows(order.begin() + k * M, order.begin() + (k + 1) * M);
-      double valid = 0;
-      for (int32_t b : rows)
-        for (int64_t t = 0; t < R; ++t) valid += exp.response_mask[size_t(b * R + t)];
-      const float policy_weight = float(1.0 / valid), value_weight = float(cfg.value_loss_coef / valid);
+      const LossWeights w = loss_weights(cfg.loss_agg_mode, exp.response_mask, R, rows);
+      const float policy_weight = float(1.0 / w.denominator), value_weight = float(cfg.value_loss_coef / w.denominator);
       const bool traced = trace && k == 0 && (epoch == 0 || trace->all_epochs);
       std::vector<float> traced_logp, traced_ratio;
-      double traced_pl = 0, traced_vl = 0;
+      double traced_pl = 0, traced_vl = 0, traced_tokens = 0;
       bool ok = true;
 
       for (int64_t start = 0; start < M; start += mbs) {
         const std::vector<int32_t> micro(rows.begin() + start, rows.begin() + start + mbs);
         const int64_t n = int64_t(micro.size());
         const SequenceTensors in = upload_micro_batch(be, buf, exp, micro);
+        Tensor row_scale;
+        if (!w.row.empty()) {
+          row_scale = buf.mb_row_scale.slice0(0, n);
+          be.from_host(row_scale, std::vector<float>(w.row.begin() + start, w.row.begin() + start + n));
+        }
         Tensor loss_mask = buf.mb_loss_mask.slice0(0, n), logp = buf.mb_logp.slice0(0, n);
         Tensor entropy = buf.mb_entropy.slice0(0, n), dlogp = buf.mb_dlogp.slice0(0, n);
         Tensor values = buf.mb_values.slice0(0, n), dvalues = buf.mb_dvalues.slice0(0, n);
@@ -95,26 +112,31 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
           be.fill(dentropy, -cfg.entropy_coef * policy_weight);
           be.masked_affine(dentropy, loss_mask, 0.0f, 1.0f);
         }
+        if (!row_scale.empty()) {
+          be.scale_rows(dlogp, row_scale);
+          if (entropy_bonus) be.scale_rows(dentropy, row_scale);
+        }
         policy.lm_logprobs_backward(dlogp, dentropy, inv_t);
 
-        // value: clipped value loss, on the policy trunk or the value model
-        Transformer& vm = value ? *value : policy;
-        if (value) {
-          policy.backward();
-          value->forward(in.tokens, in.pos, in.mask);
+        // value: clipped value loss, on the policy trunk or the value model (none without a critic)
+        ValueLossSums vl;
+        if (value || !critic) policy.backward();
+        if (critic) {
+          if (value) value->forward(in.tokens, in.pos, in.mask);
+          critic->scalar(values);
+          vl = be.ppo_value_loss(dvalues, values, buf.mb_old_values.slice0(0, n), buf.mb_returns.slice0(0, n),
+                                 loss_mask, cfg.clip_value, value_weight);
+          if (!row_scale.empty()) be.scale_rows(dvalues, row_scale);
+          critic->scalar_backward(dvalues);
+          critic->backward();
         }
-        vm.scalar(values);
-        const ValueLossSums vl = be.ppo_value_loss(dvalues, values, buf.mb_old_values.slice0(0, n),
-                                                   buf.mb_returns.slice0(0, n), loss_mask, cfg.clip_value, value_weight);
-        vm.scalar_backward(dvalues);
-        vm.backward();
 
         ok = ok && finite(pl.loss) && finite(pl.ratio) && finite(vl.loss) && finite(ent.mean);
         st.policy_loss += pl.loss, st.clipped += pl.clipped, st.approx_kl += pl.approx_kl, st.ratio += pl.ratio;
         st.entropy += ent.mean * ent.count, st.tokens += pl.count;
         st.value_loss += vl.loss, st.value_clipped += vl.clipped;
         if (traced) {
-          traced_pl += pl.loss, traced_vl += vl.loss;
+          traced_pl += pl.loss, traced_vl += vl.loss, traced_tokens += pl.count;
           const std::vector<float> lp = be.to_host(logp);
           for (int64_t i = 0; i < n; ++i) {
             const int32_t b = micro[size_t(i)];
@@ -134,8 +156,8 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
           trace->minibatch_indices = rows;
           trace->new_logp = traced_logp;
           trace->ratio = traced_ratio;
-          trace->policy_loss = traced_pl / valid;
-          trace->value_loss = traced_vl / valid;
+          trace->policy_loss = traced_pl / traced_tokens;
+          trace->value_loss = traced_vl / traced_tokens;
         }
         trace->epoch_indices.push_back(rows);
         trace->epoch_new_logp.push_back(traced_logp);
