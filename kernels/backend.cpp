@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <omp.h>
 #include "engine/device_memory.h"
 #include "kernels/cpu/ops.h"
@@ -216,14 +217,18 @@ void Backend::convert(Tensor dst, Tensor src) {
 #endif
 }
 
-std::vector<float> Backend::to_host(Tensor src) {
+template <class T>
+std::vector<T> Backend::host_copy(Tensor src) {
   PPO_ASSERT(is_float(src.dtype), "to_host: tensor '", src.name, "' is not a float tensor");
-  std::vector<float> out(size_t(src.numel()));
-  Tensor dst(out.data(), DType::F32, DeviceKind::CPU, {src.numel()}, src.name);
+  std::vector<T> out(size_t(src.numel()));
+  Tensor dst(out.data(), std::is_same_v<T, double> ? DType::F64 : DType::F32, DeviceKind::CPU, {src.numel()}, src.name);
   synchronize();
   convert(dst, src.reshape({src.numel()}));
   return out;
 }
+
+std::vector<float> Backend::to_host(Tensor src) { return host_copy<float>(src); }
+std::vector<double> Backend::to_host_f64(Tensor src) { return host_copy<double>(src); }
 
 void Backend::from_host(Tensor dst, const std::vector<float>& src) {
   PPO_ASSERT(int64_t(src.size()) == dst.numel(), "from_host: ", src.size(), " values for tensor '",

@@ -86,6 +86,8 @@ class Backend {
   void convert(Tensor dst, Tensor src);
   // Host f32 copy of a float tensor of any float dtype and device; and the reverse.
   std::vector<float> to_host(Tensor src);
+  // The same in f64: exact for f64 tensors (gradient checks).
+  std::vector<double> to_host_f64(Tensor src);
   void from_host(Tensor dst, const std::vector<float>& src);
   void from_host_ids(Tensor dst, const std::vector<int32_t>& src);
   std::vector<int32_t> to_host_ids(Tensor src);
@@ -227,6 +229,9 @@ class Backend {
                                Tensor mask, float clip_value, float token_weight);
 
  private:
+  template <class T>
+  std::vector<T> host_copy(Tensor src);
+
   DeviceKind device_;
   Precision precision_;
   std::unique_ptr<CudaContext> cuda_;

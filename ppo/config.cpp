@@ -38,6 +38,10 @@ const NameTable<LossAggMode>& names(LossAggMode) {
                                         {LossAggMode::SeqMeanTokenMean, "seq-mean-token-mean"}};
   return t;
 }
+const NameTable<DpoLoss>& names(DpoLoss) {
+  static const NameTable<DpoLoss> t{{DpoLoss::Sigmoid, "sigmoid"}, {DpoLoss::Ipo, "ipo"}};
+  return t;
+}
 const NameTable<DeviceChoice>& names(DeviceChoice) {
   static const NameTable<DeviceChoice> t{{DeviceChoice::Auto, "auto"}, {DeviceChoice::CPU, "cpu"}, {DeviceChoice::CUDA, "cuda"}};
   return t;
@@ -122,6 +126,10 @@ void visit_fields(Config& c, F&& f) {
   f("normalize_scores", c.normalize_scores);
   f("reward_clip", c.reward_clip);
   f("missing_eos_penalty", c.missing_eos_penalty);
+  f("dpo_beta", c.dpo_beta);
+  f("dpo_label_smoothing", c.dpo_label_smoothing);
+  f("dpo_loss", c.dpo_loss);
+  f("preferences", c.preferences);
   f("value_model", c.value_model);
   f("value_init", c.value_init);
   f("policy", c.policy);
@@ -247,6 +255,7 @@ void check_unit(const char* key, double v, bool open_low, bool open_high) {
 const char* to_string(Algorithm v) { return enum_name(v); }
 const char* to_string(AdvantageEstimator v) { return enum_name(v); }
 const char* to_string(LossAggMode v) { return enum_name(v); }
+const char* to_string(DpoLoss v) { return enum_name(v); }
 const char* to_string(DeviceChoice v) { return enum_name(v); }
 const char* to_string(LrSchedule v) { return enum_name(v); }
 const char* to_string(ValueModelKind v) { return enum_name(v); }
@@ -421,7 +430,10 @@ void PpoConfig::derive() {
   PPO_ASSERT(prompts.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config prompts = '", prompts,
              "': set tokenizer (or policy_checkpoint, whose directory holds tokenizer.json)");
   if (!prompts.empty() && tokenizer.empty()) tokenizer = policy_checkpoint;
-  optimizer_steps_per_step = ppo_epochs * num_minibatches;
+  check_positive("dpo_beta", dpo_beta);
+  PPO_ASSERT(dpo_label_smoothing >= 0 && dpo_label_smoothing < 0.5, "config dpo_label_smoothing = ",
+             dpo_label_smoothing, ": must lie in [0, 0.5)");
+  optimizer_steps_per_step = algorithm == Algorithm::Dpo ? 1 : ppo_epochs * num_minibatches;
   total_optimizer_steps = total_steps * optimizer_steps_per_step;
   sequence_length = prompt_length + response_length;
 }

@@ -22,6 +22,8 @@ enum class Algorithm : uint8_t { Ppo, Grpo, Rloo, ReinforcePP, Dpo };
 enum class AdvantageEstimator : uint8_t { Gae, Grpo, Rloo, ReinforcePP };
 // How per-token losses become a minibatch's loss (veRL's loss_agg_mode names).
 enum class LossAggMode : uint8_t { TokenMean, SeqMeanTokenSum, SeqMeanTokenMean };
+// The DPO loss of a pair (ppo/dpo.h): Rafailov et al.'s sigmoid, or Azar et al.'s IPO square.
+enum class DpoLoss : uint8_t { Sigmoid, Ipo };
 enum class DeviceChoice : uint8_t { Auto, CPU, CUDA };
 enum class LrSchedule : uint8_t { Constant, Linear, Cosine };
 // Where values come from: a separate value model, a scalar head on the policy trunk, or nowhere
@@ -115,6 +117,14 @@ struct PpoConfig {
                                     // (0 = off; OpenRLHF: 10)
   float missing_eos_penalty = 0.0f; // subtracted from the score of a response with no EOS (0 = off)
 
+  // ---- DPO (algorithm dpo, ppo/dpo.h): rollout_batch_size pairs per optimizer step, micro_batch_size
+  //      pairs (2x rows) per forward, total_steps optimizer steps; the learning-rate and AdamW keys above
+  float dpo_beta = 0.1f;            // beta: the implicit reward's scale (TRL: 0.1)
+  float dpo_label_smoothing = 0.0f; // sigmoid loss: the assumed share of flipped labels, in [0, 0.5) (cDPO)
+  DpoLoss dpo_loss = DpoLoss::Sigmoid;  // sigmoid | ipo
+  std::string preferences;          // JSONL pairs {"prompt"|"messages", "chosen", "rejected"} (real models;
+                                    // the demo uses its own pairs)
+
   // ---- models ---------------------------------------------------------------------------------------
   ValueModelKind value_model = ValueModelKind::Separate;  // separate | policy_head | none (no critic: the
                                                           // critic-free estimators; derive() sets it)
@@ -176,6 +186,7 @@ std::string nearest(const std::string& word, const std::vector<std::string>& can
 const char* to_string(Algorithm v);
 const char* to_string(AdvantageEstimator v);
 const char* to_string(LossAggMode v);
+const char* to_string(DpoLoss v);
 const char* to_string(DeviceChoice v);
 const char* to_string(LrSchedule v);
 const char* to_string(ValueModelKind v);

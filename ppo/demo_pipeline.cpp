@@ -356,7 +356,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
       trainer.load_policy_weights(sft_weights);  // policy and reference
       trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
     }
-    result.ppo_rows = run_ppo_loop(trainer, write, log);
+    result.ppo_rows = run_training_loop(trainer, write, log);
     result.policy = read_weights(trainer.policy());
   }
   write_weights(policy.model(), result.policy, WeightCoverage::All);

@@ -39,12 +39,15 @@ PromptSource PromptSource::jsonl(const std::string& prompts_path, const std::str
   return token_ids(std::move(ids), [tokenizer](const std::vector<int32_t>& v) { return tokenizer->decode(v); });
 }
 
+uint64_t shuffled_index(uint64_t index, uint64_t n, uint64_t seed, uint64_t stream) {
+  // recomputed per call (data sets are small next to a step's work)
+  const std::vector<int32_t> order = philox_permutation(int64_t(n), seed, stream + index / n);
+  return uint64_t(order[size_t(index % n)]);
+}
+
 std::vector<int32_t> PromptSource::prompt(uint64_t index) const {
   if (demo_) return DemoTask(seed_).prompt(index);
-  const uint64_t n = prompts_.size(), pass = index / n;
-  // a Philox permutation per pass; recomputed per call (prompt sets are small next to a step's work)
-  const std::vector<int32_t> order = philox_permutation(int64_t(n), seed_, kPromptStream + pass);
-  return prompts_[size_t(order[size_t(index % n)])];
+  return prompts_[size_t(shuffled_index(index, prompts_.size(), seed_, kPromptStream))];
 }
 
 std::string PromptSource::decode(const std::vector<int32_t>& ids) const { return decode_ ? decode_(ids) : std::string(); }

@@ -8,6 +8,10 @@
 
 namespace ppo {
 
+// Item `index` of a stream over n items walked in a Philox permutation per pass (pass = index / n,
+// stream `stream` + pass): a pure function of (n, seed, stream, index).
+uint64_t shuffled_index(uint64_t index, uint64_t n, uint64_t seed, uint64_t stream);
+
 // Where prompts come from. Prompt i of the run is prompt(i); a finite set of N prompts is walked
 // in a Philox permutation per pass (epoch = i / N), so the order is a pure function of (seed, i).
 class PromptSource {

@@ -28,9 +28,10 @@ std::vector<TensorSpec> batch_specs(const ModelSpec& spec, const RunShape& s, Pr
 
 }  // namespace
 
-SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner)
+SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner,
+                         std::optional<Precision> precision)
     : shape_(shape), owner_(std::move(owner)) {
-  const Precision p = precision_of(device);
+  const Precision p = precision.value_or(precision_of(device));
   backend_ = std::make_unique<Backend>(device, p);
   std::vector<RegionSpec> regions = ppo_regions({{owner_, spec}}, shape, p);
   const std::vector<TensorSpec> buffers = batch_specs(spec, shape, p);

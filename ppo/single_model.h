@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include "engine/arena.h"
@@ -24,8 +25,10 @@ namespace ppo {
 class SingleModel {
  public:
   // `shape`: training forwards of micro_batch rows of prompt_len + response_len tokens, and (when
-  // spec.generation is KVCache) generation for rollout_batch prompts. CUDA runs in bf16.
-  SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner = "model");
+  // spec.generation is KVCache) generation for rollout_batch prompts. CUDA runs in bf16; the CPU in
+  // f32, or f64 when `precision` says so (gradient checks).
+  SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner = "model",
+              std::optional<Precision> precision = std::nullopt);
   SingleModel(const SingleModel&) = delete;
   SingleModel& operator=(const SingleModel&) = delete;
 
@@ -92,9 +95,11 @@ std::vector<MetricsRow> train_epochs(const std::vector<Example>& data, const Con
 }
 
 // AdamW step number `step` (0-based) at learning rate `lr` with cfg's betas, eps, weight decay and
-// gradient clipping; the rounding draws come from (cfg.seed, step). Returns the norm before clipping.
+// gradient clipping; the rounding draws come from (cfg.seed, step). Returns the norm before clipping
+// (`known_norm`: that norm, when the caller has computed it since the last backward).
 template <class Config>
-double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step) {
+double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step,
+                          std::optional<double> known_norm = std::nullopt) {
   AdamWParams hp;
   hp.lr = lr;
   hp.beta1 = cfg.adam_beta1;
@@ -102,7 +107,7 @@ double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t s
   hp.eps = cfg.adam_eps;
   hp.weight_decay = cfg.weight_decay;
   hp.step = step + 1;
-  return m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step));
+  return m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step), known_norm);
 }
 
 }  // namespace ppo

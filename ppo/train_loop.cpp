@@ -11,7 +11,7 @@
 
 namespace ppo {
 
-std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log) {
+std::vector<MetricsRow> run_training_loop(StepTrainer& trainer, bool write_files, const LogLine& log) {
   const PpoConfig& config = trainer.config();
   const bool resumed = !config.resume.empty();
   const std::string metrics_path = config.output_dir + "/metrics.jsonl";
@@ -53,7 +53,7 @@ std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLin
              config.policy_checkpoint, "', '", config.reward_checkpoint, "', '", config.prompts, "')");
   check_output_dir(config);
   PpoTrainer trainer(config);  // loads the checkpoints and the prompts; restores `resume`
-  const std::vector<MetricsRow> rows = run_ppo_loop(trainer, /*write_files=*/true, log);
+  const std::vector<MetricsRow> rows = run_training_loop(trainer, /*write_files=*/true, log);
   write_svg(config.output_dir + "/metrics.svg", rows,
             {metric::kScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac},
             {"ppo train: reward-model score, KL, entropy, clip fraction", 2, 320, 210});

@@ -42,6 +42,7 @@
 #include "ppo/run_state.h"
 #include "ppo/running_moments.h"
 #include "ppo/step_metrics.h"
+#include "ppo/train_loop.h"
 
 namespace ppo {
 
@@ -59,11 +60,11 @@ struct TrainerOptions {
   bool print_plan = true;               // the arena table on stdout at construction
 };
 
-class PpoTrainer {
+class PpoTrainer : public StepTrainer {
  public:
   // config.derive() must have run (load_config does it).
   explicit PpoTrainer(const PpoConfig& config, TrainerOptions options = {});
-  ~PpoTrainer();
+  ~PpoTrainer() override;
   PpoTrainer(const PpoTrainer&) = delete;
   PpoTrainer& operator=(const PpoTrainer&) = delete;
 
@@ -71,7 +72,7 @@ class PpoTrainer {
   // metrics()). A NaN/Inf in log-probs, values, losses or a gradient norm skips the remaining
   // optimizer steps of the step (weights untouched from there) and sets `skipped` = 1. With
   // save_every > 0, a step whose count is a multiple of it ends with save_checkpoint.
-  MetricsRow step();
+  MetricsRow step() override;
 
   // ---- checkpoints (io/checkpoint.h) -----------------------------------------------------------------
   // Saves every model (parameters, f32 master weights, AdamW moments) and a state JSON as
@@ -80,7 +81,7 @@ class PpoTrainer {
   // score moments (absent in older checkpoints: they load with none), and the run's shapes (model
   // configs, value model, B/P/R, seed, prompt-set size). step() calls it with
   // output_dir/checkpoints every save_every steps.
-  void save_checkpoint(const std::string& run_dir);
+  void save_checkpoint(const std::string& run_dir) override;
   // Restores a checkpoint (a run directory: its `latest`; or a step directory). The saved shapes
   // are checked against this run first: a mismatch is an error naming the field. Every sample
   // after it is a pure function of (seed, step), so the next step() continues the saved run
@@ -107,7 +108,7 @@ class PpoTrainer {
   void load_value_weights(const HostWeights& weights);  // the value model, or the policy's score head
 
   // ---- accessors ---------------------------------------------------------------------------------
-  const PpoConfig& config() const { return cfg_; }
+  const PpoConfig& config() const override { return cfg_; }
   Backend& backend() { return *backend_; }
   const Arena& arena() const { return *arena_; }
   Transformer& policy() { return *policy_; }
@@ -124,7 +125,7 @@ class PpoTrainer {
   // The tokens that end a response: the EOS, then config.stop_token_ids.
   const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }
   bool is_stop(int32_t id) const;
-  int64_t steps_done() const { return progress_.steps_done; }
+  int64_t steps_done() const override { return progress_.steps_done; }
   int64_t optimizer_steps_done() const { return progress_.optimizer_steps_done; }
   const std::vector<MetricsRow>& metrics() const { return metrics_; }
   const PhaseTimes& last_phase_times() const { return times_; }
