@@ -429,7 +429,9 @@ void PpoConfig::derive() {
   if (!reward_checkpoint.empty()) adopt_checkpoint_config("reward_checkpoint", reward_checkpoint, Heads::Scalar, "reward", reward);
   PPO_ASSERT(prompts.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config prompts = '", prompts,
              "': set tokenizer (or policy_checkpoint, whose directory holds tokenizer.json)");
-  if (!prompts.empty() && tokenizer.empty()) tokenizer = policy_checkpoint;
+  PPO_ASSERT(preferences.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config preferences = '",
+             preferences, "': set tokenizer (or policy_checkpoint, whose directory holds tokenizer.json)");
+  if ((!prompts.empty() || !preferences.empty()) && tokenizer.empty()) tokenizer = policy_checkpoint;
   check_positive("dpo_beta", dpo_beta);
   PPO_ASSERT(dpo_label_smoothing >= 0 && dpo_label_smoothing < 0.5, "config dpo_label_smoothing = ",
              dpo_label_smoothing, ": must lie in [0, 0.5)");

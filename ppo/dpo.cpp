@@ -17,12 +17,6 @@ constexpr uint64_t kPairStream = uint64_t(1) << 42;  // Philox streams of the pe
 double log_sigmoid(double x) { return x < 0 ? x - std::log1p(std::exp(x)) : -std::log1p(std::exp(-x)); }
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-size_t longest(const std::vector<std::vector<int32_t>>& v) {
-  size_t n = 0;
-  for (const auto& x : v) n = std::max(n, x.size());
-  return n;
-}
-
 }  // namespace
 
 DpoSettings DpoSettings::from_config(const PpoConfig& c) { return {c.dpo_beta, c.dpo_label_smoothing, c.dpo_loss}; }
@@ -51,30 +45,13 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
   sums.pairs = double(pairs.size());
   for (size_t first = 0; first < pairs.size(); first += size_t(micro_pairs)) {
     const size_t n = std::min(pairs.size() - first, size_t(micro_pairs));
-    // rows [0,n) chosen, [n,2n) rejected
-    std::vector<std::vector<int32_t>> prompts, responses;
-    for (size_t i = 0; i < 2 * n; ++i) {
-      const PreferenceExample& e = pairs[first + i % n];
-      PPO_ASSERT(!e.chosen.empty() && !e.rejected.empty(), "dpo: pair ", first + i % n, " has an empty response");
-      prompts.push_back(e.prompt);
-      responses.push_back(i < n ? e.chosen : e.rejected);
-    }
-    const SequenceBatch rows = pack_sequences(prompts, responses, int64_t(longest(prompts)),
-                                              int64_t(longest(responses)), pad);
+    const SequenceBatch rows = pack_pairs(pairs, first, n, pad);  // rows [0,n) chosen, [n,2n) rejected
     const int64_t P = rows.P, T = rows.T();
-    const SingleModel::Batch in = model.upload(rows, 0, rows.rows);
-    m.forward(in.seq.tokens, in.seq.pos, in.seq.mask);
-    m.lm_logprobs(in.seq.targets, 1.0f, in.out, Tensor{}, P - 1);  // the response positions only
-    const std::vector<double> lp = be.to_host_f64(in.out);
-    // response token t of row b: column P-1+t predicts it (ppo/sequences.h)
-    auto summed = [&](int64_t b) {
-      double s = 0;
-      for (int64_t j = P - 1; j < rows.last_column(b); ++j) s += lp[size_t(b * T + j)];
-      return s;
-    };
-    std::vector<float> grad(lp.size(), 0.0f);
+    SingleModel::Batch in;
+    const std::vector<double> summed = model.response_logps(rows, 1.0f, &in);
+    std::vector<float> grad(size_t(rows.rows * T), 0.0f);
     for (size_t i = 0; i < n; ++i) {
-      const PairLogps pl{summed(int64_t(i)), summed(int64_t(n + i))};
+      const PairLogps pl{summed[i], summed[n + i]};
       if (logps) logps->push_back(pl);
       if (!reference) continue;
       const PairLogps& ref = (*reference)[first + i];
@@ -108,6 +85,18 @@ DpoTrainer::DpoTrainer(SingleModel& model, const PpoConfig& config, std::vector<
   PPO_ASSERT(2 * cfg_.micro_batch_size <= model.shape().micro_batch, "dpo: micro_batch_size ", cfg_.micro_batch_size,
              " pairs need ", 2 * cfg_.micro_batch_size, " rows; the model is planned for ", model.shape().micro_batch);
   PPO_ASSERT(!pairs_.empty(), "dpo: no preference pairs");
+  const int64_t vocab = spec.config.vocab_size;
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    const PreferenceExample& e = pairs_[i];
+    PPO_ASSERT(!e.prompt.empty() && int64_t(e.prompt.size()) <= cfg_.prompt_length, "dpo: pair ", i, ": a prompt of ",
+               e.prompt.size(), " tokens; 1 to prompt_length = ", cfg_.prompt_length, " expected");
+    for (const std::vector<int32_t>* r : {&e.chosen, &e.rejected})
+      PPO_ASSERT(!r->empty() && int64_t(r->size()) <= cfg_.response_length, "dpo: pair ", i, ": a response of ",
+                 r->size(), " tokens; 1 to response_length = ", cfg_.response_length, " expected");
+    for (const std::vector<int32_t>* ids : {&e.prompt, &e.chosen, &e.rejected})
+      for (int32_t id : *ids)
+        PPO_ASSERT(id >= 0 && id < vocab, "dpo: pair ", i, ": token id ", id, " is outside the vocabulary [0,", vocab, ")");
+  }
   if (!cfg_.resume.empty()) {
     load_checkpoint(cfg_.resume);
     return;

@@ -36,17 +36,6 @@
 
 namespace ppo {
 
-namespace metric {
-inline constexpr const char* kDpoLoss = "loss";
-inline constexpr const char* kRewardsChosen = "rewards/chosen";
-inline constexpr const char* kRewardsRejected = "rewards/rejected";
-inline constexpr const char* kRewardsMargins = "rewards/margins";
-inline constexpr const char* kRewardsAccuracies = "rewards/accuracies";
-inline constexpr const char* kLogpsChosen = "logps/chosen";
-inline constexpr const char* kLogpsRejected = "logps/rejected";
-inline constexpr const char* kGradNorm = "grad_norm";
-}  // namespace metric
-
 struct DpoSettings {
   double beta = 0.1, label_smoothing = 0.0;
   DpoLoss loss = DpoLoss::Sigmoid;

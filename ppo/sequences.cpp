@@ -1,5 +1,6 @@
 #include "ppo/sequences.h"
 
+#include <algorithm>
 #include "engine/error.h"
 
 namespace ppo {
@@ -32,6 +33,14 @@ SequenceBatch pack_sequences(const std::vector<std::vector<int32_t>>& prompts,
     }
   }
   return s;
+}
+
+SequenceBatch pack_tight(const std::vector<std::vector<int32_t>>& prompts,
+                         const std::vector<std::vector<int32_t>>& responses, int32_t pad) {
+  size_t P = 0, R = 1;
+  for (const auto& p : prompts) P = std::max(P, p.size());
+  for (const auto& r : responses) R = std::max(R, r.size());
+  return pack_sequences(prompts, responses, int64_t(P), int64_t(R), pad);
 }
 
 SequenceTensors sequence_views(const SequenceTensors& buffers, int64_t n, int64_t T) {

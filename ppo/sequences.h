@@ -31,6 +31,10 @@ struct SequenceBatch {
 SequenceBatch pack_sequences(const std::vector<std::vector<int32_t>>& prompts,
                              const std::vector<std::vector<int32_t>>& responses, int64_t P, int64_t R, int32_t pad);
 
+// The same at the batch's own widths: P the longest prompt, R the longest response (at least 1).
+SequenceBatch pack_tight(const std::vector<std::vector<int32_t>>& prompts,
+                         const std::vector<std::vector<int32_t>>& responses, int32_t pad);
+
 // Device views a forward reads: tokens, positions, attention mask and next-token targets, i32.
 struct SequenceTensors {
   Tensor tokens, pos, mask, targets;

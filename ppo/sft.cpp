@@ -46,8 +46,7 @@ double SftTrainer::accumulate(const std::vector<SftExample>& batch, bool update,
   if (tokens) *tokens = seq_tokens;
   // This batch's own widths: positions count from each row's first token, so the columns a
   // token lands in do not change the math.
-  const SequenceBatch rows = pack_sequences(prompts, responses, max_prompt_length(batch), max_response_length(batch),
-                                            cfg_.pad_token_id);
+  const SequenceBatch rows = pack_tight(prompts, responses, cfg_.pad_token_id);
   const int64_t T = rows.T(), micro = cfg_.micro_batch_size;
   double nll = 0;
   for (int64_t first = 0; first < rows.rows; first += micro) {

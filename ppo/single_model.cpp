@@ -58,6 +58,19 @@ SingleModel::Batch SingleModel::upload(const SequenceBatch& rows, int64_t begin,
   return {upload_sequences(*backend_, rows, row_range(begin, n), seq_), view(grad_), view(out_)};
 }
 
+std::vector<double> SingleModel::response_logps(const SequenceBatch& rows, float inv_temperature, Batch* batch) {
+  const Batch in = upload(rows, 0, rows.rows);
+  const int64_t P = rows.P, T = rows.T();
+  model_->forward(in.seq.tokens, in.seq.pos, in.seq.mask);
+  model_->lm_logprobs(in.seq.targets, inv_temperature, in.out, Tensor{}, P - 1);  // the response positions only
+  const std::vector<double> lp = backend_->to_host_f64(in.out);
+  std::vector<double> sums(static_cast<size_t>(rows.rows), 0.0);
+  for (int64_t b = 0; b < rows.rows; ++b)  // response token t: predicted at column P-1+t (ppo/sequences.h)
+    for (int64_t j = P - 1; j < rows.last_column(b); ++j) sums[size_t(b)] += lp[size_t(b * T + j)];
+  if (batch) *batch = in;
+  return sums;
+}
+
 SampledResponses SingleModel::generate(const std::vector<std::vector<int32_t>>& prompts, const SamplingSettings& sampling,
                                  int32_t pad) {
   PPO_ASSERT(model_->spec().generation == Generation::KVCache, owner_, ": generate needs a model planned with a KV cache");

@@ -46,6 +46,11 @@ class SingleModel {
   // Uploads rows [begin, end) of `rows` (T = rows.T() <= the planned length).
   Batch upload(const SequenceBatch& rows, int64_t begin, int64_t end);
 
+  // Teacher-forced forward of every row of `rows` (at most micro_batch) and the log-probs of the
+  // response tokens at 1/temperature: each row's summed response log-prob. The per-token log-probs
+  // stay in the batch's `out` and the activations for lm_logprobs_backward (g_logp in `grad`).
+  std::vector<double> response_logps(const SequenceBatch& rows, float inv_temperature, Batch* batch = nullptr);
+
   // Samples up to shape.response_len tokens after each prompt (ppo/generate.h: chunks of
   // rollout_batch prompts); prompts padded with `pad`.
   SampledResponses generate(const std::vector<std::vector<int32_t>>& prompts, const SamplingSettings& sampling, int32_t pad);

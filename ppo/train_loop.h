@@ -42,6 +42,9 @@ void check_output_dir(const PpoConfig& config);
 // policy and value model as Hugging Face directories policy/ and value/ (io/hf_checkpoint.h).
 // Errors before any work: a missing checkpoint or prompt file, an output_dir that holds
 // checkpoints of another run (unless resuming), a resume of a checkpoint outside output_dir.
+// With algorithm dpo: DPO (ppo/dpo.h) of policy_checkpoint on the `preferences` pairs (tokenized,
+// the EOS appended to each response; the EOS pads); writes metrics.jsonl, metrics.svg (loss, reward
+// margin and accuracy, chosen log-prob), checkpoints/ and policy/.
 std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLine& log);
 
 }  // namespace ppo
