@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -279,6 +280,18 @@ void load_stages(const std::string& dir, DemoResult& r) {
   }
 }
 
+// The run's numbers, for bench/compare_algorithms.py (NaN as null).
+void save_result(const PpoConfig& config, const DemoResult& r) {
+  auto number = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  const json j = {{"algorithm", to_string(config.algorithm)}, {"seed", config.seed},
+                  {"sft_gold", number(r.sft_gold)},       {"final_gold", number(r.final_gold)},
+                  {"sft_proxy", number(r.sft_proxy)},     {"final_proxy", number(r.final_proxy)},
+                  {"final_kl", number(r.final_kl)},       {"rm_gold_accuracy", number(r.rm_gold_accuracy)},
+                  {"train_seconds", r.train_seconds},     {"seconds", r.seconds},
+                  {"arena_bytes", r.arena_bytes}};
+  std::ofstream(config.output_dir + "/result.json") << j.dump(2) << "\n";
+}
+
 // Stage 3's outcome.
 struct Stage {
   std::vector<MetricsRow> rows;
@@ -470,6 +483,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   }
 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (write) save_result(config, result);
   return result;
 }
 

@@ -98,8 +98,9 @@ enum class DemoFiles : uint8_t { None, Write };
 // With DemoFiles::Write, config.output_dir receives: metrics.jsonl (a row per step of the algorithm),
 // sft_metrics.jsonl, reward_metrics.jsonl, demo_stages.json (the SFT and reward-model numbers),
 // metrics.svg (proxy reward, gold reward, KL, entropy, clip fraction), policy.safetensors,
-// policy_config.json (the final policy's ModelConfig) and checkpoints/ (every save_every steps and
-// at the end: the run can be resumed or extended).
+// policy_config.json (the final policy's ModelConfig), result.json (the held-out numbers, step time
+// and arena bytes of DemoResult) and checkpoints/ (every save_every steps and at the end: the run
+// can be resumed or extended).
 // With config.resume set, SFT and reward-model training are skipped (their numbers come from
 // output_dir/demo_stages.json), the algorithm continues from the checkpoint, and metrics.jsonl keeps its rows
 // up to the checkpoint's step and gets the new ones appended; rows holds them all (with

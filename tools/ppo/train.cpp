@@ -60,7 +60,7 @@ void run_demo_task(const std::string& config_path, const std::vector<std::string
   std::printf("reward model held-out accuracy: %.3f (noisy labels), %.3f (gold order)\n", r.rm_accuracy,
               r.rm_gold_accuracy);
   std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,demo_stages.json,metrics.svg,"
-              "policy.safetensors,policy_config.json,checkpoints/} in %.1f s\n",
+              "policy.safetensors,policy_config.json,result.json,checkpoints/} in %.1f s\n",
               c.ppo.output_dir.c_str(), r.seconds);
 }
 
