@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <omp.h>
 #include "engine/device_memory.h"
 #include "kernels/cpu/ops.h"
@@ -220,14 +221,18 @@ void Backend::convert(Tensor dst, Tensor src) {
 #endif
 }
 
-std::vector<float> Backend::to_host(Tensor src) {
+template <class T>
+std::vector<T> Backend::host_copy(Tensor src) {
   PPO_ASSERT(is_float(src.dtype), "to_host: tensor '", src.name, "' is not a float tensor");
-  std::vector<float> out(size_t(src.numel()));
-  Tensor dst(out.data(), DType::F32, DeviceKind::CPU, {src.numel()}, src.name);
+  std::vector<T> out(size_t(src.numel()));
+  Tensor dst(out.data(), std::is_same_v<T, double> ? DType::F64 : DType::F32, DeviceKind::CPU, {src.numel()}, src.name);
   synchronize();
   convert(dst, src.reshape({src.numel()}));
   return out;
 }
+
+std::vector<float> Backend::to_host(Tensor src) { return host_copy<float>(src); }
+std::vector<double> Backend::to_host_f64(Tensor src) { return host_copy<double>(src); }
 
 void Backend::from_host(Tensor dst, const std::vector<float>& src) {
   PPO_ASSERT(int64_t(src.size()) == dst.numel(), "from_host: ", src.size(), " values for tensor '",
@@ -916,6 +921,23 @@ void Backend::masked_affine(Tensor x, Tensor mask, float shift, float scale) {
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     cpu::masked_affine<F>(x.ptr<F>(), mask.ptr<int32_t>(), mask.numel(), shift, scale);
+  });
+}
+
+void Backend::scale_rows(Tensor x, Tensor row_scale) {
+  PPO_ASSERT(x.ndim == 2, "scale_rows: x '", x.name, "' must be (B,T), is ", x.shape_str());
+  const int64_t B = x.shape[0], T = x.shape[1];
+  expect("scale_rows", "x", x, device_, stat_dtype(), {B, T});
+  expect("scale_rows", "row_scale", row_scale, device_, stat_dtype(), {B});
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::scale_rows(*cuda_, x.ptr<float>(), row_scale.ptr<float>(), B, T);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    cpu::scale_rows<F>(x.ptr<F>(), row_scale.ptr<F>(), B, T);
   });
 }
 

@@ -90,6 +90,8 @@ class Backend {
   void convert(Tensor dst, Tensor src);
   // Host f32 copy of a float tensor of any float dtype and device; and the reverse.
   std::vector<float> to_host(Tensor src);
+  // The same in f64: exact for f64 tensors (gradient checks).
+  std::vector<double> to_host_f64(Tensor src);
   void from_host(Tensor dst, const std::vector<float>& src);
   void from_host_ids(Tensor dst, const std::vector<int32_t>& src);
   std::vector<int32_t> to_host_ids(Tensor src);
@@ -222,12 +224,18 @@ class Backend {
   //   approx_kl per token = (logp - old_logp)^2 / 2;  clipped counts tokens where the clip binds.
   PolicyLossSums ppo_policy_loss(Tensor dlogp, Tensor logp, Tensor old_logp, Tensor advantages,
                                  Tensor mask, float clip_eps, float dual_clip, float token_weight);
+  // Per-row weights of per-token quantities: x[b,t] *= row_scale[b].  x (B,T) stat; row_scale (B)
+  // stat. (loss_agg_mode seq-mean-token-mean: a token's loss gradient weighs 1 / its row's length.)
+  void scale_rows(Tensor x, Tensor row_scale);
   // Clipped value loss per valid token: vc = old_v + clip(v - old_v, -clip_value, clip_value)
   //   l = 0.5 max((v - R)^2, (vc - R)^2);   dvalues = token_weight * dl/dv.
   ValueLossSums ppo_value_loss(Tensor dvalues, Tensor values, Tensor old_values, Tensor returns,
                                Tensor mask, float clip_value, float token_weight);
 
  private:
+  template <class T>
+  std::vector<T> host_copy(Tensor src);
+
   DeviceKind device_;
   Precision precision_;
   std::unique_ptr<CudaContext> cuda_;

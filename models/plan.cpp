@@ -11,7 +11,7 @@ std::vector<PlannedModel> ppo_models(const ModelConfig& policy, const ModelConfi
   m.push_back({"policy", {policy, value_on_policy ? Heads::LMAndScalar : Heads::LM, Training::Trained, Generation::KVCache}});
   m.push_back({"reference", {policy, Heads::LM, Training::Frozen, Generation::None}});
   if (scoring == Scoring::RewardModel) m.push_back({"reward", {reward, Heads::Scalar, Training::Frozen, Generation::None}});
-  if (!value_on_policy)
+  if (value_model == ValueModelKind::Separate)
     m.push_back({"value", {value_init == ValueInit::Reward ? reward : policy, Heads::Scalar, Training::Trained, Generation::None}});
   return m;
 }

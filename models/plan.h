@@ -22,7 +22,7 @@ struct PlannedModel {
 enum class Scoring : uint8_t { RewardModel, Callback };
 
 // The models of a run; `value_model` PolicyHead puts the value head on the policy trunk (no
-// separate value model). The value model's config is the reward model's with value_init = reward
+// separate value model), None plans no critic at all. The value model's config is the reward model's with value_init = reward
 // (also when a callback scores and no reward model exists), else the policy's.
 std::vector<PlannedModel> ppo_models(const ModelConfig& policy, const ModelConfig& reward, ValueModelKind value_model,
                                      ValueInit value_init, Scoring scoring = Scoring::RewardModel);

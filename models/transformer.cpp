@@ -498,7 +498,6 @@ void Transformer::lm_logprobs(Tensor targets, float inv_temperature, Tensor logp
       be_.copy_columns(entropy, first_column, ent, 0, W);
     }
   }
-  inv_temperature_ = inv_temperature;
   head_first_ = first_column;
   lm_ready_ = true;
 }
@@ -521,7 +520,7 @@ void Transformer::scalar(Tensor values) {
 
 // ---- backward ---------------------------------------------------------------------------------------------
 
-void Transformer::lm_logprobs_backward(Tensor g_logp, Tensor g_entropy) {
+void Transformer::lm_logprobs_backward(Tensor g_logp, Tensor g_entropy, float inv_temperature) {
   require_trained("lm_logprobs_backward");
   PPO_ASSERT(lm_ready_, owner_, ": lm_logprobs_backward without lm_logprobs after the last forward");
   const int64_t B = B_, T = T_, C = config().d_model, first = head_first_, W = T - first;
@@ -530,7 +529,7 @@ void Transformer::lm_logprobs_backward(Tensor g_logp, Tensor g_entropy) {
   Tensor ent = fit(act_.at("head_entropy"), {B, W});
   if (first == 0) {
     be_.lm_logprob_entropy_backward(dhead, lm_weight_grad(), g_logp, g_entropy, fit(act_.at("lnf"), {B, T, C}),
-                                    lm_weight(), tg, lse, ent, inv_temperature_);
+                                    lm_weight(), tg, lse, ent, inv_temperature);
   } else {  // the window's weights in, its hidden gradient out into columns first.. of a zeroed dhead
     Tensor gl, ge, dwindow = fit(act_.at("head_dhidden"), {B, W, C});
     if (!g_logp.empty()) {
@@ -542,7 +541,7 @@ void Transformer::lm_logprobs_backward(Tensor g_logp, Tensor g_entropy) {
       be_.copy_columns(ge, 0, g_entropy, first, W);
     }
     be_.lm_logprob_entropy_backward(dwindow, lm_weight_grad(), gl, ge, fit(act_.at("head_hidden"), {B, W, C}),
-                                    lm_weight(), tg, lse, ent, inv_temperature_);
+                                    lm_weight(), tg, lse, ent, inv_temperature);
     be_.zero(dhead);
     be_.copy_columns(dhead, first, dwindow, 0, W);
   }

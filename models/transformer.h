@@ -109,8 +109,9 @@ class Transformer {
   // e.g. only the response positions of a PPO batch); logp and entropy are 0 before it.
   void lm_logprobs(Tensor targets, float inv_temperature, Tensor logp, Tensor entropy, int64_t first_column = 0);
   // dL/dlogp, dL/dentropy (B,T) stat (either may be empty; columns before the forward's
-  // first_column are ignored) -> accumulates into the hidden gradient.
-  void lm_logprobs_backward(Tensor g_logp, Tensor g_entropy);
+  // first_column are ignored) -> accumulates into the hidden gradient. inv_temperature: the one
+  // the forward's lm_logprobs used (its log-sum-exp and entropy are reused).
+  void lm_logprobs_backward(Tensor g_logp, Tensor g_entropy, float inv_temperature);
   // After forward: the final-norm output hidden (B,T,C) act the heads read.
   Tensor hidden() const;
   // After forward: values (B,T) stat = hidden @ score^T.
@@ -182,7 +183,6 @@ class Transformer {
   std::vector<Tensor> kcache_, vcache_;  // per layer (B,S,NKV*HS)
 
   int64_t B_ = 0, T_ = 0;                // shape of the last training forward
-  float inv_temperature_ = 1.0f;         // of the last lm_logprobs
   int64_t head_first_ = 0;               // its first scored column
   bool lm_ready_ = false, scalar_ready_ = false;
 };

@@ -1,126 +1,113 @@
 #include "ppo/advantages.h"
 
-#include <algorithm>
 #include <cmath>
 #include "engine/error.h"
-#include "ppo/config.h"
 
 namespace ppo {
 
 namespace {
 
 constexpr double kWhitenEps = 1e-8;  // variance floor: one valid token whitens to 0, not NaN
+constexpr double kGroupStdEps = 1e-6;  // veRL's epsilon of the group std
 
-bool all_finite(const std::vector<float>& x, const std::vector<int32_t>& mask) {
-  for (size_t i = 0; i < x.size(); ++i)
-    if (mask[i] && !std::isfinite(x[i])) return false;
-  return true;
+// grpo and rloo: the sequence returns R_i (sums of the valid rewards), their group advantages on
+// every valid token of the row, and R_i as the returns.
+void outcome_advantages(Backend& be, const AdvantageSettings& s, Tensor rewards, Tensor mask, Tensor advantages,
+                        Tensor returns) {
+  const int64_t B = mask.dim(0), R = mask.dim(1);
+  const std::vector<int32_t> m = be.to_host_ids(mask);
+  const std::vector<float> r = be.to_host(rewards);
+  std::vector<double> sequence_returns(static_cast<size_t>(B), 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < R; ++t)
+      if (m[size_t(b * R + t)]) sequence_returns[size_t(b)] += r[size_t(b * R + t)];
+  const std::vector<double> a = group_advantages(sequence_returns, s.group_size, s.estimator, s.norm_by_std);
+  std::vector<float> adv(size_t(B * R), 0.0f), ret(size_t(B * R), 0.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < R; ++t)
+      if (m[size_t(b * R + t)]) {
+        adv[size_t(b * R + t)] = float(a[size_t(b)]);
+        ret[size_t(b * R + t)] = float(sequence_returns[size_t(b)]);
+      }
+  be.from_host(advantages, adv);
+  be.from_host(returns, ret);
+}
+
+// How much of the returns' variance the rollout values explain (cleanRL's explained_variance).
+double explained_variance(Backend& be, Tensor returns, Tensor values, Tensor mask, double returns_var) {
+  const std::vector<int32_t> m = be.to_host_ids(mask);
+  const std::vector<float> ret = be.to_host(returns), val = be.to_host(values);
+  double residual_sum = 0, residual_sq = 0, n = 0;
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (!m[i]) continue;
+    const double d = double(ret[i]) - double(val[i]);
+    residual_sum += d, residual_sq += d * d, n += 1;
+  }
+  const double residual_var = residual_sq / n - (residual_sum / n) * (residual_sum / n);
+  return returns_var > 0 ? 1.0 - residual_var / returns_var : NAN;
 }
 
 }  // namespace
 
-AdvantageSettings AdvantageSettings::from_config(const PpoConfig& c, double kl_coef) {
+AdvantageSettings AdvantageSettings::from_config(const PpoConfig& c) {
   AdvantageSettings s;
-  s.kl_coef = float(kl_coef);
-  s.kl_estimator = c.kl_estimator;
-  s.kl_in_reward = c.kl_in_reward;
+  s.estimator = c.advantage_estimator;
   s.gamma = c.gamma;
   s.lam = c.lam;
   s.whiten_advantages = c.whiten_advantages;
-  s.whiten_rewards = c.whiten_rewards;
-  s.reward_clip = c.reward_clip;
-  s.missing_eos_penalty = c.missing_eos_penalty;
+  s.group_size = c.samples_per_prompt;
+  s.norm_by_std = c.norm_adv_by_std_in_grpo;
   return s;
 }
 
-std::vector<float> shape_rewards(const std::vector<float>& kl, const std::vector<int32_t>& mask, int64_t B,
-                                 int64_t R, const std::vector<float>& scores,
-                                 const std::vector<uint8_t>& ended_with_eos, const AdvantageSettings& s,
-                                 AdvantageStats& stats) {
-  PPO_ASSERT(int64_t(kl.size()) == B * R && int64_t(mask.size()) == B * R, "shape_rewards: kl ", kl.size(),
-             " and mask ", mask.size(), " values for B*R = ", B * R);
-  PPO_ASSERT(int64_t(scores.size()) == B && int64_t(ended_with_eos.size()) == B, "shape_rewards: ", scores.size(),
-             " scores and ", ended_with_eos.size(), " EOS flags for B = ", B);
-  std::vector<float> rewards(size_t(B * R), 0.0f);
-  double kl_total = 0, score_total = 0, shaped_total = 0, eos_total = 0, length_total = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    const int32_t* m = &mask[size_t(b * R)];
-    const int64_t length = std::count(m, m + R, 1);
-    PPO_ASSERT(length >= 1, "shape_rewards: response ", b, " has no valid token for its score to land on");
-    PPO_ASSERT(std::all_of(m, m + length, [](int32_t v) { return v == 1; }) &&
-                   std::all_of(m + length, m + R, [](int32_t v) { return v == 0; }),
-               "shape_rewards: the mask of response ", b, " is not a prefix of ones");
-    double kl_sum = 0;
-    for (int64_t t = 0; t < length; ++t) {
-      const float k = kl[size_t(b * R + t)];
-      kl_sum += k;
-      if (s.kl_in_reward) rewards[size_t(b * R + t)] = -s.kl_coef * k;
+std::vector<double> group_advantages(const std::vector<double>& returns, int64_t G, AdvantageEstimator e,
+                                     bool norm_by_std) {
+  PPO_ASSERT(e == AdvantageEstimator::Grpo || e == AdvantageEstimator::Rloo, "group_advantages: ", to_string(e),
+             " is not a group estimator");
+  PPO_ASSERT(G >= 2 && returns.size() % size_t(G) == 0, "group_advantages: ", returns.size(),
+             " returns in groups of ", G, " (at least 2, dividing the batch)");
+  std::vector<double> a(returns.size());
+  for (size_t first = 0; first < returns.size(); first += size_t(G)) {
+    double sum = 0;
+    for (int64_t j = 0; j < G; ++j) sum += returns[first + size_t(j)];
+    const double mean = sum / double(G);
+    double sq = 0;
+    for (int64_t j = 0; j < G; ++j) sq += (returns[first + size_t(j)] - mean) * (returns[first + size_t(j)] - mean);
+    const double std = std::sqrt(sq / double(G - 1));
+    for (int64_t j = 0; j < G; ++j) {
+      const double r = returns[first + size_t(j)];
+      if (e == AdvantageEstimator::Rloo) a[first + size_t(j)] = r - (sum - r) / double(G - 1);
+      else a[first + size_t(j)] = norm_by_std ? (r - mean) / (std + kGroupStdEps) : r - mean;
     }
-    double score = (double(scores[size_t(b)]) - s.score_shift) * s.score_scale;
-    if (s.reward_clip > 0) score = std::clamp(score, -double(s.reward_clip), double(s.reward_clip));
-    if (!ended_with_eos[size_t(b)]) score -= s.missing_eos_penalty;
-    rewards[size_t(b * R + length - 1)] += float(score);  // the last real token: the EOS when there is one
-    kl_total += kl_sum;
-    score_total += scores[size_t(b)];
-    shaped_total += score;
-    eos_total += ended_with_eos[size_t(b)] ? 1 : 0;
-    length_total += double(length);
   }
-  stats.kl = kl_total / double(B);
-  stats.non_score_reward = -double(s.kl_coef) * stats.kl;
-  stats.score = score_total / double(B);
-  stats.shaped_score = shaped_total / double(B);
-  stats.rlhf_reward = stats.shaped_score + stats.non_score_reward;
-  stats.num_eos = eos_total;
-  stats.response_length = length_total / double(B);
-  return rewards;
+  return a;
 }
 
-AdvantageStats compute_advantages(Backend& backend, const AdvantageSettings& s, const AdvantageInputs& in,
-                                  const AdvantageOutputs& out) {
-  PPO_ASSERT(in.mask.ndim == 2, "compute_advantages: mask must be (B,R), got ", in.mask.shape_str());
-  const int64_t B = in.mask.dim(0), R = in.mask.dim(1);
+AdvantageStats estimate_advantages(Backend& backend, const AdvantageSettings& s, Tensor rewards, Tensor values,
+                                   Tensor mask, Tensor advantages, Tensor returns) {
   AdvantageStats stats;
-
-  // 1. per-token KL against the reference (0 on padding)
-  backend.kl_penalty(out.kl, in.logp, in.ref_logp, in.mask, s.kl_estimator);
-
-  // 2. shaped rewards, placed on the host (one score per row lands on its last valid token)
-  const std::vector<int32_t> mask = backend.to_host_ids(in.mask);
-  const std::vector<float> kl = backend.to_host(out.kl);
-  const std::vector<float> rewards = shape_rewards(kl, mask, B, R, in.scores, in.ended_with_eos, s, stats);
-  backend.from_host(out.rewards, rewards);
-  stats.finite = all_finite(kl, mask) && all_finite(rewards, mask);
-  if (s.whiten_rewards) {
-    // (r - mean) * rstd, then + mean (two passes: folding the mean into one shift loses it to
-    // rounding when rstd is large)
-    const MaskedMoments m = backend.masked_moments(out.rewards, in.mask);
-    backend.masked_affine(out.rewards, in.mask, float(m.mean), float(1.0 / std::sqrt(m.var + kWhitenEps)));
-    backend.masked_affine(out.rewards, in.mask, float(-m.mean), 1.0f);
+  switch (s.estimator) {  // advantages and returns, 0 on padding
+    case AdvantageEstimator::Gae:
+      backend.gae_reverse_scan(advantages, returns, rewards, values, mask, s.gamma, s.lam);
+      break;
+    case AdvantageEstimator::ReinforcePP:  // values are 0: the discounted reward-to-go
+      backend.gae_reverse_scan(advantages, returns, rewards, values, mask, s.gamma, 1.0f);
+      break;
+    case AdvantageEstimator::Grpo:
+    case AdvantageEstimator::Rloo:
+      outcome_advantages(backend, s, rewards, mask, advantages, returns);
+      break;
   }
-
-  // 3. GAE advantages and returns (0 on padding)
-  backend.gae_reverse_scan(out.advantages, out.returns, out.rewards, in.values, in.mask, s.gamma, s.lam);
-  const MaskedMoments a = backend.masked_moments(out.advantages, in.mask);
-  const MaskedMoments r = backend.masked_moments(out.returns, in.mask);
+  const MaskedMoments a = backend.masked_moments(advantages, mask);
+  const MaskedMoments r = backend.masked_moments(returns, mask);
   stats.advantage_mean = a.mean, stats.advantage_std = std::sqrt(a.var);
   stats.return_mean = r.mean, stats.return_std = std::sqrt(r.var);
-  stats.finite = stats.finite && std::isfinite(a.mean) && std::isfinite(a.var) && std::isfinite(r.mean) &&
-                 std::isfinite(r.var);
+  stats.finite = std::isfinite(a.mean) && std::isfinite(a.var) && std::isfinite(r.mean) && std::isfinite(r.var);
+  stats.explained_variance =
+      s.estimator == AdvantageEstimator::Gae ? explained_variance(backend, returns, values, mask, r.var) : NAN;
 
-  // 4. how much of the returns' variance the rollout values explain (cleanRL's explained_variance)
-  const std::vector<float> returns = backend.to_host(out.returns), values = backend.to_host(in.values);
-  double residual_sum = 0, residual_sq = 0, n = 0;
-  for (size_t i = 0; i < mask.size(); ++i) {
-    if (!mask[i]) continue;
-    const double d = double(returns[i]) - double(values[i]);
-    residual_sum += d, residual_sq += d * d, n += 1;
-  }
-  const double residual_var = residual_sq / n - (residual_sum / n) * (residual_sum / n);
-  stats.explained_variance = r.var > 0 ? 1.0 - residual_var / r.var : NAN;
-
-  // 5. advantage whitening over valid tokens
-  if (s.whiten_advantages) backend.masked_affine(out.advantages, in.mask, float(a.mean), float(1.0 / std::sqrt(a.var + kWhitenEps)));
+  // advantage whitening over valid tokens
+  if (s.whiten_advantages) backend.masked_affine(advantages, mask, float(a.mean), float(1.0 / std::sqrt(a.var + kWhitenEps)));
   return stats;
 }
 

@@ -1,73 +1,53 @@
-// Step 4-5 of the PPO step: from the rollout's per-token log-probs and values and the per-sequence
-// scores, the per-token KL, the shaped rewards, GAE advantages and returns, and the statistics the
-// metrics report. Written once against Backend; runs on any device.
+// Step 5 of the PPO step: advantages and returns from the shaped per-token rewards (ppo/rewards.h),
+// by the run's estimator, with the statistics the metrics report. Written once against Backend.
 //
 // Shapes over response positions: B sequences, R response tokens; (B,R) tensors are stat dtype,
-// `mask` (B,R) i32 is 1 on the response's real tokens (the EOS included) — a prefix of each row.
+// `mask` (B,R) i32 is 1 on the response's real tokens — a prefix of each row. G = group_size: rows
+// [gG, (g+1)G) answer one prompt. R_i = sum_t reward_{i,t}, the sequence's return.
 //
-//   kl_t      = KL estimator(logp_t, ref_logp_t)                      (Backend::kl_penalty)
-//   s         = clip((score - score_shift) * score_scale, -reward_clip, reward_clip)
-//               - missing_eos_penalty * [no EOS]       (shift 0, scale 1 unless normalize_scores)
-//   reward_t  = -kl_coef * kl_t * [kl_in_reward] + s * [t == last valid token]   (0 on padding)
-//   rewards optionally scaled to unit variance over valid tokens, mean kept (TRL's whiten_rewards)
-//   A, returns = GAE(rewards, values; gamma, lam)                      (Backend::gae_reverse_scan)
-//   A optionally whitened over valid tokens: (A - mean) / sqrt(var + 1e-8)
+//   gae           A, returns = GAE(rewards, values; gamma, lam)       (Backend::gae_reverse_scan)
+//   grpo          A_{i,t} = (R_i - mean_g R) / (std_g R + 1e-6)       (DeepSeekMath, outcome supervision;
+//                 std with Bessel's correction, as torch.std in TRL and veRL;
+//                 norm_by_std = false: A_{i,t} = R_i - mean_g R, Dr. GRPO)
+//   rloo          A_{i,t} = R_i - mean_{j in g, j != i} R_j          (Ahmadian et al. 2024)
+//   reinforce_pp  A_t = returns_t = sum_{s >= t} gamma^(s-t) reward_s (Hu 2025: token-level KL in the
+//                 rewards, no critic): GAE with values 0 and lambda 1
+// returns of grpo and rloo: R_i on every valid token. Then, for every estimator, A optionally
+// whitened over the batch's valid tokens: (A - mean) / sqrt(var + 1e-8) (REINFORCE++'s batch
+// normalization). Without a critic `values` are 0 (ppo/experience.h) and explained variance is NaN.
 #pragma once
 #include <cstdint>
 #include <vector>
 #include "kernels/backend.h"
+#include "ppo/config.h"
 
 namespace ppo {
 
-struct PpoConfig;
-
 struct AdvantageSettings {
-  float kl_coef = 0.05f;  // the KL controller's current beta
-  KLEstimator kl_estimator = KLEstimator::K1;
-  bool kl_in_reward = true;
+  AdvantageEstimator estimator = AdvantageEstimator::Gae;
   float gamma = 1.0f, lam = 0.95f;
-  bool whiten_advantages = true, whiten_rewards = false;
-  double score_shift = 0.0, score_scale = 1.0;  // running score normalization (finish_experience)
-  float reward_clip = 0.0f;  // 0 = off
-  float missing_eos_penalty = 0.0f;
+  bool whiten_advantages = true;
+  int64_t group_size = 1;   // G (samples_per_prompt)
+  bool norm_by_std = true;  // grpo: divide by the group's std (norm_adv_by_std_in_grpo)
 
-  static AdvantageSettings from_config(const PpoConfig& config, double kl_coef);
-};
-
-struct AdvantageInputs {
-  Tensor logp, ref_logp, values;  // (B,R) stat: rollout policy and reference log-probs, rollout values
-  Tensor mask;                    // (B,R) i32
-  std::vector<float> scores;      // (B) reward-model score per sequence
-  std::vector<uint8_t> ended_with_eos;  // (B) 1 when the response ended with EOS
-};
-
-struct AdvantageOutputs {
-  Tensor kl, rewards, advantages, returns;  // (B,R) stat, overwritten
+  static AdvantageSettings from_config(const PpoConfig& config);
 };
 
 struct AdvantageStats {
-  double kl = 0;                // mean over sequences of the summed per-token KL (objective/kl)
-  double non_score_reward = 0;  // mean over sequences of -kl_coef * summed KL
-  double score = 0;             // mean raw score (objective/scores)
-  double shaped_score = 0;      // mean score after normalization, clipping and the missing-EOS penalty
-  double rlhf_reward = 0;       // shaped_score + non_score_reward (objective/rlhf_reward)
-  double num_eos = 0;           // responses that ended with EOS
-  double response_length = 0;   // mean valid tokens per response
   double advantage_mean = 0, advantage_std = 0;  // before whitening, over valid tokens
   double return_mean = 0, return_std = 0;
-  double explained_variance = 0;  // 1 - Var(returns - values) / Var(returns) over valid tokens
-  bool finite = true;             // false when a KL, reward, return or advantage is NaN/Inf: skip the step
+  double explained_variance = 0;  // 1 - Var(returns - values) / Var(returns) over valid tokens (gae)
+  bool finite = true;             // false when a moment of the advantages or returns is NaN/Inf
 };
 
-// The host part, kept apart so it reads (and tests) on its own: per-token rewards (B*R, row-major)
-// from the per-token KL (B*R) and the per-sequence scores. Fills the per-sequence statistics
-// (kl, non_score_reward, score, shaped_score, rlhf_reward, num_eos, response_length) of `stats`.
-std::vector<float> shape_rewards(const std::vector<float>& kl, const std::vector<int32_t>& mask, int64_t B,
-                                 int64_t R, const std::vector<float>& scores,
-                                 const std::vector<uint8_t>& ended_with_eos, const AdvantageSettings& settings,
-                                 AdvantageStats& stats);
+// The host part of grpo and rloo: one advantage per sequence from the sequence returns (B of them,
+// B a multiple of G), as in the table above.
+std::vector<double> group_advantages(const std::vector<double>& returns, int64_t group_size,
+                                     AdvantageEstimator estimator, bool norm_by_std);
 
-AdvantageStats compute_advantages(Backend& backend, const AdvantageSettings& settings, const AdvantageInputs& in,
-                                  const AdvantageOutputs& out);
+// rewards, values (B,R) stat and mask (B,R) i32 in; advantages, returns (B,R) stat overwritten (0 on
+// padding).
+AdvantageStats estimate_advantages(Backend& backend, const AdvantageSettings& settings, Tensor rewards, Tensor values,
+                                   Tensor mask, Tensor advantages, Tensor returns);
 
 }  // namespace ppo

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include "engine/error.h"
@@ -22,6 +23,27 @@ using json = nlohmann::json;
 // Name tables of the enum settings: the strings users write.
 template <class E>
 using NameTable = std::vector<std::pair<E, const char*>>;
+const NameTable<Algorithm>& names(Algorithm) {
+  static const NameTable<Algorithm> t{{Algorithm::Ppo, "ppo"}, {Algorithm::Grpo, "grpo"}, {Algorithm::Rloo, "rloo"},
+                                      {Algorithm::ReinforcePP, "reinforce_pp"}, {Algorithm::Dpo, "dpo"}};
+  return t;
+}
+const NameTable<AdvantageEstimator>& names(AdvantageEstimator) {
+  static const NameTable<AdvantageEstimator> t{{AdvantageEstimator::Gae, "gae"}, {AdvantageEstimator::Grpo, "grpo"},
+                                               {AdvantageEstimator::Rloo, "rloo"},
+                                               {AdvantageEstimator::ReinforcePP, "reinforce_pp"}};
+  return t;
+}
+const NameTable<LossAggMode>& names(LossAggMode) {
+  static const NameTable<LossAggMode> t{{LossAggMode::TokenMean, "token-mean"},
+                                        {LossAggMode::SeqMeanTokenSum, "seq-mean-token-sum"},
+                                        {LossAggMode::SeqMeanTokenMean, "seq-mean-token-mean"}};
+  return t;
+}
+const NameTable<DpoLoss>& names(DpoLoss) {
+  static const NameTable<DpoLoss> t{{DpoLoss::Sigmoid, "sigmoid"}, {DpoLoss::Ipo, "ipo"}};
+  return t;
+}
 const NameTable<DeviceChoice>& names(DeviceChoice) {
   static const NameTable<DeviceChoice> t{{DeviceChoice::Auto, "auto"}, {DeviceChoice::CPU, "cpu"}, {DeviceChoice::CUDA, "cuda"}};
   return t;
@@ -31,7 +53,9 @@ const NameTable<LrSchedule>& names(LrSchedule) {
   return t;
 }
 const NameTable<ValueModelKind>& names(ValueModelKind) {
-  static const NameTable<ValueModelKind> t{{ValueModelKind::Separate, "separate"}, {ValueModelKind::PolicyHead, "policy_head"}};
+  static const NameTable<ValueModelKind> t{{ValueModelKind::Separate, "separate"},
+                                           {ValueModelKind::PolicyHead, "policy_head"},
+                                           {ValueModelKind::None, "none"}};
   return t;
 }
 const NameTable<ValueInit>& names(ValueInit) {
@@ -53,6 +77,7 @@ const char* enum_name(E v) {
 // Calls f(key, field) for every settable field, in declaration order. The one list of keys.
 template <class Config, class F>
 void visit_fields(Config& c, F&& f) {
+  f("algorithm", c.algorithm);
   f("seed", c.seed);
   f("device", c.device);
   f("output_dir", c.output_dir);
@@ -69,6 +94,7 @@ void visit_fields(Config& c, F&& f) {
   f("top_p", c.top_p);
   f("eos_token_id", c.eos_token_id);
   f("stop_token_ids", c.stop_token_ids);
+  f("samples_per_prompt", c.samples_per_prompt);
   f("ppo_epochs", c.ppo_epochs);
   f("num_minibatches", c.num_minibatches);
   f("micro_batch_size", c.micro_batch_size);
@@ -88,6 +114,9 @@ void visit_fields(Config& c, F&& f) {
   f("entropy_coef", c.entropy_coef);
   f("gamma", c.gamma);
   f("lam", c.lam);
+  f("loss_agg_mode", c.loss_agg_mode);
+  f("advantage_estimator", c.advantage_estimator);
+  f("norm_adv_by_std_in_grpo", c.norm_adv_by_std_in_grpo);
   f("kl_coef", c.kl_coef);
   f("kl_estimator", c.kl_estimator);
   f("kl_in_reward", c.kl_in_reward);
@@ -99,6 +128,10 @@ void visit_fields(Config& c, F&& f) {
   f("normalize_scores", c.normalize_scores);
   f("reward_clip", c.reward_clip);
   f("missing_eos_penalty", c.missing_eos_penalty);
+  f("dpo_beta", c.dpo_beta);
+  f("dpo_label_smoothing", c.dpo_label_smoothing);
+  f("dpo_loss", c.dpo_loss);
+  f("preferences", c.preferences);
   f("value_model", c.value_model);
   f("value_init", c.value_init);
   f("policy", c.policy);
@@ -242,6 +275,10 @@ void check_setting_range(const char* key, int64_t v, int64_t lo, int64_t hi) {
   PPO_ASSERT(v >= lo && v <= hi, "config ", key, " = ", v, ": must lie in [", lo, ", ", hi, "]");
 }
 
+const char* to_string(Algorithm v) { return enum_name(v); }
+const char* to_string(AdvantageEstimator v) { return enum_name(v); }
+const char* to_string(LossAggMode v) { return enum_name(v); }
+const char* to_string(DpoLoss v) { return enum_name(v); }
 const char* to_string(DeviceChoice v) { return enum_name(v); }
 const char* to_string(LrSchedule v) { return enum_name(v); }
 const char* to_string(ValueModelKind v) { return enum_name(v); }
@@ -321,6 +358,36 @@ void adopt_checkpoint_config(const char* key, const std::string& dir, Heads head
 
 }  // namespace
 
+void PpoConfig::set_algorithm(Algorithm a) {
+  struct Defaults {
+    AdvantageEstimator estimator;
+    int64_t samples_per_prompt;
+    bool kl_in_reward;
+    KLEstimator kl_estimator;
+    bool whiten_advantages;
+    LossAggMode loss_agg_mode;
+  };
+  const PpoConfig ppo;
+  const Defaults d = a == Algorithm::Grpo ? Defaults{AdvantageEstimator::Grpo, 4, false, KLEstimator::K3, false,
+                                                      LossAggMode::SeqMeanTokenMean}
+                     : a == Algorithm::Rloo ? Defaults{AdvantageEstimator::Rloo, 4, true, KLEstimator::K1, false,
+                                                       LossAggMode::TokenMean}
+                     : a == Algorithm::ReinforcePP ? Defaults{AdvantageEstimator::ReinforcePP, 1, true, KLEstimator::K1,
+                                                              true, LossAggMode::TokenMean}
+                                                   : Defaults{ppo.advantage_estimator, ppo.samples_per_prompt,
+                                                              ppo.kl_in_reward, ppo.kl_estimator,
+                                                              ppo.whiten_advantages, ppo.loss_agg_mode};
+  algorithm = a;
+  advantage_estimator = d.estimator;
+  samples_per_prompt = d.samples_per_prompt;
+  kl_in_reward = d.kl_in_reward;
+  kl_estimator = d.kl_estimator;
+  whiten_advantages = d.whiten_advantages;
+  loss_agg_mode = d.loss_agg_mode;
+  if (advantage_estimator == AdvantageEstimator::Gae && value_model == ValueModelKind::None)
+    value_model = ppo.value_model;  // a derived critic-free config back to one with a critic
+}
+
 void PpoConfig::derive() {
   check_setting_range("total_steps", total_steps, 1, kMaxSteps);
   check_setting_range("log_every", log_every, 1, kMaxSteps);
@@ -358,6 +425,17 @@ void PpoConfig::derive() {
   check_unit("gamma", gamma, false, false);
   check_unit("lam", lam, false, false);
   check_non_negative("kl_coef", kl_coef);
+  check_setting_range("samples_per_prompt", samples_per_prompt, 1, rollout_batch_size);
+  PPO_ASSERT(rollout_batch_size % samples_per_prompt == 0, "config samples_per_prompt = ", samples_per_prompt,
+             ": must divide rollout_batch_size (", rollout_batch_size, ")");
+  const bool group = advantage_estimator == AdvantageEstimator::Grpo || advantage_estimator == AdvantageEstimator::Rloo;
+  PPO_ASSERT(!group || samples_per_prompt >= 2, "config advantage_estimator = ", to_string(advantage_estimator),
+             ": the baseline is the other responses to the same prompt; set samples_per_prompt >= 2 (is ",
+             samples_per_prompt, ")");
+  prompts_per_step = rollout_batch_size / samples_per_prompt;
+  if (advantage_estimator != AdvantageEstimator::Gae) value_model = ValueModelKind::None;  // critic-free
+  PPO_ASSERT(advantage_estimator != AdvantageEstimator::Gae || value_model != ValueModelKind::None,
+             "config value_model = none: advantage_estimator gae needs a critic (separate or policy_head)");
   check_positive("kl_target", kl_target);
   check_positive("kl_horizon", kl_horizon);
   check_non_negative("reward_clip", reward_clip);
@@ -375,8 +453,13 @@ void PpoConfig::derive() {
   if (!reward_checkpoint.empty()) adopt_checkpoint_config("reward_checkpoint", reward_checkpoint, Heads::Scalar, "reward", reward);
   PPO_ASSERT(prompts.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config prompts = '", prompts,
              "': set tokenizer (or policy_checkpoint, whose directory holds tokenizer.json)");
-  if (!prompts.empty() && tokenizer.empty()) tokenizer = policy_checkpoint;
-  optimizer_steps_per_step = ppo_epochs * num_minibatches;
+  PPO_ASSERT(preferences.empty() || !tokenizer.empty() || !policy_checkpoint.empty(), "config preferences = '",
+             preferences, "': set tokenizer (or policy_checkpoint, whose directory holds tokenizer.json)");
+  if ((!prompts.empty() || !preferences.empty()) && tokenizer.empty()) tokenizer = policy_checkpoint;
+  check_positive("dpo_beta", dpo_beta);
+  PPO_ASSERT(dpo_label_smoothing >= 0 && dpo_label_smoothing < 0.5, "config dpo_label_smoothing = ",
+             dpo_label_smoothing, ": must lie in [0, 0.5)");
+  optimizer_steps_per_step = algorithm == Algorithm::Dpo ? 1 : ppo_epochs * num_minibatches;
   total_optimizer_steps = total_steps * optimizer_steps_per_step;
   sequence_length = prompt_length + response_length;
 }
@@ -393,11 +476,26 @@ double PpoConfig::lr_factor(int64_t optimizer_step) const {
   return 1.0;
 }
 
+void apply_named_algorithm(PpoConfig& c, const json& file, const std::vector<std::string>& overrides) {
+  std::optional<std::string> name;
+  if (file.is_object() && file.contains("algorithm") && file["algorithm"].is_string())
+    name = file["algorithm"].get<std::string>();
+  for (const std::string& o : overrides)
+    if (o.rfind("algorithm=", 0) == 0) name = o.substr(std::string("algorithm=").size());
+  if (!name) return;
+  Algorithm a = c.algorithm;
+  parse_text("algorithm = " + *name, *name, a);
+  c.set_algorithm(a);
+}
+
 PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
   PpoConfig c;
+  json j = json::object();
   if (!path.empty()) {
-    c.update_from_json(io::read_json_file(path, io::JsonComments::Allowed), path);
+    j = io::read_json_file(path, io::JsonComments::Allowed);
   }
+  apply_named_algorithm(c, j, overrides);
+  if (!path.empty()) c.update_from_json(j, path);
   for (const std::string& o : overrides) c.apply_override(o);
   c.derive();
   return c;

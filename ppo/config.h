@@ -23,16 +23,39 @@ constexpr int64_t kMaxEpochs = int64_t(1) << 10;        // ppo_epochs
 constexpr int64_t kMaxSteps = int64_t(1) << 31;         // total_steps, log_every, save_every
 constexpr int64_t kMaxOptimizerSteps = kMaxSteps * kMaxEpochs * kMaxRolloutBatch;  // lr_warmup_steps
 
+// What trains: the on-policy RL loop with one advantage estimator (ppo, grpo, rloo, reinforce_pp)
+// or DPO on preference pairs. set_algorithm applies an algorithm's defaults (the table below).
+enum class Algorithm : uint8_t { Ppo, Grpo, Rloo, ReinforcePP, Dpo };
+// How step 5 turns rewards into advantages (ppo/advantages.h); only gae needs a critic.
+enum class AdvantageEstimator : uint8_t { Gae, Grpo, Rloo, ReinforcePP };
+// How per-token losses become a minibatch's loss (veRL's loss_agg_mode names).
+enum class LossAggMode : uint8_t { TokenMean, SeqMeanTokenSum, SeqMeanTokenMean };
+// The DPO loss of a pair (ppo/dpo.h): Rafailov et al.'s sigmoid, or Azar et al.'s IPO square.
+enum class DpoLoss : uint8_t { Sigmoid, Ipo };
 enum class DeviceChoice : uint8_t { Auto, CPU, CUDA };
 enum class LrSchedule : uint8_t { Constant, Linear, Cosine };
-// Where values come from: a separate value model, or a scalar head on the policy trunk.
-enum class ValueModelKind : uint8_t { Separate, PolicyHead };
+// Where values come from: a separate value model, a scalar head on the policy trunk, or nowhere
+// (the critic-free estimators: derive() sets none for them).
+enum class ValueModelKind : uint8_t { Separate, PolicyHead, None };
 // What a separate value model starts from: the reward model (TRL) or the SFT policy with a fresh
 // scalar head (the textbook choice).
 enum class ValueInit : uint8_t { Reward, Policy };
 
+// The algorithms' defaults (set_algorithm; load_config applies the one a config names before its
+// keys, so explicit keys win). Every algorithm uses the PPO clipped surrogate of ppo/update.h.
+//
+//   algorithm     advantage_estimator  samples_per_prompt  KL (kl_in_reward, estimator)  whiten  loss_agg_mode
+//   ppo           gae (value model)    1                   reward, k1                    yes     token-mean
+//   grpo          grpo                 4                   loss, k3                      no      seq-mean-token-mean
+//   rloo          rloo                 4                   reward, k1                    no      token-mean
+//   reinforce_pp  reinforce_pp         1                   reward, k1                    yes     token-mean
+//   dpo           (ppo/dpo.h: no rollouts, no reward model)
+//
+// Sources: GRPO, Shao et al. 2024 (DeepSeekMath) eq. 3 and 4.1.2; RLOO, Ahmadian et al. 2024;
+// REINFORCE++, Hu 2025; the option names are veRL's and TRL's.
 struct PpoConfig {
   // ---- run ----------------------------------------------------------------------------------------
+  Algorithm algorithm = Algorithm::Ppo;  // ppo | grpo | rloo | reinforce_pp | dpo (see the table above)
   uint64_t seed = 1;                    // seeds prompts order, sampling, initialisation of fresh heads
   DeviceChoice device = DeviceChoice::Auto;  // "auto": cuda when a GPU answers, else cpu
   std::string output_dir = "runs/ppo";  // metrics.jsonl, plots, checkpoints
@@ -53,6 +76,9 @@ struct PpoConfig {
                                     // else generation_config.json), else the demo's <eos> or the last id
   std::vector<int64_t> stop_token_ids;  // more stop tokens (e.g. Llama 3's <|eot_id|>; 15 at most); when
                                         // empty and eos_token_id is -1: the rest of policy_checkpoint's list
+
+  int64_t samples_per_prompt = 1;   // G: responses per prompt; B / G prompts per step, the G rows of one
+                                    // prompt kept together (a group: the baseline of grpo and rloo)
 
   // ---- update -------------------------------------------------------------------------------------
   int64_t ppo_epochs = 4;           // passes over the rollout batch per step (TRL num_ppo_epochs)
@@ -76,6 +102,13 @@ struct PpoConfig {
   float entropy_coef = 0.0f;        // weight of the entropy bonus (0 = off)
   float gamma = 1.0f;               // discount
   float lam = 0.95f;                // GAE lambda
+  LossAggMode loss_agg_mode = LossAggMode::TokenMean;  // token-mean: over the minibatch's valid tokens;
+                                    // seq-mean-token-sum: sum per sequence, mean over sequences (Dr. GRPO);
+                                    // seq-mean-token-mean: mean per sequence, then over sequences (GRPO)
+
+  // ---- advantages ----------------------------------------------------------------------------------
+  AdvantageEstimator advantage_estimator = AdvantageEstimator::Gae;  // gae | grpo | rloo | reinforce_pp
+  bool norm_adv_by_std_in_grpo = true;  // grpo: divide by the group's std (false: Dr. GRPO, Liu et al. 2025)
 
   // ---- KL and reward shaping ------------------------------------------------------------------------
   float kl_coef = 0.05f;            // initial KL coefficient beta (TRL: 0.05)
@@ -92,8 +125,17 @@ struct PpoConfig {
                                     // (0 = off; OpenRLHF: 10)
   float missing_eos_penalty = 0.0f; // subtracted from the score of a response with no EOS (0 = off)
 
+  // ---- DPO (algorithm dpo, ppo/dpo.h): rollout_batch_size pairs per optimizer step, micro_batch_size
+  //      pairs (2x rows) per forward, total_steps optimizer steps; the learning-rate and AdamW keys above
+  float dpo_beta = 0.1f;            // beta: the implicit reward's scale (TRL: 0.1)
+  float dpo_label_smoothing = 0.0f; // sigmoid loss: the assumed share of flipped labels, in [0, 0.5) (cDPO)
+  DpoLoss dpo_loss = DpoLoss::Sigmoid;  // sigmoid | ipo
+  std::string preferences;          // JSONL pairs {"prompt"|"messages", "chosen", "rejected"} (real models;
+                                    // the demo uses its own pairs)
+
   // ---- models ---------------------------------------------------------------------------------------
-  ValueModelKind value_model = ValueModelKind::Separate;  // separate | policy_head
+  ValueModelKind value_model = ValueModelKind::Separate;  // separate | policy_head | none (no critic: the
+                                                          // critic-free estimators; derive() sets it)
   ValueInit value_init = ValueInit::Reward;               // separate value model starts from: reward | policy
   nlohmann::json policy = nlohmann::json::object();       // policy model config (parsed by models/)
   nlohmann::json reward = nlohmann::json::object();       // reward model config (parsed by models/)
@@ -112,6 +154,13 @@ struct PpoConfig {
   int64_t optimizer_steps_per_step = 0;  // ppo_epochs * num_minibatches
   int64_t total_optimizer_steps = 0;    // total_steps * optimizer_steps_per_step (the lr schedule's length)
   int64_t sequence_length = 0;          // T = prompt_length + response_length
+  int64_t prompts_per_step = 0;         // B / samples_per_prompt
+
+  // The algorithm and its defaults (the table above): advantage_estimator, samples_per_prompt,
+  // kl_in_reward, kl_estimator, whiten_advantages, loss_agg_mode.
+  void set_algorithm(Algorithm a);
+  // Whether the run trains a value model (or head): gae does, the other estimators do not.
+  bool has_critic() const { return value_model != ValueModelKind::None; }
 
   // Checks every value (errors name the key) and computes the derived sizes; reads the config.json of
   // policy_checkpoint / reward_checkpoint into `policy` / `reward` (a model config given as well must
@@ -140,13 +189,21 @@ void setting_from_json(const std::string& where, const nlohmann::json& j, T& out
 // Fails with "config <key> = <value>: must lie in [lo, hi]" unless lo <= value <= hi.
 void check_setting_range(const char* key, int64_t value, int64_t lo, int64_t hi);
 
-// Defaults, then the JSON file (if any), then each --set, then derive().
+// Defaults, the defaults of the algorithm the JSON file or a --set names (the last --set wins), then
+// the JSON file (if any), then each --set, then derive().
 PpoConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+// The algorithm step of load_config, for configs with more sections (the demo's): set_algorithm of
+// `file`'s "algorithm" or the last --set algorithm=..., when either names one.
+void apply_named_algorithm(PpoConfig& config, const nlohmann::json& file, const std::vector<std::string>& overrides);
 
 // Levenshtein distance and the nearest candidate (for "did you mean ...?").
 size_t edit_distance(const std::string& a, const std::string& b);
 std::string nearest(const std::string& word, const std::vector<std::string>& candidates);
 
+const char* to_string(Algorithm v);
+const char* to_string(AdvantageEstimator v);
+const char* to_string(LossAggMode v);
+const char* to_string(DpoLoss v);
 const char* to_string(DeviceChoice v);
 const char* to_string(LrSchedule v);
 const char* to_string(ValueModelKind v);

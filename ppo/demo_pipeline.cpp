@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include "engine/error.h"
 #include "io/json_fields.h"
 #include "io/safetensors.h"
+#include "ppo/dpo.h"
 #include "ppo/plot.h"
 #include "ppo/train_loop.h"
 #include "ppo/trainer.h"
@@ -149,21 +151,49 @@ PpoConfig demo_ppo_config() {
   return c;
 }
 
-double mean_gold_reward(SingleModel& policy, const DemoTask& task, uint64_t first, int64_t count,
-                        const SamplingSettings& sampling) {
+HeldOut evaluate_heldout(SingleModel& policy, const DemoTask& task, uint64_t first, int64_t count,
+                         const SamplingSettings& sampling, SingleModel* reward, const HostWeights* reference) {
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t i = 0; i < count; ++i) prompts.push_back(task.prompt(first + uint64_t(i)));
-  const std::vector<std::vector<int32_t>> responses = policy.generate(prompts, sampling, DemoTask::kPad);
-  double sum = 0;
-  for (size_t i = 0; i < prompts.size(); ++i) sum += DemoTask::gold_reward(prompts[i], responses[i]);
-  return sum / double(count);
+  const std::vector<std::vector<int32_t>> responses = policy.generate(prompts, sampling, DemoTask::kPad).responses;
+  HeldOut h;
+  for (size_t i = 0; i < prompts.size(); ++i) h.gold += DemoTask::gold_reward(prompts[i], responses[i]) / double(count);
+  if (reward) {
+    h.proxy = 0;
+    for (double score : score_responses(*reward, prompts, responses, DemoTask::kPad)) h.proxy += score / double(count);
+  }
+  if (reference) {  // log pi - log pi_ref of each sample, the reference's weights swapped in and out
+    auto summed_logps = [&] {
+      std::vector<double> out;
+      const size_t micro = size_t(policy.shape().micro_batch);
+      for (size_t b = 0; b < prompts.size(); b += micro) {
+        const size_t e = std::min(prompts.size(), b + micro);
+        const SequenceBatch rows = pack_tight({prompts.begin() + b, prompts.begin() + e},
+                                              {responses.begin() + b, responses.begin() + e}, DemoTask::kPad);
+        for (double lp : policy.response_logps(rows, 1.0f / sampling.temperature)) out.push_back(lp);
+      }
+      return out;
+    };
+    const std::vector<double> own = summed_logps();
+    const HostWeights weights = read_weights(policy.model());
+    write_weights(policy.model(), *reference, WeightCoverage::All);
+    const std::vector<double> ref = summed_logps();
+    write_weights(policy.model(), weights, WeightCoverage::All);
+    h.kl = 0;
+    for (size_t i = 0; i < own.size(); ++i) h.kl += (own[i] - ref[i]) / double(count);
+  }
+  return h;
 }
 
 DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::string>& overrides) {
   DemoRunConfig c{demo_ppo_config(), DemoSettings()};
+  json j = json::object();
   if (!path.empty()) {
-    json j = io::read_json_file(path, io::JsonComments::Allowed);
+    j = io::read_json_file(path, io::JsonComments::Allowed);
     PPO_ASSERT(j.is_object(), "config file '", path, "': expected a JSON object at the top level");
+  }
+  apply_named_algorithm(c.ppo, j, overrides);
+  if (!path.empty()) {
     c.settings.update_from_json(j, "config file '" + path + "'");
     for (const char* section : {"sft", "rm", "demo"}) j.erase(section);
     c.ppo.update_from_json(j, "config file '" + path + "'");
@@ -188,7 +218,10 @@ DemoRunConfig load_demo_config(const std::string& path, const std::vector<std::s
   return c;
 }
 
-std::vector<std::string> demo_plot_metrics() {
+std::vector<std::string> demo_plot_metrics(Algorithm algorithm) {
+  if (algorithm == Algorithm::Dpo)
+    return {metric::kGoldScores, metric::kDpoLoss, metric::kRewardsMargins, metric::kRewardsAccuracies,
+            metric::kLogpsChosen};
   return {metric::kScores, metric::kGoldScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac};
 }
 
@@ -237,6 +270,79 @@ void load_stages(const std::string& dir, DemoResult& r) {
     *field = io::read_number(j, "resume: '" + path + "'", key, {-DBL_MAX, DBL_MAX}, 0, io::Presence::Required);
 }
 
+// The run's numbers, for bench/compare_algorithms.py (NaN as null).
+void save_result(const PpoConfig& config, const DemoResult& r) {
+  auto number = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  const json j = {{"algorithm", to_string(config.algorithm)}, {"seed", config.seed},
+                  {"sft_gold", number(r.sft_gold)},       {"final_gold", number(r.final_gold)},
+                  {"sft_proxy", number(r.sft_proxy)},     {"final_proxy", number(r.final_proxy)},
+                  {"final_kl", number(r.final_kl)},       {"rm_gold_accuracy", number(r.rm_gold_accuracy)},
+                  {"train_seconds", r.train_seconds},     {"seconds", r.seconds},
+                  {"arena_bytes", r.arena_bytes}};
+  std::ofstream(config.output_dir + "/result.json") << j.dump(2) << "\n";
+}
+
+// Stage 3's outcome.
+struct Stage {
+  std::vector<MetricsRow> rows;
+  HostWeights policy, reference;  // the final policy; the reference of the KL (empty: unknown)
+  size_t arena_bytes = 0;
+};
+
+// PPO, GRPO, RLOO or REINFORCE++ against the reward model: PpoTrainer (the checkpoint restored when
+// config.resume is set).
+Stage rl_stage(const PpoConfig& config, const HostWeights& sft_weights, const HostWeights& rm_weights, bool write,
+               const LogLine& log) {
+  TrainerOptions options;
+  options.prompts = PromptSource::demo_task(config.seed);  // enables objective/gold_scores
+  options.print_plan = false;
+  PpoTrainer trainer(config, options);
+  if (config.resume.empty()) {
+    trainer.load_policy_weights(sft_weights);  // policy and reference
+    trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
+  }
+  Stage s;
+  s.rows = run_training_loop(trainer, write, log);
+  s.policy = read_weights(trainer.policy());
+  s.reference = read_weights(trainer.reference());
+  s.arena_bytes = trainer.arena().plan().total_bytes;
+  return s;
+}
+
+// DPO from the SFT policy on the reward model's training pairs. Each step's row also gets the gold
+// reward of B fresh samples of the stream's next prompts (the PPO rows' objective/gold_scores), drawn
+// with `eval` (the demo's generating copy of the policy), untimed.
+Stage dpo_stage(const PpoConfig& config, const DemoSettings& settings, const DemoTask& task, DeviceKind device,
+                const ModelConfig& policy_config, const HostWeights& sft_weights, SingleModel& eval, bool write,
+                const LogLine& log) {
+  SingleModel model(device, {policy_config, Heads::LM, Training::Trained, Generation::None},
+                    {1, config.prompt_length, config.response_length, 2 * config.micro_batch_size}, "policy");
+  if (config.resume.empty()) write_weights(model.model(), sft_weights, WeightCoverage::All);
+  const int64_t B = config.rollout_batch_size;
+  auto gold_of_samples = [&](MetricsRow& row) {
+    const uint64_t step = uint64_t(row.get(metric::kStep)) - 1;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t i = 0; i < B; ++i) prompts.push_back(task.prompt(step * uint64_t(B) + uint64_t(i)));
+    write_weights(eval.model(), read_weights(model.model()), WeightCoverage::All);
+    const SamplingSettings sampling =
+        SamplingSettings::from_config(config, {DemoTask::kEos}, step * uint64_t(config.response_length), false);
+    const std::vector<std::vector<int32_t>> responses = eval.generate(prompts, sampling, DemoTask::kPad).responses;
+    double gold = 0;
+    for (int64_t i = 0; i < B; ++i) gold += DemoTask::gold_reward(prompts[size_t(i)], responses[size_t(i)]) / double(B);
+    row.set(metric::kGoldScores, gold);
+  };
+  DpoTrainer trainer(model, config,
+                     demo_preference_examples(task, uint64_t(settings.sft_examples), settings.rm_pairs,
+                                              settings.label_noise),
+                     DemoTask::kPad, gold_of_samples);
+  Stage s;
+  s.rows = run_training_loop(trainer, write, log);
+  s.policy = read_weights(model.model());
+  if (config.resume.empty()) s.reference = sft_weights;
+  s.arena_bytes = model.plan().total_bytes;
+  return s;
+}
+
 }  // namespace
 
 DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
@@ -262,10 +368,11 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   const DeviceKind device = resolve_device(config.device);
   const int64_t P = config.prompt_length, R = config.response_length;
   SamplingSettings sampling;
+  sampling.max_new_tokens = R;
   sampling.temperature = config.temperature;
   sampling.top_k = config.top_k;
   sampling.top_p = config.top_p;
-  sampling.eos = DemoTask::kEos;
+  sampling.stop_token_ids = {DemoTask::kEos};
   sampling.seed = config.seed + 0x5eed;
   // the PPO run's plan first: a device too small stops here, before SFT and the reward model
   check_fits(ArenaPlan::make(trainer_regions(config, device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32)),
@@ -281,15 +388,16 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   const bool resuming = !config.resume.empty();
   if (write) check_output_dir(config);
   HostWeights sft_weights, rm_weights;
+  std::unique_ptr<SingleModel> rm;  // kept for the held-out proxy score (fresh runs)
 
   if (resuming) {
     load_stages(config.output_dir, result);
-    say(fmt("resume: SFT and reward model done (SFT gold %.3f, reward model gold-order accuracy %.3f); PPO from %s",
-            result.sft_gold, result.rm_gold_accuracy, config.resume.c_str()));
+    say(fmt("resume: SFT and reward model done (SFT gold %.3f, reward model gold-order accuracy %.3f); %s from %s",
+            result.sft_gold, result.rm_gold_accuracy, to_string(config.algorithm), config.resume.c_str()));
   } else {
     // ---- 1. SFT --------------------------------------------------------------------------------------
     policy.model().init_random(config.seed);
-    result.random_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+    result.random_gold = evaluate_heldout(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling).gold;
     SftConfig sft = settings.sft;
     sft.seed = config.seed;
     sft.pad_token_id = DemoTask::kPad;
@@ -297,28 +405,28 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
     std::unique_ptr<MetricsLogger> sft_log = logger("sft_metrics.jsonl");
     const std::vector<MetricsRow> sft_rows = sft_trainer.train(demo_sft_examples(task, 0, settings.sft_examples), sft_log.get());
     result.sft_loss = sft_rows.back().get(metric::kSftLoss);
-    result.sft_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
+    result.sft_gold = evaluate_heldout(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling).gold;
     sft_weights = read_weights(policy.model());
     say(fmt("sft: %lld steps, loss %.3f; gold reward on %lld held-out prompts: random init %.3f -> SFT %.3f",
             (long long)sft_rows.size(), result.sft_loss, (long long)settings.eval_prompts, result.random_gold,
             result.sft_gold));
 
     // ---- 2. reward model -----------------------------------------------------------------------------
-    SingleModel rm(device, {reward_config, Heads::Scalar, Training::Trained, Generation::None},
-                   {1, P, R, 2 * settings.rm.micro_batch_size}, "reward");
-    rm.model().init_random(config.seed + 1);
+    rm = std::make_unique<SingleModel>(device, ModelSpec{reward_config, Heads::Scalar, Training::Trained, Generation::None},
+                                       RunShape{1, P, R, 2 * settings.rm.micro_batch_size}, "reward");
+    rm->model().init_random(config.seed + 1);
     if (settings.rm_from_sft) {
       PPO_ASSERT(reward_given == false || reward_config.to_json() == result.policy_config.to_json(),
                  "demo.rm_from_sft needs the reward model's config to be the policy's");
       HostWeights trunk;
-      for (const std::string& name : rm.model().parameter_names())
+      for (const std::string& name : rm->model().parameter_names())
         if (sft_weights.count(name)) trunk[name] = sft_weights.at(name);
-      write_weights(rm.model(), trunk, WeightCoverage::Some);
+      write_weights(rm->model(), trunk, WeightCoverage::Some);
     }
     RewardTrainingConfig rmc = settings.rm;
     rmc.seed = config.seed;
     rmc.pad_token_id = DemoTask::kPad;
-    RewardTrainer rm_trainer(rm, rmc);
+    RewardTrainer rm_trainer(*rm, rmc);
     const uint64_t first_pair = uint64_t(settings.sft_examples);
     std::unique_ptr<MetricsLogger> rm_log = logger("reward_metrics.jsonl");
     const std::vector<MetricsRow> rm_rows =
@@ -328,32 +436,37 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
         rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, settings.label_noise)).accuracy;
     result.rm_gold_accuracy =
         rm_trainer.evaluate(demo_preference_examples(task, eval_first, settings.rm_eval_pairs, 0.0)).accuracy;
-    rm_weights = read_weights(rm.model());
+    rm_weights = read_weights(rm->model());
     say(fmt("reward model: %lld steps, loss %.3f; held-out accuracy %.3f (noisy labels), %.3f (gold order)",
             (long long)rm_rows.size(), rm_rows.back().get(metric::kRmLoss), result.rm_accuracy, result.rm_gold_accuracy));
+    result.sft_proxy = evaluate_heldout(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling, rm.get()).proxy;
     if (write) save_stages(config.output_dir, result);
   }
 
-  // ---- 3. PPO ----------------------------------------------------------------------------------------
-  {
-    TrainerOptions options;
-    options.prompts = PromptSource::demo_task(config.seed);  // enables objective/gold_scores
-    options.print_plan = false;
-    PpoTrainer trainer(config, options);  // restores the checkpoint when config.resume is set
-    if (!resuming) {
-      trainer.load_policy_weights(sft_weights);  // policy and reference
-      trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
-    }
-    result.ppo_rows = run_ppo_loop(trainer, write, log);
-    result.policy = read_weights(trainer.policy());
-  }
+  // ---- 3. the algorithm ---------------------------------------------------------------------------
+  const Stage stage = config.algorithm == Algorithm::Dpo
+                          ? dpo_stage(config, settings, task, device, result.policy_config, sft_weights, policy, write, log)
+                          : rl_stage(config, sft_weights, rm_weights, write, log);
+  result.rows = stage.rows;
+  result.policy = stage.policy;
+  result.arena_bytes = stage.arena_bytes;
+  for (const MetricsRow& row : result.rows) result.train_seconds += row.get(metric::kStepSeconds);
   write_weights(policy.model(), result.policy, WeightCoverage::All);
-  result.final_gold = mean_gold_reward(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling);
-  say(fmt("gold reward on %lld held-out prompts: SFT policy %.3f -> after PPO %.3f", (long long)settings.eval_prompts,
-          result.sft_gold, result.final_gold));
+  const HeldOut final = evaluate_heldout(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling, rm.get(),
+                                         stage.reference.empty() ? nullptr : &stage.reference);
+  result.final_gold = final.gold;
+  result.final_proxy = final.proxy;
+  result.final_kl = final.kl;
+  say(fmt("gold reward on %lld held-out prompts: SFT policy %.3f -> after %s %.3f; reward-model score %.3f -> %.3f; "
+          "KL to the SFT policy %.3f",
+          (long long)settings.eval_prompts, result.sft_gold, to_string(config.algorithm), result.final_gold,
+          result.sft_proxy, result.final_proxy, result.final_kl));
   if (write) {
-    write_svg(config.output_dir + "/metrics.svg", result.ppo_rows, demo_plot_metrics(),
-              {"ppo train (demo task): proxy and gold reward, KL, entropy, clip fraction", 3, 320, 210});
+    const std::string title = std::string("ppo train (demo task, ") + to_string(config.algorithm) +
+                              (config.algorithm == Algorithm::Dpo
+                                   ? "): gold reward of samples, loss, reward margin and accuracy, chosen log-prob"
+                                   : "): proxy and gold reward, KL, entropy, clip fraction");
+    write_svg(config.output_dir + "/metrics.svg", result.rows, demo_plot_metrics(config.algorithm), {title, 3, 320, 210});
     std::map<std::string, std::vector<int64_t>> shapes;
     for (const std::string& name : policy.model().parameter_names()) {
       const Tensor p = policy.model().parameter(name);
@@ -363,6 +476,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   }
 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (write) save_result(config, result);
   return result;
 }
 

@@ -1,19 +1,17 @@
-// Step 3-5 of the PPO step: the scoring pass over (prompt, response) and the advantages.
+// The rollout batch of a PPO step and the device buffers of the run; step 3 (the scoring pass over
+// prompt + response) and the device side of steps 4-5 (ppo/rewards.h, ppo/advantages.h).
 //
-// Layout: B rows, P = prompt_length, R = response_length, T = P + R. Row b of the sequence is its
-// prompt left-padded to P (pad id = the EOS id, mask 0, position 0), then its R response tokens
-// (padded with the EOS id after the end). Positions count from the row's first real token.
-// Response token t sits at column P+t, so its log-prob and its value come from the hidden state at
-// column P+t-1 (TRL's [:, P-1:-1]): targets[b,j] = tokens[b,j+1] and (B,R) = columns [P-1, T-1).
+// Layout (ppo/sequences.h, pad = the EOS id): B rows, P = prompt_length, R = response_length,
+// T = P + R. Response token t sits at column P+t, so its log-prob and its value come from the
+// hidden state at column P+t-1 (TRL's [:, P-1:-1]): the (B,R) quantities are columns [P-1, T-1).
 //
 // In micro-batches of micro_batch_size rows, each a teacher-forced forward over (rows, T):
 //   old_logp  policy     lm_logprob at 1/temperature (the same path as the update's log-probs)
 //   ref_logp  reference  the same
-//   values    value model scalar head (or the policy's value head), columns [P-1, T-1)
+//   values    value model scalar head (or the policy's value head; 0 without a critic), columns [P-1, T-1)
 //   scores    reward model scalar head at column P + length - 1 (the last real response token),
 //             or the user's reward callback
-// then AdvantageSettings::from_config(cfg, kl.coef()) -> compute_advantages (ppo/advantages.h)
-// and kl.update(stats.kl, B). All (B,R) outputs are 0 on padding.
+// All (B,R) outputs are 0 on padding.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -22,67 +20,71 @@
 #include "kernels/backend.h"
 #include "ppo/advantages.h"
 #include "ppo/config.h"
-#include "ppo/running_moments.h"
+#include "ppo/generate.h"
+#include "ppo/rewards.h"
+#include "ppo/sequences.h"
 
 namespace ppo {
 
 class Transformer;
-class KlController;
 
 // One PPO step's rollout batch, host copies (row-major).
 struct Experience {
   int64_t B = 0, P = 0, R = 0;
   std::vector<std::vector<int32_t>> prompts;          // (B) without padding
-  std::vector<int32_t> tokens, pos, attention;        // (B,T) left-padded prompt + response
-  std::vector<int32_t> prompt_ids, prompt_mask;       // (B,P)
-  std::vector<int32_t> response_ids, response_mask;   // (B,R) mask: 1 on real tokens, EOS included
+  SequenceBatch seq;                                  // (B,T) prompt + response rows
+  std::vector<int32_t> response_ids, response_mask;   // (B,R) mask: 1 on real tokens, EOS included;
+                                                      // ids: the pad (EOS) id after the end
   std::vector<float> sampler_logp;                    // (B,R) the sampler's full-vocabulary log-probs (0 if forced)
   std::vector<float> old_logp, ref_logp, values;      // (B,R)
   std::vector<float> kl, rewards, advantages, returns;  // (B,R)
   std::vector<float> scores;                          // (B) raw scores
   std::vector<uint8_t> ended_with_eos;                // (B)
   std::vector<float> entropy;                         // (B) summed per-token entropy of the rollout policy
-  AdvantageStats stats;
+  RewardStats reward_stats;
+  AdvantageStats advantage_stats;
   double kl_coef = 0;                                 // beta used for these rewards
 
   int64_t T() const { return P + R; }
   std::vector<int32_t> response(int64_t b) const;     // row b's real response tokens
+  // No NaN/Inf in the log-probs, values, scores, entropies, KL, rewards and advantage moments so
+  // far (false: the step skips its update and leaves the running statistics as they were).
+  bool finite() const;
 };
 
 // Device tensors of the run (region ("run", "experience"), Phase::Always), sized for B rows of T
 // tokens, micro-batches of M rows, vocabulary-independent.
 struct ExperienceBuffers {
-  // rollout
-  Tensor prompt_tokens, prompt_pos;  // (B,P) i32
-  Tensor gen_mask;                   // (B,T) i32: prompt mask, then ones
-  Tensor step_tokens, step_pos;      // (B) i32
-  Tensor step_logp;                  // (B) stat
+  GenerationBuffers gen;  // rollout: G = B rows
   // the whole batch
   Tensor response_mask;                                         // (B,R) i32
   Tensor old_logp, ref_logp, values, kl, rewards, advantages, returns;  // (B,R) stat
   // one micro-batch over all T columns (the update's per-token math runs on these)
-  Tensor mb_tokens, mb_pos, mb_mask, mb_targets, mb_loss_mask;  // (M,T) i32
+  SequenceTensors mb;                                           // (M,T) i32
+  Tensor mb_loss_mask;                                          // (M,T) i32
   Tensor mb_logp, mb_entropy, mb_values;                        // (M,T) stat
   Tensor mb_old_logp, mb_ref_logp, mb_old_values, mb_advantages, mb_returns;  // (M,T) stat
   Tensor mb_dlogp, mb_dentropy, mb_dvalues;                     // (M,T) stat
+  Tensor mb_row_scale;                                          // (M) stat: per-row loss weights
 
   static std::vector<TensorSpec> specs(const PpoConfig& config, Precision precision);
   static RegionSpec region(const PpoConfig& config, Precision precision);  // ("run", "experience")
   ExperienceBuffers(const PpoConfig& config, Precision precision, const Arena& arena);
 };
 
-// Left-pads prompts to P: fills prompts, prompt_ids, prompt_mask (pad = pad_id). Errors (naming the
-// row): empty prompt, longer than P, id outside [0, vocab).
-void layout_prompts(Experience& exp, const std::vector<std::vector<int32_t>>& prompts, int64_t P, int64_t R,
-                    int32_t pad_id, int64_t vocab);
-// From prompt_* and response_ids/response_mask: tokens, pos, attention (B,T).
-void layout_sequences(Experience& exp);
+// The rollout batch of `prompts` and their responses (generated, or forced with no log-probs):
+// seq (pad = stop_token_ids[0], the EOS), response_ids, response_mask, sampler_logp (0 when not
+// given), ended_with_eos (the last token is a stop token). Errors name the row: an empty prompt or
+// response, one too long, an id outside [0, vocab), a response that goes on after a stop token.
+Experience experience_of(const std::vector<std::vector<int32_t>>& prompts, const SampledResponses& responses, int64_t P,
+                         int64_t R, const std::vector<int32_t>& stop_token_ids, int64_t vocab);
 
 struct ScoringModels {
   Transformer* policy = nullptr;
   Transformer* reference = nullptr;
   Transformer* reward = nullptr;  // null when `reward_fn` gives the scores
-  Transformer* value = nullptr;   // the value model, or the policy (value head on its trunk)
+  Transformer* value = nullptr;   // the value model, the policy (value head on its trunk), or null (no
+                                  // critic: values are 0)
 };
 
 // Fills old_logp, ref_logp, values, entropy and (with a reward model) scores of `exp` from its
@@ -90,11 +92,11 @@ struct ScoringModels {
 void score_experience(Backend& backend, const PpoConfig& config, const ScoringModels& models, ExperienceBuffers& buf,
                       Experience& exp, double* old_logp_s, double* reference_s, double* reward_s, double* value_s);
 
-// KL, rewards, GAE, whitening on the device (compute_advantages) from `buf`; host copies into `exp`.
-// `exp.scores` must be set. With config.normalize_scores the batch's scores are normalized by the
-// running moments with this batch merged in. Then, when every value is finite (else the step is
-// skipped), the KL controller sees the batch's KL and `score_moments` keeps the merge.
-void finish_experience(Backend& backend, const PpoConfig& config, KlController& kl, RunningMoments& score_moments,
-                       ExperienceBuffers& buf, Experience& exp);
+// Step 4 on the device copies of `buf`: the KL and the shaped rewards of `exp` (its scores set);
+// host copies into exp.kl, exp.rewards, exp.reward_stats.
+void reward_experience(Backend& backend, const RewardSettings& settings, ExperienceBuffers& buf, Experience& exp);
+// Step 5 on the device copies of `buf`: host copies into exp.advantages, exp.returns,
+// exp.advantage_stats.
+void advantage_experience(Backend& backend, const AdvantageSettings& settings, ExperienceBuffers& buf, Experience& exp);
 
 }  // namespace ppo

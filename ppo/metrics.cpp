@@ -96,10 +96,12 @@ std::string format_duration(double seconds) {
 }
 
 std::string format_progress(int64_t step, int64_t total_steps, double seconds_per_step, const MetricsRow& row) {
-  // The few numbers to watch while a run goes: reward up, KL bounded, clipping modest.
+  // The few numbers to watch while a run goes: reward up, KL bounded, clipping modest (DPO: loss
+  // down, margin and accuracy up).
   static const std::pair<const char*, const char*> shown[] = {
       {metric::kRlhfReward, "rlhf_reward"}, {metric::kScores, "score"}, {metric::kGoldScores, "gold"},
-      {metric::kKl, "kl"}, {metric::kPolicyClipfrac, "clipfrac"}, {metric::kValueLoss, "vloss"}};
+      {metric::kKl, "kl"}, {metric::kPolicyClipfrac, "clipfrac"}, {metric::kValueLoss, "vloss"},
+      {metric::kDpoLoss, "loss"}, {metric::kRewardsMargins, "margin"}, {metric::kRewardsAccuracies, "accuracy"}};
   std::string line = "step " + std::to_string(step) + "/" + std::to_string(total_steps);
   char buf[64];
   for (const auto& [name, label] : shown) {

@@ -39,6 +39,15 @@ inline constexpr const char* kScoreSeconds = "time/score_s";          // reward,
 inline constexpr const char* kTrainSeconds = "time/train_s";          // PPO epochs
 inline constexpr const char* kStepSeconds = "time/step_s";            // whole step
 inline constexpr const char* kSkipped = "skipped";                    // 1 when a NaN/Inf made the step skip its update
+// DPO (ppo/dpo.h), TRL's names; means over the step's pairs
+inline constexpr const char* kDpoLoss = "loss";                       // the DPO (or IPO) loss
+inline constexpr const char* kRewardsChosen = "rewards/chosen";       // beta (log pi - log pi_ref) of the chosen response
+inline constexpr const char* kRewardsRejected = "rewards/rejected";   // the same, rejected
+inline constexpr const char* kRewardsMargins = "rewards/margins";     // chosen - rejected
+inline constexpr const char* kRewardsAccuracies = "rewards/accuracies";  // share of pairs with chosen > rejected
+inline constexpr const char* kLogpsChosen = "logps/chosen";           // summed log-prob of the chosen response
+inline constexpr const char* kLogpsRejected = "logps/rejected";       // the same, rejected
+inline constexpr const char* kGradNorm = "grad_norm";                 // gradient norm before clipping
 }  // namespace metric
 
 // One row: (name, value) in insertion order; set() replaces an existing name.

@@ -10,12 +10,6 @@ namespace ppo {
 
 namespace {
 
-size_t longest(const std::vector<std::vector<int32_t>>& v) {
-  size_t n = 0;
-  for (const auto& x : v) n = std::max(n, x.size());
-  return n;
-}
-
 // log(1 + exp(x)) without overflow
 double softplus(double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -43,19 +37,10 @@ PreferenceEval RewardTrainer::accumulate(const std::vector<PreferenceExample>& b
   PreferenceEval sums;
   for (size_t first = 0; first < batch.size(); first += size_t(cfg_.micro_batch_size)) {
     const size_t n = std::min(batch.size() - first, size_t(cfg_.micro_batch_size));
-    // rows [0,n) chosen, [n,2n) rejected
-    std::vector<std::vector<int32_t>> prompts, responses;
-    for (size_t i = 0; i < 2 * n; ++i) {
-      const PreferenceExample& e = batch[first + i % n];
-      PPO_ASSERT(!e.chosen.empty() && !e.rejected.empty(), "reward training: pair ", first + i % n, " has an empty response");
-      prompts.push_back(e.prompt);
-      responses.push_back(i < n ? e.chosen : e.rejected);
-    }
-    const PackedRows rows = pack_rows(prompts, responses, int64_t(longest(prompts)), int64_t(longest(responses)),
-                                      cfg_.pad_token_id);
+    const SequenceBatch rows = pack_pairs(batch, first, n, cfg_.pad_token_id);  // rows [0,n) chosen, [n,2n) rejected
     const int64_t T = rows.T();
-    SingleModel::Batch in = model_.upload(rows, 0, rows.rows, cfg_.pad_token_id);
-    m.forward(in.tokens, in.pos, in.mask);
+    const SingleModel::Batch in = model_.upload(rows, 0, rows.rows);
+    m.forward(in.seq.tokens, in.seq.pos, in.seq.mask);
     m.scalar(in.out);
     const std::vector<float> values = be.to_host(in.out);
     std::vector<float> grad(values.size(), 0.0f);
@@ -108,6 +93,17 @@ std::vector<MetricsRow> RewardTrainer::train(const std::vector<PreferenceExample
                       [&](const std::vector<PreferenceExample>& b) { return train_step(b); });
 }
 
+SequenceBatch pack_pairs(const std::vector<PreferenceExample>& pairs, size_t first, size_t n, int32_t pad) {
+  std::vector<std::vector<int32_t>> prompts, responses;
+  for (size_t i = 0; i < 2 * n; ++i) {
+    const PreferenceExample& e = pairs.at(first + i % n);
+    PPO_ASSERT(!e.chosen.empty() && !e.rejected.empty(), "pair ", first + i % n, " has an empty response");
+    prompts.push_back(e.prompt);
+    responses.push_back(i < n ? e.chosen : e.rejected);
+  }
+  return pack_tight(prompts, responses, pad);
+}
+
 std::vector<double> score_responses(SingleModel& model, const std::vector<std::vector<int32_t>>& prompts,
                                     const std::vector<std::vector<int32_t>>& responses, int32_t pad) {
   PPO_ASSERT(model.model().spec().has_scalar(), "score_responses: the model has no scalar head");
@@ -119,9 +115,9 @@ std::vector<double> score_responses(SingleModel& model, const std::vector<std::v
     const size_t end = std::min(prompts.size(), first + micro);
     const std::vector<std::vector<int32_t>> p(prompts.begin() + first, prompts.begin() + end);
     const std::vector<std::vector<int32_t>> r(responses.begin() + first, responses.begin() + end);
-    const PackedRows rows = pack_rows(p, r, int64_t(longest(p)), std::max<int64_t>(1, int64_t(longest(r))), pad);
-    SingleModel::Batch in = model.upload(rows, 0, rows.rows, pad);
-    model.model().forward(in.tokens, in.pos, in.mask);
+    const SequenceBatch rows = pack_tight(p, r, pad);
+    const SingleModel::Batch in = model.upload(rows, 0, rows.rows);
+    model.model().forward(in.seq.tokens, in.seq.pos, in.seq.mask);
     model.model().scalar(in.out);
     const std::vector<float> values = model.backend().to_host(in.out);
     for (int64_t b = 0; b < rows.rows; ++b) scores.push_back(values[size_t(b * rows.T() + rows.last_column(b))]);

@@ -64,6 +64,10 @@ class RewardTrainer {
   int64_t step_ = 0, epoch_ = 0;
 };
 
+// Pairs [first, first + n) as 2n rows at their own widths (ppo/sequences.h pack_tight): rows [0,n)
+// the chosen responses, [n,2n) the rejected ones. An empty response is an error naming the pair.
+SequenceBatch pack_pairs(const std::vector<PreferenceExample>& pairs, size_t first, size_t n, int32_t pad);
+
 // The rewards of (prompt, response) rows: the scalar head at each response's last token.
 std::vector<double> score_responses(SingleModel& model, const std::vector<std::vector<int32_t>>& prompts,
                                     const std::vector<std::vector<int32_t>>& responses, int32_t pad);

@@ -46,25 +46,24 @@ double SftTrainer::accumulate(const std::vector<SftExample>& batch, bool update,
   if (tokens) *tokens = seq_tokens;
   // This batch's own widths: positions count from each row's first token, so the columns a
   // token lands in do not change the math.
-  const PackedRows rows = pack_rows(prompts, responses, max_prompt_length(batch), max_response_length(batch),
-                                    cfg_.pad_token_id);
+  const SequenceBatch rows = pack_tight(prompts, responses, cfg_.pad_token_id);
   const int64_t T = rows.T(), micro = cfg_.micro_batch_size;
   double nll = 0;
   for (int64_t first = 0; first < rows.rows; first += micro) {
     const int64_t end = std::min(rows.rows, first + micro), n = end - first;
-    SingleModel::Batch in = model_.upload(rows, first, end, cfg_.pad_token_id);
+    const SingleModel::Batch in = model_.upload(rows, first, end);
     // valid targets: position t predicts the response token at t+1 (columns P-1 .. P+len-2)
     std::vector<float> weight(size_t(n * T), 0.0f);
     for (int64_t b = 0; b < n; ++b)
       for (int64_t t = rows.P - 1; t < rows.last_column(first + b); ++t) weight[size_t(b * T + t)] = 1.0f;
-    m.forward(in.tokens, in.pos, in.mask);
-    m.lm_logprobs(in.targets, 1.0f, in.out, Tensor{});
+    m.forward(in.seq.tokens, in.seq.pos, in.seq.mask);
+    m.lm_logprobs(in.seq.targets, 1.0f, in.out, Tensor{});
     const std::vector<float> logp = be.to_host(in.out);
     for (size_t i = 0; i < logp.size(); ++i) nll -= double(weight[i]) * double(logp[i]);
     if (!update) continue;
     for (float& w : weight) w *= -1.0f / float(count);  // dL/dlogp of the token mean
     be.from_host(in.grad, weight);
-    m.lm_logprobs_backward(in.grad, Tensor{});
+    m.lm_logprobs_backward(in.grad, Tensor{}, 1.0f);
     m.backward();
   }
   return nll / double(count);

@@ -1,14 +1,13 @@
-// One transformer on its own backend and arena, with device buffers for one batch of token rows:
-// the setting of supervised fine-tuning, reward-model training and evaluation by sampling. Stages
-// hand weights to each other (and to PpoTrainer) by parameter name, as host f32 values.
-//
-// Row layout (the PPO rollout's): [prompt left-padded to P | response right-padded to R], T = P+R.
-// Positions count from each row's first real token; pads hold token `pad`, position 0, mask 0.
+// One transformer on its own backend and arena, with device buffers for one batch of token rows
+// (the layout of ppo/sequences.h): the setting of supervised fine-tuning, reward-model training,
+// DPO and evaluation by sampling. Stages hand weights to each other (and to PpoTrainer) by
+// parameter name, as host f32 values.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include "engine/arena.h"
@@ -16,42 +15,20 @@
 #include "kernels/backend.h"
 #include "models/transformer.h"
 #include "ppo/config.h"
+#include "ppo/generate.h"
 #include "ppo/metrics.h"
+#include "ppo/run_plan.h"
+#include "ppo/sequences.h"
 
 namespace ppo {
-
-
-// auto: CUDA when a GPU answers, else the CPU.
-DeviceKind resolve_device(DeviceChoice choice);
-
-// Host rows in the layout above.
-struct PackedRows {
-  int64_t rows = 0, P = 0, R = 0;
-  std::vector<int32_t> tokens, pos, mask;  // (rows, P+R)
-  std::vector<int64_t> prompt_len, response_len;  // per row
-  int64_t T() const { return P + R; }
-  // Column of row b's last real token (its response's last token, or the prompt's when empty).
-  int64_t last_column(int64_t b) const { return P + response_len[size_t(b)] - 1; }
-};
-// Errors name the row when a prompt is empty or longer than P, or a response longer than R.
-PackedRows pack_rows(const std::vector<std::vector<int32_t>>& prompts,
-                     const std::vector<std::vector<int32_t>>& responses, int64_t P, int64_t R, int32_t pad);
-
-// Sampling settings for generate().
-struct SamplingSettings {
-  float temperature = 1.0f;
-  int64_t top_k = 0;
-  float top_p = 1.0f;
-  int32_t eos = -1;  // rows stop at this token (generation ends when every row has); -1: never
-  uint64_t seed = 1;
-  uint64_t stream = 0;  // token t of row b of chunk c: Philox stream (stream + c*R + t) * rollout_batch + b
-};
 
 class SingleModel {
  public:
   // `shape`: training forwards of micro_batch rows of prompt_len + response_len tokens, and (when
-  // spec.generation is KVCache) generation for rollout_batch prompts. CUDA runs in bf16.
-  SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner = "model");
+  // spec.generation is KVCache) generation for rollout_batch prompts. CUDA runs in bf16; the CPU in
+  // f32, or f64 when `precision` says so (gradient checks).
+  SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner = "model",
+              std::optional<Precision> precision = std::nullopt);
   SingleModel(const SingleModel&) = delete;
   SingleModel& operator=(const SingleModel&) = delete;
 
@@ -60,20 +37,23 @@ class SingleModel {
   const RunShape& shape() const { return shape_; }
   const ArenaPlan& plan() const { return arena_->plan(); }
 
-  // Device views of (rows, T) for a training forward: tokens, pos, mask, targets (i32) and two
+  // Device views of (rows, T) for a training forward: the sequences (ppo/sequences.h) and two
   // stat tensors (a gradient and an output) for the heads.
   struct Batch {
-    Tensor tokens, pos, mask, targets, grad, out;
+    SequenceTensors seq;
+    Tensor grad, out;
   };
-  // Uploads rows [begin, end) of `rows` (T = rows.T() <= the planned length); targets[b,t] is
-  // tokens[b,t+1] (pad in the last column).
-  Batch upload(const PackedRows& rows, int64_t begin, int64_t end, int32_t pad);
+  // Uploads rows [begin, end) of `rows` (T = rows.T() <= the planned length).
+  Batch upload(const SequenceBatch& rows, int64_t begin, int64_t end);
 
-  // Samples up to shape.response_len tokens after each prompt (at most rollout_batch per call;
-  // longer lists run in chunks). Responses end after the first EOS (included).
-  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
-                                             const SamplingSettings& sampling, int32_t pad);
+  // Teacher-forced forward of every row of `rows` (at most micro_batch) and the log-probs of the
+  // response tokens at 1/temperature: each row's summed response log-prob. The per-token log-probs
+  // stay in the batch's `out` and the activations for lm_logprobs_backward (g_logp in `grad`).
+  std::vector<double> response_logps(const SequenceBatch& rows, float inv_temperature, Batch* batch = nullptr);
 
+  // Samples up to shape.response_len tokens after each prompt (ppo/generate.h: chunks of
+  // rollout_batch prompts); prompts padded with `pad`.
+  SampledResponses generate(const std::vector<std::vector<int32_t>>& prompts, const SamplingSettings& sampling, int32_t pad);
 
  private:
   std::unique_ptr<Backend> backend_;
@@ -81,7 +61,9 @@ class SingleModel {
   std::unique_ptr<Transformer> model_;
   RunShape shape_;
   std::string owner_;
-  std::map<std::string, Tensor> buf_;  // the "batch" region, by name
+  SequenceTensors seq_;                 // the "batch" region: (micro_batch, T) rows
+  Tensor grad_, out_;
+  GenerationBuffers gen_;               // (with a KV cache) rollout_batch rows
 };
 
 // ---- shared by the single-model trainers (ppo/sft.h, ppo/reward_training.h) ---------------------------
@@ -118,9 +100,11 @@ std::vector<MetricsRow> train_epochs(const std::vector<Example>& data, const Con
 }
 
 // AdamW step number `step` (0-based) at learning rate `lr` with cfg's betas, eps, weight decay and
-// gradient clipping; the rounding draws come from (cfg.seed, step). Returns the norm before clipping.
+// gradient clipping; the rounding draws come from (cfg.seed, step). Returns the norm before clipping
+// (`known_norm`: that norm, when the caller has computed it since the last backward).
 template <class Config>
-double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step) {
+double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step,
+                          std::optional<double> known_norm = std::nullopt) {
   AdamWParams hp;
   hp.lr = lr;
   hp.beta1 = cfg.adam_beta1;
@@ -128,7 +112,7 @@ double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t s
   hp.eps = cfg.adam_eps;
   hp.weight_decay = cfg.weight_decay;
   hp.step = step + 1;
-  return m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step));
+  return m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step), known_norm);
 }
 
 }  // namespace ppo

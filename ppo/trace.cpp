@@ -33,8 +33,14 @@ void write_trace(const std::string& dir, const PpoConfig& cfg, int32_t eos_token
     PPO_ASSERT(size_t(t.numel()) == v.size(), "trace: ", name, " has ", v.size(), " values for ", t.shape_str());
     tensors.push_back({name, t});
   };
-  add_i("prompt_ids", exp.prompt_ids, {B, P});
-  add_i("prompt_mask", exp.prompt_mask, {B, P});
+  std::vector<int32_t> prompt_ids, prompt_mask;  // columns [0,P) of the sequences
+  for (int64_t b = 0; b < B; ++b) {
+    const auto row = size_t(b * exp.T());
+    prompt_ids.insert(prompt_ids.end(), exp.seq.tokens.begin() + row, exp.seq.tokens.begin() + row + P);
+    prompt_mask.insert(prompt_mask.end(), exp.seq.mask.begin() + row, exp.seq.mask.begin() + row + P);
+  }
+  add_i("prompt_ids", prompt_ids, {B, P});
+  add_i("prompt_mask", prompt_mask, {B, P});
   add_i("response_ids", exp.response_ids, {B, R});
   add_i("response_mask", exp.response_mask, {B, R});
   add_f("sampler_logp", exp.sampler_logp, {B, R});

@@ -1,17 +1,21 @@
 #include "ppo/train_loop.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include "engine/error.h"
 #include "io/checkpoint.h"
 #include "io/hf_checkpoint.h"
+#include "io/jsonl.h"
+#include "io/tokenizer.h"
+#include "ppo/dpo.h"
 #include "ppo/plot.h"
 #include "ppo/trainer.h"
 
 namespace ppo {
 
-std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log) {
+std::vector<MetricsRow> run_training_loop(StepTrainer& trainer, bool write_files, const LogLine& log) {
   const PpoConfig& config = trainer.config();
   const bool resumed = !config.resume.empty();
   const std::string metrics_path = config.output_dir + "/metrics.jsonl";
@@ -47,13 +51,46 @@ void check_output_dir(const PpoConfig& config) {
              "): a resumed run writes on in the output_dir it was started with; set output_dir to it");
 }
 
+namespace {
+
+std::vector<MetricsRow> run_dpo_on_checkpoints(const PpoConfig& config, const LogLine& log) {
+  PPO_ASSERT(!config.policy_checkpoint.empty() && !config.preferences.empty(),
+             "ppo train with algorithm dpo on real models needs policy_checkpoint and preferences (set: '",
+             config.policy_checkpoint, "', '", config.preferences, "')");
+  check_output_dir(config);
+  const DeviceKind device = resolve_device(config.device);
+  SingleModel model(device,
+                    {ModelConfig::from_json(config.policy, "config: policy"), Heads::LM, Training::Trained, Generation::None},
+                    {1, config.prompt_length, config.response_length, 2 * config.micro_batch_size}, "policy");
+  std::printf("arena plan for %s: dpo, %lld pairs a step, micro-batches of %lld pairs (%lld + %lld tokens a row)\n",
+              device_name(device), (long long)config.rollout_batch_size, (long long)config.micro_batch_size,
+              (long long)config.prompt_length, (long long)config.response_length);
+  std::fputs(model.plan().table().c_str(), stdout);
+  std::fflush(stdout);
+  model.model().init_random(config.seed);
+  io::load_hf_checkpoint(config.policy_checkpoint, model.model());
+  const io::Tokenizer tokenizer = io::Tokenizer::load(config.tokenizer);
+  const int32_t eos = int32_t(config.eos_token_id);
+  DpoTrainer trainer(model, config, preference_examples(io::load_preference_pairs(config.preferences), tokenizer, eos),
+                     eos);  // restores `resume`
+  const std::vector<MetricsRow> rows = run_training_loop(trainer, /*write_files=*/true, log);
+  write_svg(config.output_dir + "/metrics.svg", rows,
+            {metric::kDpoLoss, metric::kRewardsMargins, metric::kRewardsAccuracies, metric::kLogpsChosen},
+            {"ppo train (dpo): loss, reward margin and accuracy, chosen log-prob", 2, 320, 210});
+  io::export_hf_checkpoint(config.output_dir + "/policy", model.model(), Heads::LM);
+  return rows;
+}
+
+}  // namespace
+
 std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLine& log) {
+  if (config.algorithm == Algorithm::Dpo) return run_dpo_on_checkpoints(config, log);
   PPO_ASSERT(!config.policy_checkpoint.empty() && !config.reward_checkpoint.empty() && !config.prompts.empty(),
              "ppo train on real models needs policy_checkpoint, reward_checkpoint and prompts (set: '",
              config.policy_checkpoint, "', '", config.reward_checkpoint, "', '", config.prompts, "')");
   check_output_dir(config);
   PpoTrainer trainer(config);  // loads the checkpoints and the prompts; restores `resume`
-  const std::vector<MetricsRow> rows = run_ppo_loop(trainer, /*write_files=*/true, log);
+  const std::vector<MetricsRow> rows = run_training_loop(trainer, /*write_files=*/true, log);
   write_svg(config.output_dir + "/metrics.svg", rows,
             {metric::kScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac},
             {"ppo train: reward-model score, KL, entropy, clip fraction", 2, 320, 210});

@@ -1,5 +1,6 @@
-// The PPO loop of `ppo train`, shared by the demo (ppo/demo_pipeline.h) and runs on Hugging Face
-// checkpoints: steps, metrics file, progress line, checkpoints, resume.
+// The training loop of `ppo train` (PPO and its estimators, DPO), shared by the demo
+// (ppo/demo_pipeline.h) and runs on Hugging Face checkpoints: steps, metrics file, progress line,
+// checkpoints, resume.
 #pragma once
 #include <functional>
 #include <string>
@@ -9,15 +10,25 @@
 
 namespace ppo {
 
-class PpoTrainer;
 using LogLine = std::function<void(const std::string&)>;
+
+// What the loop drives, one optimizer-side step at a time: PpoTrainer (ppo/trainer.h) and
+// DpoTrainer (ppo/dpo.h).
+class StepTrainer {
+ public:
+  virtual ~StepTrainer() = default;
+  virtual MetricsRow step() = 0;  // saves a checkpoint itself every save_every steps
+  virtual int64_t steps_done() const = 0;
+  virtual void save_checkpoint(const std::string& run_dir) = 0;
+  virtual const PpoConfig& config() const = 0;
+};
 
 // Steps `trainer` from steps_done() + 1 through config.total_steps. With write_files: each row goes
 // to output_dir/metrics.jsonl (a resumed run first drops the rows after its checkpoint's step, then
 // appends) and the run ends on a checkpoint in output_dir/checkpoints (step() saves every
 // save_every steps) so that it can be resumed or extended. The progress line goes to `log` every
 // log_every steps. Returns the run's rows (after a resume with files: the kept ones too).
-std::vector<MetricsRow> run_ppo_loop(PpoTrainer& trainer, bool write_files, const LogLine& log);
+std::vector<MetricsRow> run_training_loop(StepTrainer& trainer, bool write_files, const LogLine& log);
 
 // Before any work of a run that writes files: a fresh run's output_dir holds no checkpoints (it
 // would mix with them); a resumed run continues its own run directory: `resume` must name
@@ -31,6 +42,9 @@ void check_output_dir(const PpoConfig& config);
 // policy and value model as Hugging Face directories policy/ and value/ (io/hf_checkpoint.h).
 // Errors before any work: a missing checkpoint or prompt file, an output_dir that holds
 // checkpoints of another run (unless resuming), a resume of a checkpoint outside output_dir.
+// With algorithm dpo: DPO (ppo/dpo.h) of policy_checkpoint on the `preferences` pairs (tokenized,
+// the EOS appended to each response; the EOS pads); writes metrics.jsonl, metrics.svg (loss, reward
+// margin and accuracy, chosen log-prob), checkpoints/ and policy/.
 std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLine& log);
 
 }  // namespace ppo

@@ -1,128 +1,19 @@
 #include "ppo/trainer.h"
 
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include "engine/device_memory.h"
 #include "engine/error.h"
-#include "engine/philox.h"
 #include "io/checkpoint.h"
 #include "io/hf_checkpoint.h"
 #include "io/json_fields.h"
-#include "io/jsonl.h"
-#include "io/tokenizer.h"
-#include "models/plan.h"
 #include "ppo/demo_task.h"
 #include "ppo/experience.h"
-#include "ppo/rollout.h"
-#include "ppo/trace.h"
-#include "ppo/update.h"
 
 namespace ppo {
 
-namespace {
-
-constexpr uint64_t kPromptStream = uint64_t(1) << 41;  // Philox streams of the per-pass prompt order
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-// Field-by-field comparison of a checkpoint's shapes with this run's; `field` is the dotted path.
-void check_same_shapes(const nlohmann::json& saved, const nlohmann::json& ours, const std::string& field,
-                       const std::string& where) {
-  if (saved.is_object() && ours.is_object()) {
-    for (const auto& [key, value] : saved.items()) {
-      const std::string name = field.empty() ? key : field + "." + key;
-      PPO_ASSERT(ours.contains(key), where, ": field '", name, "' of the checkpoint is not in this run's config");
-      check_same_shapes(value, ours[key], name, where);
-    }
-    for (const auto& [key, value] : ours.items())
-      PPO_ASSERT(saved.contains(key), where, ": field '", field.empty() ? key : field + "." + key,
-                 "' of this run's config is not in the checkpoint");
-    return;
-  }
-  PPO_ASSERT(saved == ours, where, ": cannot resume: field '", field, "' is ", io::excerpt(saved),
-             " in the checkpoint but ", io::excerpt(ours), " in this run's config");
-}
-
-}  // namespace
-
-// ---- prompts ----------------------------------------------------------------------------------------
-
-PromptSource PromptSource::demo_task(uint64_t seed) {
-  PromptSource s;
-  s.demo_ = true;
-  s.seed_ = seed;
-  s.decode_ = [](const std::vector<int32_t>& ids) { return DemoTask::decode(ids); };
-  return s;
-}
-
-PromptSource PromptSource::token_ids(std::vector<std::vector<int32_t>> prompts,
-                                     std::function<std::string(const std::vector<int32_t>&)> decode) {
-  PPO_ASSERT(!prompts.empty(), "prompt source: the prompt set is empty");
-  PromptSource s;
-  s.prompts_ = std::move(prompts);
-  s.decode_ = std::move(decode);
-  return s;
-}
-
-PromptSource PromptSource::jsonl(const std::string& prompts_path, const std::string& tokenizer_path) {
-  auto tokenizer = std::make_shared<io::Tokenizer>(io::Tokenizer::load(tokenizer_path));
-  std::vector<std::vector<int32_t>> ids;
-  for (const std::string& text : io::load_prompts(prompts_path)) ids.push_back(tokenizer->encode(text));
-  for (size_t i = 0; i < ids.size(); ++i)
-    PPO_ASSERT(!ids[i].empty(), prompts_path, ": prompt ", i, " encodes to no tokens");
-  return token_ids(std::move(ids), [tokenizer](const std::vector<int32_t>& v) { return tokenizer->decode(v); });
-}
-
-std::vector<int32_t> PromptSource::prompt(uint64_t index) const {
-  if (demo_) return DemoTask(seed_).prompt(index);
-  const uint64_t n = prompts_.size(), pass = index / n;
-  // a Philox permutation per pass; recomputed per call (prompt sets are small next to a step's work)
-  const std::vector<int32_t> order = philox_permutation(int64_t(n), seed_, kPromptStream + pass);
-  return prompts_[size_t(order[size_t(index % n)])];
-}
-
-std::string PromptSource::decode(const std::vector<int32_t>& ids) const { return decode_ ? decode_(ids) : std::string(); }
-
-void PromptSource::validate(int64_t prompt_length, int64_t vocab_size) const {
-  if (demo_) {
-    PPO_ASSERT(prompt_length >= DemoTask::max_prompt_length(), "demo task: prompt_length = ", prompt_length,
-               " is shorter than its longest prompt (", DemoTask::max_prompt_length(), " tokens)");
-    PPO_ASSERT(vocab_size >= DemoTask::vocab_size(), "demo task: the policy's vocab_size ", vocab_size,
-               " is smaller than the task's ", DemoTask::vocab_size());
-    return;
-  }
-  for (size_t i = 0; i < prompts_.size(); ++i) {
-    const std::vector<int32_t>& p = prompts_[i];
-    PPO_ASSERT(!p.empty(), "prompt ", i, " is empty");
-    PPO_ASSERT(int64_t(p.size()) <= prompt_length, "prompt ", i, " has ", p.size(), " tokens, more than prompt_length = ",
-               prompt_length);
-    for (size_t k = 0; k < p.size(); ++k)
-      PPO_ASSERT(p[k] >= 0 && p[k] < vocab_size, "prompt ", i, ": token id ", p[k], " at index ", k,
-                 " is outside the vocabulary [0,", vocab_size, ")");
-  }
-}
-
 // ---- construction -----------------------------------------------------------------------------------
 
-std::vector<RegionSpec> trainer_regions(const PpoConfig& cfg, Precision precision, Scoring scoring) {
-  std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config", scoring), run_shape(cfg), precision);
-  r.push_back(ExperienceBuffers::region(cfg, precision));
-  return r;
-}
-
 namespace {
-
-DeviceKind pick_device(DeviceChoice c) {
-  if (c == DeviceChoice::CPU) return DeviceKind::CPU;
-  if (c == DeviceChoice::CUDA) {
-    PPO_ASSERT(cuda_compiled(), "device = cuda, but this build has no CUDA backend");
-    PPO_ASSERT(cuda_device_count() > 0, "device = cuda, but no GPU answers");
-    return DeviceKind::CUDA;
-  }
-  return cuda_device_count() > 0 ? DeviceKind::CUDA : DeviceKind::CPU;
-}
 
 // Every parameter of `src` that `dst` also has (the trunk; heads by name).
 void copy_shared(Transformer& dst, Transformer& src) {
@@ -143,8 +34,8 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
       kl_(config) {
   PPO_ASSERT(cfg_.sequence_length == cfg_.prompt_length + cfg_.response_length && cfg_.minibatch_size > 0,
              "PpoTrainer: call PpoConfig::derive() (load_config does) before building a trainer");
-  const DeviceKind device = pick_device(cfg_.device);
-  const Precision precision = device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32;
+  const DeviceKind device = resolve_device(cfg_.device);
+  const Precision precision = precision_of(device);
   const Scoring scoring = opt_.reward ? Scoring::Callback : Scoring::RewardModel;
   const std::vector<PlannedModel> models = ppo_models(cfg_, "config", scoring);
   const RunShape shape = run_shape(cfg_);
@@ -164,10 +55,7 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));
   const size_t capacity = opt_.device_memory > 0 ? opt_.device_memory : device_capacity(device);
   if (opt_.print_plan) {
-    std::printf("ppo: %s (%s), rollout %lld x (%lld + %lld) tokens, micro-batch %lld\n", device_name(device),
-                device == DeviceKind::CUDA ? "bf16, f32 master/grads/AdamW" : "f32", (long long)shape.rollout_batch,
-                (long long)shape.prompt_len, (long long)shape.response_len, (long long)shape.micro_batch);
-    std::fputs(plan.table(capacity).c_str(), stdout);
+    std::fputs(plan_report(cfg_, device, scoring, plan, capacity).c_str(), stdout);
     std::fflush(stdout);
   }
   backend_ = std::make_unique<Backend>(device, precision);
@@ -186,7 +74,8 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   // model or the policy's trunk
   policy_->init_random(cfg_.seed);
   if (!cfg_.policy_checkpoint.empty())  // a policy_head value model keeps its fresh score head
-    io::load_hf_checkpoint(cfg_.policy_checkpoint, *policy_, value_ ? io::HeadMatch::Exact : io::HeadMatch::TrunkOnly);
+    io::load_hf_checkpoint(cfg_.policy_checkpoint, *policy_,
+                           cfg_.value_model == ValueModelKind::PolicyHead ? io::HeadMatch::TrunkOnly : io::HeadMatch::Exact);
   copy_shared(*reference_, *policy_);
   if (reward_) {
     reward_->init_random(cfg_.seed + 1);
@@ -221,6 +110,17 @@ void PpoTrainer::load_policy_weights(const HostWeights& w) {
   if (value_ && cfg_.value_init == ValueInit::Policy)
     for (const auto& [name, values] : w)
       if (name != "lm_head.weight") value_->set_parameter(name, values);
+}
+
+Transformer* PpoTrainer::critic() {
+  if (value_) return value_.get();
+  return cfg_.value_model == ValueModelKind::PolicyHead ? policy_.get() : nullptr;
+}
+
+Transformer& PpoTrainer::value_model() {
+  PPO_ASSERT(critic(), "PpoTrainer: no value model: advantage_estimator ", to_string(cfg_.advantage_estimator),
+             " is critic-free");
+  return *critic();
 }
 
 bool PpoTrainer::is_stop(int32_t id) const { return is_stop_token(stop_ids_, id); }
@@ -261,6 +161,8 @@ nlohmann::json PpoTrainer::run_shapes() const {
     models[m.owner] = m.spec.config.to_json();
   return {{"models", models},
           {"value_model", to_string(cfg_.value_model)},
+          {"advantage_estimator", to_string(cfg_.advantage_estimator)},
+          {"samples_per_prompt", cfg_.samples_per_prompt},
           {"precision", backend_->precision() == Precision::BF16 ? "bf16" : "f32"},
           {"rollout_batch_size", cfg_.rollout_batch_size},
           {"prompt_length", cfg_.prompt_length},
@@ -271,181 +173,26 @@ nlohmann::json PpoTrainer::run_shapes() const {
 
 void PpoTrainer::save_checkpoint(const std::string& run_dir) {
   backend_->synchronize();
-  nlohmann::json data = {{"next_prompt", next_prompt_}};
-  if (prompts_.size() > 0) {
-    data["pass"] = next_prompt_ / uint64_t(prompts_.size());
-    data["index_in_pass"] = next_prompt_ % uint64_t(prompts_.size());
-  }
-  const nlohmann::json state = {{"steps_done", step_},
-                                {"optimizer_steps_done", optimizer_step_},
-                                {"data", data},
-                                {"kl_controller", kl_.state()},
-                                {"score_moments", score_moments_.state()},
-                                {"shapes", run_shapes()}};
-  io::save_checkpoint(run_dir, step_, checkpoint_models(), state);
+  nlohmann::json state = run_state_json(progress_, "next_prompt", prompts_.size(), run_shapes());
+  state["kl_controller"] = kl_.state();
+  state["score_moments"] = score_moments_.state();
+  io::save_checkpoint(run_dir, progress_.steps_done, checkpoint_models(), state);
 }
 
 void PpoTrainer::load_checkpoint(const std::string& path) {
   const std::string dir = io::checkpoint_step_dir(path), where = dir + "/state.json";
   // the state first (no models): a run of other shapes stops here, naming the field
   const nlohmann::json state = io::load_checkpoint(dir, {});
-  PPO_ASSERT(state.is_object(), where, ": expected a JSON object, got ", io::excerpt(state));
-  PPO_ASSERT(state.contains("shapes"), where, ": missing field 'shapes'");
-  check_same_shapes(state["shapes"], run_shapes(), "", where);
-  const int64_t steps_done = io::read_int(state, where, "steps_done", {0, kMaxSteps}, 0, io::Presence::Required);
-  const int64_t optimizer_steps_done =
-      io::read_int(state, where, "optimizer_steps_done", {0, kMaxOptimizerSteps}, 0, io::Presence::Required);
-  const nlohmann::json& data = io::read_object(state, where, "data", io::Presence::Required);
-  const int64_t next_prompt = io::read_int(data, where + ": data", "next_prompt", {0, INT64_MAX}, 0, io::Presence::Required);
+  const RunProgress progress = read_run_state(state, "next_prompt", run_shapes(), where,
+                                              {{"advantage_estimator", "gae"}, {"samples_per_prompt", 1}});
   kl_.load_state(io::read_object(state, where, "kl_controller", io::Presence::Required), where + ": kl_controller");
   if (io::has_field(state, "score_moments"))
     score_moments_.load_state(io::read_object(state, where, "score_moments", io::Presence::Required),
                               where + ": score_moments");
   io::load_checkpoint(dir, checkpoint_models());
-  step_ = steps_done;
-  optimizer_step_ = optimizer_steps_done;
-  next_prompt_ = uint64_t(next_prompt);
+  progress_ = progress;
   io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
   resumed_ = true;
-}
-
-// ---- the step ---------------------------------------------------------------------------------------
-
-std::vector<std::vector<int32_t>> PpoTrainer::next_prompts() {
-  std::vector<std::vector<int32_t>> p;
-  for (int64_t b = 0; b < cfg_.rollout_batch_size; ++b) p.push_back(prompts_.prompt(next_prompt_++));
-  return p;
-}
-
-Experience PpoTrainer::make_experience(const std::vector<std::vector<int32_t>>& prompts,
-                                       const std::vector<std::vector<int32_t>>* responses) {
-  Backend& be = *backend_;
-  PPO_ASSERT(int64_t(prompts.size()) <= cfg_.rollout_batch_size, "make_experience: ", prompts.size(),
-             " prompts exceed rollout_batch_size = ", cfg_.rollout_batch_size);
-  const int64_t R = cfg_.response_length;
-  Experience exp;
-  layout_prompts(exp, prompts, cfg_.prompt_length, R, eos_, policy_->config().vocab_size);
-  be.synchronize();
-  auto start = Clock::now();
-  if (responses) {
-    PPO_ASSERT(responses->size() == prompts.size(), "make_experience: ", responses->size(), " responses for ",
-               prompts.size(), " prompts");
-    exp.response_ids.assign(size_t(exp.B * R), eos_);
-    exp.response_mask.assign(size_t(exp.B * R), 0);
-    exp.sampler_logp.assign(size_t(exp.B * R), 0.0f);
-    exp.ended_with_eos.assign(size_t(exp.B), 0);
-    for (int64_t b = 0; b < exp.B; ++b) {
-      const std::vector<int32_t>& r = (*responses)[size_t(b)];
-      PPO_ASSERT(!r.empty() && int64_t(r.size()) <= R, "make_experience: response ", b, " has ", r.size(),
-                 " tokens; 1 to response_length = ", R, " expected");
-      for (size_t t = 0; t < r.size(); ++t) {
-        PPO_ASSERT(r[t] >= 0 && r[t] < policy_->config().vocab_size, "make_experience: response ", b, ": token id ",
-                   r[t], " is outside the vocabulary");
-        PPO_ASSERT(!is_stop(r[t]) || t + 1 == r.size(), "make_experience: response ", b, " continues after stop token ",
-                   r[t]);
-        exp.response_ids[size_t(b * R) + t] = r[t];
-        exp.response_mask[size_t(b * R) + t] = 1;
-      }
-      exp.ended_with_eos[size_t(b)] = is_stop(r.back());
-    }
-    layout_sequences(exp);
-  } else {
-    generate(be, *policy_, *buffers_, RolloutSettings::from_config(cfg_, stop_ids_, step_, opt_.fixed_response_length), exp);
-  }
-  be.synchronize();
-  times_ = PhaseTimes{};
-  times_.sampling = seconds_since(start);
-
-  ScoringModels sm{policy_.get(), reference_.get(), opt_.reward ? nullptr : reward_.get(),
-                   value_ ? value_.get() : policy_.get()};
-  score_experience(be, cfg_, sm, *buffers_, exp, &times_.old_logp, &times_.reference, &times_.reward, &times_.value);
-  if (opt_.reward) {
-    start = Clock::now();
-    exp.scores.assign(size_t(exp.B), 0.0f);
-    for (int64_t b = 0; b < exp.B; ++b) {
-      const std::vector<int32_t> r = exp.response(b);
-      exp.scores[size_t(b)] = float(opt_.reward(exp.prompts[size_t(b)], r, prompts_.decode(r)));
-    }
-    times_.reward = seconds_since(start);
-  }
-  be.synchronize();
-  start = Clock::now();
-  finish_experience(be, cfg_, kl_, score_moments_, *buffers_, exp);
-  times_.advantages = seconds_since(start);
-  return exp;
-}
-
-MetricsRow PpoTrainer::step() {
-  Backend& be = *backend_;
-  be.synchronize();
-  const auto step_start = Clock::now();
-  Experience exp = make_experience(next_prompts());
-  const AdvantageStats& a = exp.stats;
-
-  UpdateStats u;
-  UpdateTrace trace;
-  trace.all_epochs = true;
-  const bool tracing = !opt_.trace_dir.empty() && step_ == 0;
-  be.synchronize();
-  auto start = Clock::now();
-  if (a.finite)
-    u = ppo_update(be, cfg_, {policy_.get(), value_.get()}, *buffers_, exp, step_, exp.kl_coef, optimizer_step_,
-                   tracing ? &trace : nullptr);
-  be.synchronize();
-  times_.train = seconds_since(start);
-  times_.total = seconds_since(step_start);
-  if (tracing) write_trace(opt_.trace_dir, cfg_, eos_, exp, trace);
-  ++step_;
-
-  MetricsRow row;
-  const double B = double(exp.B), tokens = u.tokens > 0 ? u.tokens : NAN;
-  double entropy = 0;
-  for (float e : exp.entropy) entropy += e;
-  row.set(metric::kStep, double(step_));
-  row.set(metric::kEpisode, double(step_) * B);
-  row.set(metric::kKl, a.kl);
-  row.set(metric::kKlCoef, exp.kl_coef);
-  row.set(metric::kEntropy, entropy / B);
-  row.set(metric::kNonScoreReward, a.non_score_reward);
-  row.set(metric::kRlhfReward, a.rlhf_reward);
-  row.set(metric::kScores, a.score);
-  if (prompts_.is_demo_task()) {
-    double gold = 0;
-    for (int64_t b = 0; b < exp.B; ++b) gold += DemoTask::gold_reward(exp.prompts[size_t(b)], exp.response(b));
-    row.set(metric::kGoldScores, gold / B);
-  }
-  row.set(metric::kPolicyClipfrac, u.clipped / tokens);
-  row.set(metric::kApproxKl, u.approx_kl / tokens);
-  row.set(metric::kRatio, u.ratio / tokens);
-  row.set(metric::kPolicyEntropy, u.entropy / tokens);
-  row.set(metric::kPolicyLoss, u.policy_loss / tokens);
-  row.set(metric::kValueLoss, u.value_loss / tokens);
-  row.set(metric::kValueClipfrac, u.value_clipped / tokens);
-  row.set(metric::kExplainedVariance, a.explained_variance);
-  row.set(metric::kNumEos, a.num_eos);
-  row.set(metric::kResponseLength, a.response_length);
-  row.set("objective/advantage_mean", a.advantage_mean);
-  row.set("objective/advantage_std", a.advantage_std);
-  row.set("val/return_mean", a.return_mean);
-  row.set("val/return_std", a.return_std);
-  row.set("policy/grad_norm", u.policy_grad_norm);
-  row.set("val/grad_norm", u.value_grad_norm);
-  const double factor = cfg_.lr_factor(std::max<int64_t>(0, optimizer_step_ - 1));
-  row.set(metric::kLr, cfg_.learning_rate * factor);
-  row.set(metric::kValueLr, cfg_.value_learning_rate * factor);
-  row.set(metric::kRolloutSeconds, times_.sampling);
-  row.set(metric::kScoreSeconds, times_.old_logp + times_.reference + times_.reward + times_.value + times_.advantages);
-  row.set(metric::kTrainSeconds, times_.train);
-  row.set(metric::kStepSeconds, times_.total);
-  row.set("time/old_logp_s", times_.old_logp);
-  row.set("time/reference_s", times_.reference);
-  row.set("time/reward_s", times_.reward);
-  row.set("time/value_s", times_.value);
-  row.set("time/advantages_s", times_.advantages);
-  row.set(metric::kSkipped, (!a.finite || u.skipped) ? 1.0 : 0.0);
-  metrics_.push_back(row);
-  if (cfg_.save_every > 0 && step_ % cfg_.save_every == 0) save_checkpoint(cfg_.output_dir + "/checkpoints");
-  return row;
 }
 
 }  // namespace ppo

@@ -15,11 +15,13 @@
 //             load_reward_weights; not allocated when a reward callback is given
 //   value     trained scalar head; from the reward model's weights (value_init = reward, TRL) or
 //             the policy's trunk with a fresh head (value_init = policy); absent with
-//             value_model = policy_head (the value head sits on the policy trunk)
+//             value_model = policy_head (the value head sits on the policy trunk) and with the
+//             critic-free advantage estimators (grpo, rloo, reinforce_pp: value_model = none)
 //
-// One step() (DESIGN.md "The PPO step"): B prompts from the prompt source -> generate (ppo/rollout.h)
-// -> score (ppo/experience.h: old and reference log-probs, values, rewards, advantages, KL
-// controller update) -> PPO epochs (ppo/update.h) -> one metrics row (names from ppo/metrics.h).
+// One step() reads top to bottom in ppo/step.cpp (DESIGN.md "The PPO step"): prompts -> generate
+// -> score -> rewards -> advantages -> update, then the KL controller and one metrics row. This
+// file holds the rest: construction (ppo/run_plan.h: device, plan), weights and checkpoints
+// (ppo/run_state.h).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -35,46 +37,19 @@
 #include "ppo/config.h"
 #include "ppo/kl_controller.h"
 #include "ppo/metrics.h"
+#include "ppo/prompts.h"
+#include "ppo/run_plan.h"
+#include "ppo/run_state.h"
 #include "ppo/running_moments.h"
+#include "ppo/step_metrics.h"
+#include "ppo/train_loop.h"
 
 namespace ppo {
-
-struct Experience;
-struct ExperienceBuffers;
 
 // A user reward: (prompt ids without padding, response ids up to and including the EOS when there
 // is one, the response decoded by the prompt source) -> score. Replaces the reward model.
 using RewardFn = std::function<double(const std::vector<int32_t>& prompt, const std::vector<int32_t>& response,
                                       const std::string& response_text)>;
-
-// Where prompts come from. Prompt i of the run is prompt(i); a finite set of N prompts is walked
-// in a Philox permutation per pass (epoch = i / N), so the order is a pure function of (seed, i).
-class PromptSource {
- public:
-  // The built-in "answer with the opposites" task (ppo/demo_task.h); enables objective/gold_scores.
-  static PromptSource demo_task(uint64_t seed);
-  // Token-id prompts (each non-empty); `decode` renders ids for reward callbacks (optional).
-  static PromptSource token_ids(std::vector<std::vector<int32_t>> prompts,
-                                std::function<std::string(const std::vector<int32_t>&)> decode = {});
-  // JSONL prompts (io/jsonl.h load_prompts) encoded with a tokenizer (io/tokenizer.h Tokenizer::load).
-  static PromptSource jsonl(const std::string& prompts_path, const std::string& tokenizer_path);
-
-  // The index-th prompt of the stream (shuffled per pass for a finite set).
-  std::vector<int32_t> prompt(uint64_t index) const;
-  std::string decode(const std::vector<int32_t>& ids) const;
-  // Number of distinct prompts; 0 for an unbounded stream (the demo task).
-  int64_t size() const { return int64_t(prompts_.size()); }
-  bool is_demo_task() const { return demo_; }
-  // Checks every prompt of a finite set against the run: non-empty, at most prompt_length tokens,
-  // ids in [0, vocab_size). Errors name the prompt's index.
-  void validate(int64_t prompt_length, int64_t vocab_size) const;
-
- private:
-  bool demo_ = false;
-  uint64_t seed_ = 0;
-  std::vector<std::vector<int32_t>> prompts_;
-  std::function<std::string(const std::vector<int32_t>&)> decode_;
-};
 
 struct TrainerOptions {
   RewardFn reward;                      // when set, replaces the reward model's score
@@ -85,17 +60,11 @@ struct TrainerOptions {
   bool print_plan = true;               // the arena table on stdout at construction
 };
 
-// Seconds of one step's phases (the backend synchronized before each clock read). Bench phase
-// names of bench/peers: generate = sampling + old_logp.
-struct PhaseTimes {
-  double sampling = 0, old_logp = 0, reference = 0, reward = 0, value = 0, advantages = 0, train = 0, total = 0;
-};
-
-class PpoTrainer {
+class PpoTrainer : public StepTrainer {
  public:
   // config.derive() must have run (load_config does it).
   explicit PpoTrainer(const PpoConfig& config, TrainerOptions options = {});
-  ~PpoTrainer();
+  ~PpoTrainer() override;
   PpoTrainer(const PpoTrainer&) = delete;
   PpoTrainer& operator=(const PpoTrainer&) = delete;
 
@@ -103,7 +72,7 @@ class PpoTrainer {
   // metrics()). A NaN/Inf in log-probs, values, losses or a gradient norm skips the remaining
   // optimizer steps of the step (weights untouched from there) and sets `skipped` = 1. With
   // save_every > 0, a step whose count is a multiple of it ends with save_checkpoint.
-  MetricsRow step();
+  MetricsRow step() override;
 
   // ---- checkpoints (io/checkpoint.h) -----------------------------------------------------------------
   // Saves every model (parameters, f32 master weights, AdamW moments) and a state JSON as
@@ -112,7 +81,7 @@ class PpoTrainer {
   // score moments (absent in older checkpoints: they load with none), and the run's shapes (model
   // configs, value model, B/P/R, seed, prompt-set size). step() calls it with
   // output_dir/checkpoints every save_every steps.
-  void save_checkpoint(const std::string& run_dir);
+  void save_checkpoint(const std::string& run_dir) override;
   // Restores a checkpoint (a run directory: its `latest`; or a step directory). The saved shapes
   // are checked against this run first: a mismatch is an error naming the field. Every sample
   // after it is a pure function of (seed, step), so the next step() continues the saved run
@@ -121,10 +90,10 @@ class PpoTrainer {
   // constructor calls it when config.resume is set.
   void load_checkpoint(const std::string& path);
 
-  // Rollout + scoring only, for the given prompts (B of them) or, with `responses`, for forced
-  // responses (no sampling; each response up to and including its EOS, <= response_length).
-  // Does not update anything but the KL controller and the running score moments (normalize_scores):
-  // each call counts as a step's batch for them.
+  // Steps 2-5 only (generate, score, rewards, advantages), for the given prompts (B of them) or,
+  // with `responses`, for forced responses (no sampling; each response up to and including its
+  // EOS, <= response_length). Updates nothing but the running score moments (normalize_scores):
+  // each call counts as a step's batch for them; the KL controller moves in step() only.
   Experience make_experience(const std::vector<std::vector<int32_t>>& prompts,
                              const std::vector<std::vector<int32_t>>* responses = nullptr);
 
@@ -139,15 +108,16 @@ class PpoTrainer {
   void load_value_weights(const HostWeights& weights);  // the value model, or the policy's score head
 
   // ---- accessors ---------------------------------------------------------------------------------
-  const PpoConfig& config() const { return cfg_; }
+  const PpoConfig& config() const override { return cfg_; }
   Backend& backend() { return *backend_; }
   const Arena& arena() const { return *arena_; }
   Transformer& policy() { return *policy_; }
   Transformer& reference() { return *reference_; }
   Transformer& reward_model();  // an error when a reward callback scores (no reward model)
   bool has_reward_model() const { return reward_ != nullptr; }
-  // The value model, or the policy when the value head sits on its trunk.
-  Transformer& value_model() { return value_ ? *value_ : *policy_; }
+  // The value model, or the policy when the value head sits on its trunk; an error without a
+  // critic (the critic-free estimators).
+  Transformer& value_model();
   bool has_separate_value_model() const { return value_ != nullptr; }
   KlController& kl_controller() { return kl_; }
   const PromptSource& prompts() const { return prompts_; }
@@ -155,14 +125,22 @@ class PpoTrainer {
   // The tokens that end a response: the EOS, then config.stop_token_ids.
   const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }
   bool is_stop(int32_t id) const;
-  int64_t steps_done() const { return step_; }
-  int64_t optimizer_steps_done() const { return optimizer_step_; }
+  int64_t steps_done() const override { return progress_.steps_done; }
+  int64_t optimizer_steps_done() const { return progress_.optimizer_steps_done; }
   const std::vector<MetricsRow>& metrics() const { return metrics_; }
   const PhaseTimes& last_phase_times() const { return times_; }
   ExperienceBuffers& buffers() { return *buffers_; }  // the run's experience region (ppo/experience.h)
 
  private:
+  // The phases of step() (ppo/step.cpp), each timed into times_.
   std::vector<std::vector<int32_t>> next_prompts();
+  Experience rollout(const std::vector<std::vector<int32_t>>& prompts,
+                     const std::vector<std::vector<int32_t>>* responses);
+  void score(Experience& exp);
+  void add_rewards(Experience& exp);
+  void add_advantages(Experience& exp);
+  UpdateStats update(const Experience& exp);
+  Transformer* critic();  // value_model(), or null without a critic
   std::map<std::string, Transformer*> checkpoint_models();
   nlohmann::json run_shapes() const;  // what a checkpoint must match to be resumed by this run
   void refuse_after_resume(const char* what) const;
@@ -178,15 +156,10 @@ class PpoTrainer {
   RunningMoments score_moments_;  // of every score so far (normalize_scores)
   int32_t eos_ = -1;
   std::vector<int32_t> stop_ids_;
-  int64_t step_ = 0, optimizer_step_ = 0;
+  RunProgress progress_;      // steps, optimizer steps, the next prompt of the stream (the data position)
   bool resumed_ = false;      // load_checkpoint ran: the load_*_weights calls would clobber it
-  uint64_t next_prompt_ = 0;  // index of the next prompt of the stream (the data position)
   std::vector<MetricsRow> metrics_;
   PhaseTimes times_;
 };
-
-// The regions of a run: ppo_regions of its models plus ("run", "experience") (ppo/experience.h).
-std::vector<RegionSpec> trainer_regions(const PpoConfig& config, Precision precision,
-                                        Scoring scoring = Scoring::RewardModel);
 
 }  // namespace ppo

@@ -10,23 +10,17 @@ namespace ppo {
 
 namespace {
 
-// The micro-batch's inputs over all T columns, rows in `rows` order: ids, targets (the next token),
-// and the per-token quantities of response token t at column P-1+t (0 and loss mask 0 elsewhere).
-void upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& exp, const std::vector<int32_t>& rows) {
+// The micro-batch's inputs over all T columns, rows in `rows` order: the sequences
+// (ppo/sequences.h), and the per-token quantities of response token t at column P-1+t (0 and loss
+// mask 0 elsewhere).
+SequenceTensors upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& exp,
+                                   const std::vector<int32_t>& rows) {
   const int64_t n = int64_t(rows.size()), P = exp.P, R = exp.R, T = exp.T();
-  std::vector<int32_t> tokens(size_t(n * T)), pos(size_t(n * T)), attn(size_t(n * T)), targets(size_t(n * T), 0),
-      loss_mask(size_t(n * T), 0);
+  std::vector<int32_t> loss_mask(size_t(n * T), 0);
   std::vector<float> old_logp(size_t(n * T), 0), ref_logp(size_t(n * T), 0), old_values(size_t(n * T), 0),
       advantages(size_t(n * T), 0), returns(size_t(n * T), 0);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t b = rows[size_t(i)];
-    for (int64_t j = 0; j < T; ++j) {
-      const size_t src = size_t(b * T + j), dst = size_t(i * T + j);
-      tokens[dst] = exp.tokens[src];
-      pos[dst] = exp.pos[src];
-      attn[dst] = exp.attention[src];
-      if (j + 1 < T) targets[dst] = exp.tokens[src + 1];
-    }
     for (int64_t t = 0; t < R; ++t) {
       const size_t src = size_t(b * R + t), dst = size_t(i * T + P - 1 + t);
       loss_mask[dst] = exp.response_mask[src];
@@ -37,21 +31,31 @@ void upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& e
       returns[dst] = exp.returns[src];
     }
   }
-  be.from_host_ids(buf.mb_tokens.slice0(0, n), tokens);
-  be.from_host_ids(buf.mb_pos.slice0(0, n), pos);
-  be.from_host_ids(buf.mb_mask.slice0(0, n), attn);
-  be.from_host_ids(buf.mb_targets.slice0(0, n), targets);
   be.from_host_ids(buf.mb_loss_mask.slice0(0, n), loss_mask);
   be.from_host(buf.mb_old_logp.slice0(0, n), old_logp);
   be.from_host(buf.mb_ref_logp.slice0(0, n), ref_logp);
   be.from_host(buf.mb_old_values.slice0(0, n), old_values);
   be.from_host(buf.mb_advantages.slice0(0, n), advantages);
   be.from_host(buf.mb_returns.slice0(0, n), returns);
+  return upload_sequences(be, exp.seq, rows, buf.mb);
 }
 
 bool finite(double x) { return std::isfinite(x); }
 
 }  // namespace
+
+LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_mask, int64_t R,
+                         const std::vector<int32_t>& rows) {
+  LossWeights w;
+  w.denominator = mode == LossAggMode::TokenMean ? 0.0 : double(rows.size());
+  for (int32_t b : rows) {
+    double length = 0;
+    for (int64_t t = 0; t < R; ++t) length += response_mask[size_t(b * R + t)];
+    if (mode == LossAggMode::TokenMean) w.denominator += length;
+    if (mode == LossAggMode::SeqMeanTokenMean) w.row.push_back(float(1.0 / length));
+  }
+  return w;
+}
 
 UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& models, ExperienceBuffers& buf,
                        const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
@@ -61,7 +65,8 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
   PPO_ASSERT(B == cfg.rollout_batch_size, "update: ", B, " rollouts, the config's rollout_batch_size is ",
              cfg.rollout_batch_size);
   Transformer& policy = *models.policy;
-  Transformer* value = models.value;  // null: the value head sits on the policy trunk
+  Transformer* critic = models.value;
+  Transformer* value = critic == &policy ? nullptr : critic;  // a separate value model
   const float inv_t = 1.0f / cfg.temperature;
   const bool entropy_bonus = cfg.entropy_coef > 0;
   UpdateStats st;
@@ -71,27 +76,29 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         philox_permutation(B, cfg.seed, kShuffleStream + uint64_t(step * cfg.ppo_epochs + epoch));
     for (int64_t k = 0; k < cfg.num_minibatches; ++k) {
       const std::vector<int32_t> rows(order.begin() + k * M, order.begin() + (k + 1) * M);
-      double valid = 0;
-      for (int32_t b : rows)
-        for (int64_t t = 0; t < R; ++t) valid += exp.response_mask[size_t(b * R + t)];
-      const float policy_weight = float(1.0 / valid), value_weight = float(cfg.value_loss_coef / valid);
+      const LossWeights w = loss_weights(cfg.loss_agg_mode, exp.response_mask, R, rows);
+      const float policy_weight = float(1.0 / w.denominator), value_weight = float(cfg.value_loss_coef / w.denominator);
       const bool traced = trace && k == 0 && (epoch == 0 || trace->all_epochs);
       std::vector<float> traced_logp, traced_ratio;
-      double traced_pl = 0, traced_vl = 0;
+      double traced_pl = 0, traced_vl = 0, traced_tokens = 0;
       bool ok = true;
 
       for (int64_t start = 0; start < M; start += mbs) {
         const std::vector<int32_t> micro(rows.begin() + start, rows.begin() + start + mbs);
         const int64_t n = int64_t(micro.size());
-        upload_micro_batch(be, buf, exp, micro);
-        Tensor tokens = buf.mb_tokens.slice0(0, n), pos = buf.mb_pos.slice0(0, n), attn = buf.mb_mask.slice0(0, n);
+        const SequenceTensors in = upload_micro_batch(be, buf, exp, micro);
+        Tensor row_scale;
+        if (!w.row.empty()) {
+          row_scale = buf.mb_row_scale.slice0(0, n);
+          be.from_host(row_scale, std::vector<float>(w.row.begin() + start, w.row.begin() + start + n));
+        }
         Tensor loss_mask = buf.mb_loss_mask.slice0(0, n), logp = buf.mb_logp.slice0(0, n);
         Tensor entropy = buf.mb_entropy.slice0(0, n), dlogp = buf.mb_dlogp.slice0(0, n);
         Tensor values = buf.mb_values.slice0(0, n), dvalues = buf.mb_dvalues.slice0(0, n);
 
         // policy: clipped surrogate (+ KL loss) (+ entropy bonus)
-        policy.forward(tokens, pos, attn);
-        policy.lm_logprobs(buf.mb_targets.slice0(0, n), inv_t, logp, entropy, P - 1);  // response positions only
+        policy.forward(in.tokens, in.pos, in.mask);
+        policy.lm_logprobs(in.targets, inv_t, logp, entropy, P - 1);  // response positions only
         const PolicyLossSums pl = be.ppo_policy_loss(dlogp, logp, buf.mb_old_logp.slice0(0, n),
                                                      buf.mb_advantages.slice0(0, n), loss_mask, cfg.clip_eps,
                                                      cfg.dual_clip, policy_weight);
@@ -105,26 +112,31 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
           be.fill(dentropy, -cfg.entropy_coef * policy_weight);
           be.masked_affine(dentropy, loss_mask, 0.0f, 1.0f);
         }
-        policy.lm_logprobs_backward(dlogp, dentropy);
-
-        // value: clipped value loss, on the policy trunk or the value model
-        Transformer& vm = value ? *value : policy;
-        if (value) {
-          policy.backward();
-          value->forward(tokens, pos, attn);
+        if (!row_scale.empty()) {
+          be.scale_rows(dlogp, row_scale);
+          if (entropy_bonus) be.scale_rows(dentropy, row_scale);
         }
-        vm.scalar(values);
-        const ValueLossSums vl = be.ppo_value_loss(dvalues, values, buf.mb_old_values.slice0(0, n),
-                                                   buf.mb_returns.slice0(0, n), loss_mask, cfg.clip_value, value_weight);
-        vm.scalar_backward(dvalues);
-        vm.backward();
+        policy.lm_logprobs_backward(dlogp, dentropy, inv_t);
+
+        // value: clipped value loss, on the policy trunk or the value model (none without a critic)
+        ValueLossSums vl;
+        if (value || !critic) policy.backward();
+        if (critic) {
+          if (value) value->forward(in.tokens, in.pos, in.mask);
+          critic->scalar(values);
+          vl = be.ppo_value_loss(dvalues, values, buf.mb_old_values.slice0(0, n), buf.mb_returns.slice0(0, n),
+                                 loss_mask, cfg.clip_value, value_weight);
+          if (!row_scale.empty()) be.scale_rows(dvalues, row_scale);
+          critic->scalar_backward(dvalues);
+          critic->backward();
+        }
 
         ok = ok && finite(pl.loss) && finite(pl.ratio) && finite(vl.loss) && finite(ent.mean);
         st.policy_loss += pl.loss, st.clipped += pl.clipped, st.approx_kl += pl.approx_kl, st.ratio += pl.ratio;
         st.entropy += ent.mean * ent.count, st.tokens += pl.count;
         st.value_loss += vl.loss, st.value_clipped += vl.clipped;
         if (traced) {
-          traced_pl += pl.loss, traced_vl += vl.loss;
+          traced_pl += pl.loss, traced_vl += vl.loss, traced_tokens += pl.count;
           const std::vector<float> lp = be.to_host(logp);
           for (int64_t i = 0; i < n; ++i) {
             const int32_t b = micro[size_t(i)];
@@ -144,8 +156,8 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
           trace->minibatch_indices = rows;
           trace->new_logp = traced_logp;
           trace->ratio = traced_ratio;
-          trace->policy_loss = traced_pl / valid;
-          trace->value_loss = traced_vl / valid;
+          trace->policy_loss = traced_pl / traced_tokens;
+          trace->value_loss = traced_vl / traced_tokens;
         }
         trace->epoch_indices.push_back(rows);
         trace->epoch_new_logp.push_back(traced_logp);

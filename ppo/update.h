@@ -4,15 +4,16 @@
 // Per epoch a Philox permutation of the B rows (seed, stream kShuffleStream + step*epochs + epoch);
 // minibatch k takes rows [k*M, (k+1)*M) of it. A micro-batch's per-token math runs over all T
 // columns, aligned with the forward: column j = P-1+t holds response token t (loss mask 1 there
-// on valid tokens, 0 elsewhere), so dlogp goes straight into lm_logprobs_backward.
+// on valid tokens, 0 elsewhere), so dlogp goes straight into lm_logprobs_backward. Token t of row
+// b weighs w = token * row[b] (loss_weights: the loss_agg_mode):
 //   policy: forward -> lm_logprobs at 1/temperature (+ entropy) ->
-//           ppo_policy_loss(token_weight = 1 / valid tokens of the minibatch)
-//           [+ kl_penalty_backward(weight = kl_coef / valid tokens) when kl_in_reward = false]
-//           [g_entropy = -entropy_coef / valid tokens] -> lm_logprobs_backward -> backward
-//   value : forward -> scalar -> ppo_value_loss(token_weight = value_loss_coef / valid tokens)
-//           -> scalar_backward -> backward  (the policy's value head: one forward, both heads,
-//           one backward)
-// So the accumulated gradient is that of the minibatch's token mean. After accumulation, per
+//           ppo_policy_loss(token_weight = token)
+//           [+ kl_penalty_backward(weight = kl_coef * token) when kl_in_reward = false]
+//           [g_entropy = -entropy_coef * token] -> scale_rows(row) -> lm_logprobs_backward -> backward
+//   value : (a critic only) forward -> scalar -> ppo_value_loss(token_weight = value_loss_coef *
+//           token) -> scale_rows(row) -> scalar_backward -> backward  (the policy's value head: one
+//           forward, both heads, one backward)
+// So the accumulated gradient is that of the minibatch's aggregated loss. After accumulation, per
 // trained model: a non-finite loss sum or gradient norm skips the optimizer step (weights
 // untouched; the step's remaining minibatches are skipped too, `skipped` reported); else
 // adamw_step at lr * lr_factor(optimizer step) with max_grad_norm clipping; then zero_grad.
@@ -47,8 +48,20 @@ struct UpdateTrace {
 
 struct UpdateModels {
   Transformer* policy = nullptr;
-  Transformer* value = nullptr;  // null when the value head sits on the policy trunk
+  Transformer* value = nullptr;  // the critic: a value model, the policy (value head on its trunk), or
+                                 // null (critic-free estimators: no value loss)
 };
+
+// The weights of a minibatch's per-token losses: token t of row b weighs row[b] / denominator.
+//   token-mean           denominator = valid tokens of the minibatch,  row[b] = 1
+//   seq-mean-token-sum   denominator = rows of the minibatch,          row[b] = 1
+//   seq-mean-token-mean  denominator = rows of the minibatch,          row[b] = 1 / (valid tokens of b)
+struct LossWeights {
+  double denominator = 1;
+  std::vector<float> row;  // per row of `rows`, in that order; empty: every row 1
+};
+LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_mask, int64_t R,
+                         const std::vector<int32_t>& rows);
 
 // Runs the update of one step. `optimizer_step` (the run's count so far) advances by the optimizer
 // steps taken. `kl_coef`: beta of the KL loss term (kl_in_reward = false).

@@ -52,6 +52,7 @@ template <class T> void gae_reverse_scan(T* advantages, T* returns, const T* rew
 template <class T> MaskedMoments masked_moments(const T* x, const int32_t* mask, int64_t n);
 template <class T> void masked_affine(T* x, const int32_t* mask, int64_t n, float shift, float scale);
 template <class T> PolicyLossSums ppo_policy_loss(T* dlogp, const T* logp, const T* old_logp, const T* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip, float token_weight);
+template <class T> void scale_rows(T* x, const T* row_scale, int64_t B, int64_t T_);
 template <class T> ValueLossSums ppo_value_loss(T* dvalues, const T* values, const T* old_values, const T* returns, const int32_t* mask, int64_t n, float clip_value, float token_weight);
 
 }  // namespace ppo::cpu

@@ -38,6 +38,7 @@ void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, con
 void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, const AdamWParams& hp, uint64_t seed, uint64_t stream);
 double sum_squares(CudaContext& ctx, const float* x, int64_t n);
 
+void scale_rows(CudaContext& ctx, float* x, const float* row_scale, int64_t B, int64_t T);  // x[b,t] *= row_scale[b]
 void kl_penalty(CudaContext& ctx, float* kl, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);
 void kl_penalty_backward(CudaContext& ctx, float* dlogp, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator, float weight);
 void gae_reverse_scan(CudaContext& ctx, float* advantages, float* returns, const float* rewards, const float* values, const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda);

@@ -36,7 +36,7 @@ void train_step(TinyModel& tm) {
   m.forward(tm.ids(batch.tokens, {B, T}, "tokens"), tm.ids(batch.pos, {B, T}, "pos"), tm.ids(batch.mask, {B, T}, "mask"));
   if (m.spec().has_lm()) {
     m.lm_logprobs(tm.ids(batch.targets, {B, T}, "targets"), 1.0f, tm.stat_out({B, T}, "logp"), Tensor{});
-    m.lm_logprobs_backward(tm.stat(randn(size_t(B * T), 3), {B, T}, "g"), Tensor{});
+    m.lm_logprobs_backward(tm.stat(randn(size_t(B * T), 3), {B, T}, "g"), Tensor{}, 1.0f);
   }
   if (m.spec().has_scalar()) {
     m.scalar(tm.stat_out({B, T}, "values"));

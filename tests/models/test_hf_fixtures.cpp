@@ -136,7 +136,7 @@ Result run_fixture(LoadedModel& lm, const io::SafetensorsFile& fx) {
       r.loss -= valid[i] * double(lp[i]) / count;
       g[i] = float(-valid[i] / count);
     }
-    m.lm_logprobs_backward(lm.stat(g, {B, T}, "g_logp"), Tensor{});
+    m.lm_logprobs_backward(lm.stat(g, {B, T}, "g_logp"), Tensor{}, 1.0f);
   } else {
     Tensor values = lm.out(be.stat_dtype(), {B, T}, "values");
     m.scalar(values);

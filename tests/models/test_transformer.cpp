@@ -52,7 +52,7 @@ void check_gradients(const ModelSpec& spec) {
   };
   m.zero_grad();
   loss();
-  if (spec.has_lm()) m.lm_logprobs_backward(gw, gu);
+  if (spec.has_lm()) m.lm_logprobs_backward(gw, gu, inv_temperature);
   if (spec.has_scalar()) m.scalar_backward(gv);
   m.backward();
 
@@ -245,7 +245,7 @@ TEST_CASE("scoring a window of columns (first_column) equals the full pass there
     m.zero_grad();
     m.forward(tokens, pos, mask);
     m.lm_logprobs(targets, 1.0f / 0.7f, logp, ent, first_column);
-    m.lm_logprobs_backward(gw, gu);
+    m.lm_logprobs_backward(gw, gu, 1.0f / 0.7f);
     m.backward();
     logp_out = tm.backend->to_host(logp);
     ent_out = tm.backend->to_host(ent);
@@ -277,7 +277,7 @@ TEST_CASE("gradients accumulate across micro-batches; zero_grad clears them") {
   auto step = [&] {
     m.forward(tm.ids(batch.tokens, {B, T}, "tokens"), tm.ids(batch.pos, {B, T}, "pos"), tm.ids(batch.mask, {B, T}, "mask"));
     m.lm_logprobs(tm.ids(batch.targets, {B, T}, "targets"), 1.0f, logp, Tensor{});
-    m.lm_logprobs_backward(g, Tensor{});
+    m.lm_logprobs_backward(g, Tensor{}, 1.0f);
     m.backward();
   };
   m.zero_grad();
@@ -330,7 +330,7 @@ TEST_CASE("adamw_step: decay on matrices only; clipping scales the gradients to 
     m.zero_grad();
     m.forward(tm.ids(batch.tokens, {B, T}, "tokens"), tm.ids(batch.pos, {B, T}, "pos"), tm.ids(batch.mask, {B, T}, "mask"));
     m.lm_logprobs(tm.ids(batch.targets, {B, T}, "targets"), 1.0f, logp, Tensor{});
-    m.lm_logprobs_backward(tm.stat(w, {B, T}, "w"), Tensor{});
+    m.lm_logprobs_backward(tm.stat(w, {B, T}, "w"), Tensor{}, 1.0f);
     m.backward();
     const double norm = m.grad_norm();
     AdamWParams hp;

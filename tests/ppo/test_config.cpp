@@ -204,3 +204,45 @@ TEST_CASE("learning-rate schedules: warmup, then constant / linear / cosine to z
   c.lr_schedule = LrSchedule::Constant;
   CHECK(c.lr_factor(9) == doctest::Approx(1.0));
 }
+
+TEST_CASE("algorithm: one key sets its defaults; explicit keys win, in any order") {
+  PpoConfig ppo;
+  PpoConfig c = load_config("", {"algorithm=grpo"});
+  CHECK(c.algorithm == Algorithm::Grpo);
+  CHECK(c.advantage_estimator == AdvantageEstimator::Grpo);
+  CHECK(c.samples_per_prompt == 4);
+  CHECK(c.prompts_per_step == c.rollout_batch_size / 4);
+  CHECK_FALSE(c.kl_in_reward);
+  CHECK(c.kl_estimator == KLEstimator::K3);
+  CHECK(c.loss_agg_mode == LossAggMode::SeqMeanTokenMean);
+  CHECK(c.value_model == ValueModelKind::None);  // critic-free
+  CHECK_FALSE(c.has_critic());
+
+  // an explicit key wins whether it comes before or after the algorithm
+  c = load_config("", {"samples_per_prompt=8", "algorithm=rloo", "loss_agg_mode=seq-mean-token-sum"});
+  CHECK(c.advantage_estimator == AdvantageEstimator::Rloo);
+  CHECK(c.samples_per_prompt == 8);
+  CHECK(c.loss_agg_mode == LossAggMode::SeqMeanTokenSum);
+  CHECK(c.kl_in_reward);
+  const std::string path = "/tmp/ppo_config_algorithm.json";
+  std::ofstream(path) << R"({"whiten_advantages": false, "algorithm": "reinforce_pp"})";
+  c = load_config(path, {});
+  CHECK(c.advantage_estimator == AdvantageEstimator::ReinforcePP);
+  CHECK_FALSE(c.whiten_advantages);
+  c = load_config(path, {"algorithm=ppo"});  // the last --set wins over the file
+  CHECK(c.advantage_estimator == AdvantageEstimator::Gae);
+  CHECK(c.has_critic());
+  std::remove(path.c_str());
+
+  // ppo's defaults are the struct's, also from a derived grpo config
+  c = load_config("", {"algorithm=grpo"});
+  c.set_algorithm(Algorithm::Ppo);
+  CHECK(c.to_json() == ppo.to_json());
+
+  CHECK(contains(error_of([] { load_config("", {"algorithm=grpo", "samples_per_prompt=1"}); }),
+                 "set samples_per_prompt >= 2"));
+  CHECK(contains(error_of([] { load_config("", {"samples_per_prompt=3"}); }), "must divide rollout_batch_size"));
+  CHECK(contains(error_of([] { load_config("", {"value_model=none"}); }), "gae needs a critic"));
+  CHECK(contains(error_of([] { load_config("", {"algorithm=a2c"}); }), "ppo | grpo | rloo | reinforce_pp | dpo"));
+  CHECK(contains(error_of([] { load_config("", {"loss_agg_mode=seq-mean"}); }), "seq-mean-token-mean"));
+}

@@ -2,6 +2,7 @@
 // suggest the nearest key), determinism (one seed, identical metrics), and the files it writes.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include "../io/temp_files.h"
 #include "io/safetensors.h"
@@ -12,10 +13,11 @@ using namespace ppo;
 namespace {
 
 // A reduced pipeline: seconds on one core.
-DemoRunConfig reduced(const std::string& output_dir) {
+DemoRunConfig reduced(const std::string& output_dir, const std::string& algorithm = "ppo") {
   return load_demo_config("", {"device=cpu", "total_steps=2", "rollout_batch_size=16", "micro_batch_size=8",
                                "demo.sft_examples=256", "demo.rm_pairs=256", "demo.rm_eval_pairs=64",
-                               "demo.eval_prompts=64", "sft.epochs=1", "rm.epochs=1", "output_dir=" + output_dir});
+                               "demo.eval_prompts=64", "sft.epochs=1", "rm.epochs=1", "output_dir=" + output_dir,
+                               "algorithm=" + algorithm});
 }
 
 }  // namespace
@@ -62,12 +64,18 @@ TEST_CASE("demo pipeline: one seed gives identical results; the files are writte
   CHECK(a.final_gold == b.final_gold);
   CHECK(a.rm_accuracy == b.rm_accuracy);
   CHECK(a.policy == b.policy);
-  REQUIRE(a.ppo_rows.size() == b.ppo_rows.size());
-  for (size_t i = 0; i < a.ppo_rows.size(); ++i)
-    for (const auto& item : a.ppo_rows[i].items())  // no structured binding: doctest's messages capture it in lambdas
+  REQUIRE(a.rows.size() == b.rows.size());
+  for (size_t i = 0; i < a.rows.size(); ++i)
+    for (const auto& item : a.rows[i].items())  // no structured binding: doctest's messages capture it in lambdas
       if (item.first.rfind("time/", 0) != 0)
-        CHECK_MESSAGE(item.second == b.ppo_rows[i].get(item.first), item.first, " at row ", i);
+        CHECK_MESSAGE(item.second == b.rows[i].get(item.first), item.first, " at row ", i);
   CHECK(a.sft_gold > a.random_gold);
+  // the held-out yardsticks of a fresh run: the reward model's score, the KL to the SFT policy
+  CHECK(std::isfinite(a.sft_proxy));
+  CHECK(std::isfinite(a.final_proxy));
+  CHECK(std::isfinite(a.final_kl));
+  CHECK(a.arena_bytes > 0);
+  CHECK(a.train_seconds > 0);
 
   for (const char* f : {"sft_metrics.jsonl", "reward_metrics.jsonl", "metrics.svg", "policy.safetensors",
                         "policy_config.json"})
@@ -82,10 +90,13 @@ TEST_CASE("demo pipeline: one seed gives identical results; the files are writte
 }
 
 TEST_CASE("demo pipeline: a resumed run continues bit-exactly; rows after the checkpoint are redone") {
+  std::string algorithm = "ppo";
+  SUBCASE("ppo") { algorithm = "ppo"; }
+  SUBCASE("dpo") { algorithm = "dpo"; }
   set_cpu_threads(1);
   const std::string dir = test::temp_dir();
   auto config = [&](const std::string& out, int64_t steps, const std::string& resume) {
-    DemoRunConfig c = reduced(out);
+    DemoRunConfig c = reduced(out, algorithm);
     c.ppo.total_steps = steps;
     c.ppo.save_every = 2;
     c.ppo.resume = resume;
@@ -105,10 +116,10 @@ TEST_CASE("demo pipeline: a resumed run continues bit-exactly; rows after the ch
   CHECK(b.sft_gold == a.sft_gold);  // from demo_stages.json
   const std::vector<MetricsRow> rows = read_metrics_jsonl(dir + "/split/metrics.jsonl");
   REQUIRE(rows.size() == 4);  // step 3's first row is gone, not duplicated
-  REQUIRE(b.ppo_rows.size() == 4);
+  REQUIRE(b.rows.size() == 4);
   for (size_t i = 0; i < rows.size(); ++i) {
     CHECK(rows[i].get(metric::kStep) == double(i + 1));
-    for (const auto& item : a.ppo_rows[i].items())  // no structured binding: doctest's messages capture it in lambdas
+    for (const auto& item : a.rows[i].items())  // no structured binding: doctest's messages capture it in lambdas
       if (item.first.rfind("time/", 0) != 0) CHECK_MESSAGE(item.second == rows[i].get(item.first), item.first, " at row ", i);
   }
   // The run ended on a checkpoint: step 4 (save_every) here; a resume of a run dir takes its latest.
@@ -123,6 +134,24 @@ TEST_CASE("demo pipeline: a resumed run continues bit-exactly; rows after the ch
                  "is not a checkpoint of output_dir"));
 }
 
+TEST_CASE("demo pipeline with dpo: no reward model in its arena, TRL's metrics and the gold of samples") {
+  set_cpu_threads(1);
+  const std::string dir = test::temp_dir();
+  const DemoRunConfig c = reduced(dir + "/dpo", "dpo");
+  const DemoRunConfig p = reduced(dir + "/ppo", "ppo");
+  const DemoResult d = run_demo(c.ppo, c.settings, DemoFiles::Write);
+  const DemoResult r = run_demo(p.ppo, p.settings, DemoFiles::None);
+  REQUIRE(d.rows.size() == 2);
+  for (const char* m : {metric::kDpoLoss, metric::kRewardsChosen, metric::kRewardsRejected, metric::kRewardsMargins,
+                        metric::kRewardsAccuracies, metric::kLogpsChosen, metric::kLogpsRejected, metric::kGoldScores})
+    CHECK_MESSAGE(d.rows.back().has(m), m);
+  CHECK(d.rows.front().get(metric::kDpoLoss) == doctest::Approx(std::log(2.0)).epsilon(1e-4));
+  CHECK(d.arena_bytes < r.arena_bytes);  // one trained policy (2x rows a micro-batch) against four models
+  CHECK(d.policy != r.policy);
+  CHECK(std::filesystem::exists(c.ppo.output_dir + "/checkpoints/step_2/state.json"));
+  CHECK(read_metrics_jsonl(c.ppo.output_dir + "/metrics.jsonl").size() == 2);
+}
+
 // The demo's own SFT and reward-model settings and half its PPO steps. (With a weaker reward model,
 // e.g. half the preference pairs, PPO raises the proxy reward but hardly the gold one.)
 // About 30 s on one core: SFT 6 s, reward model 12 s, 30 PPO steps 9 s.
@@ -132,14 +161,14 @@ TEST_CASE("the demo learns: the gold reward after PPO beats the SFT policy's") {
   const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::None);
   MESSAGE("gold reward: SFT ", r.sft_gold, " -> after PPO ", r.final_gold, "; reward model accuracy ",
           r.rm_gold_accuracy, "; ", r.seconds, " s");
-  REQUIRE(r.ppo_rows.size() == 30);
+  REQUIRE(r.rows.size() == 30);
   for (const char* m : {metric::kScores, metric::kGoldScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac})
-    CHECK_MESSAGE(r.ppo_rows.back().has(m), m);
+    CHECK_MESSAGE(r.rows.back().has(m), m);
   CHECK(r.final_gold > r.sft_gold + 0.05);
   // The gold reward of the rollouts rises during PPO, too (means of the first and last 5 steps).
   auto mean_gold = [&](size_t first) {
     double sum = 0;
-    for (size_t i = first; i < first + 5; ++i) sum += r.ppo_rows[i].get(metric::kGoldScores);
+    for (size_t i = first; i < first + 5; ++i) sum += r.rows[i].get(metric::kGoldScores);
     return sum / 5;
   };
   CHECK(mean_gold(25) > mean_gold(0) + 0.05);

@@ -120,6 +120,26 @@ TEST_CASE("SVG plot: one panel per metric with axes, ticks and labels") {
   CHECK(svg.find(">step</text>") != std::string::npos);
 }
 
+TEST_CASE("overlay SVG: one panel, a coloured line and a legend entry per run") {
+  std::vector<Curve> curves(3);
+  for (int s = 1; s <= 10; ++s) {
+    MetricsRow r = row_at(s);
+    curves[0].rows.push_back(r);
+    r.set(metric::kRlhfReward, r.get(metric::kRlhfReward) + 1.0);
+    curves[1].rows.push_back(r);
+  }
+  curves[0].label = "ppo", curves[1].label = "grpo & co", curves[2].label = "empty";
+  const std::string svg = render_overlay_svg(curves, metric::kRlhfReward, PlotOptions{"gold", 1, 400, 300});
+  CHECK(count_of(svg, "class=\"panel\"") == 1);
+  CHECK(count_of(svg, "<polyline") == 2);
+  CHECK(count_of(svg, "stroke=\"#1f77b4\"") == 2);  // the first run's line and legend mark
+  CHECK(count_of(svg, "stroke=\"#ff7f0e\"") == 2);
+  CHECK(svg.find(">grpo &amp; co</text>") != std::string::npos);
+  CHECK(svg.find(">empty</text>") != std::string::npos);  // a run with no values keeps its legend entry
+  CHECK(svg.find("width=\"400\" height=\"330\"") != std::string::npos);
+  CHECK_THROWS_AS(render_overlay_svg({}, metric::kKl), Error);
+}
+
 TEST_CASE("nice ticks: 1-2-5 steps covering the range") {
   const auto t = nice_ticks(0.13, 0.87, 4);  // raw step 0.185 -> 0.2: 0 0.2 .. 1
   REQUIRE(t.size() == 6);

@@ -17,8 +17,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // Adaptive KL and running score normalization (state to restore) and a finite prompt set of 6
-// walked by B = 4 per step (steps 2 and 3 cross a pass boundary mid-batch).
-PpoConfig tiny_config(const std::string& output_dir) {
+// walked by B = 4 per step (steps 2 and 3 cross a pass boundary mid-batch). With grpo: groups of
+// 2 (2 prompts a step), the k3 KL as a loss term, seq-mean-token-mean, no value model.
+PpoConfig tiny_config(const std::string& output_dir, Algorithm algorithm = Algorithm::Ppo) {
   PpoConfig c;
   c.device = DeviceChoice::CPU;
   c.policy = {{"arch", "gpt2"}, {"n_layer", 2}, {"n_head", 2}, {"d_model", 16}, {"d_ff", 32},
@@ -40,6 +41,8 @@ PpoConfig tiny_config(const std::string& output_dir) {
   c.total_steps = 4;
   c.seed = 7;
   c.output_dir = output_dir;
+  c.set_algorithm(algorithm);
+  if (algorithm == Algorithm::Grpo) c.samples_per_prompt = 2;
   c.derive();
   return c;
 }
@@ -91,13 +94,16 @@ std::string temp_dir(const char* name) {
 }  // namespace
 
 TEST_CASE("2 steps + checkpoint + a new trainer resuming for 2 steps == 4 steps, bitwise") {
+  Algorithm algorithm = Algorithm::Ppo;
+  SUBCASE("ppo") { algorithm = Algorithm::Ppo; }
+  SUBCASE("grpo") { algorithm = Algorithm::Grpo; }
   const std::string straight_dir = temp_dir("ppo_resume_straight"), run_dir = temp_dir("ppo_resume_run");
 
-  PpoTrainer straight(tiny_config(straight_dir), options());
+  PpoTrainer straight(tiny_config(straight_dir, algorithm), options());
   for (int i = 0; i < 4; ++i) straight.step();
   CHECK(!fs::exists(straight_dir + "/checkpoints"));  // save_every = 0: off
 
-  PpoConfig first = tiny_config(run_dir);
+  PpoConfig first = tiny_config(run_dir, algorithm);
   first.save_every = 2;
   {
     PpoTrainer t(first, options());
@@ -122,8 +128,8 @@ TEST_CASE("2 steps + checkpoint + a new trainer resuming for 2 steps == 4 steps,
   check_same_weights(t.policy(), straight.policy());
   check_same_weights(t.reference(), straight.reference());
   check_same_weights(t.reward_model(), straight.reward_model());
-  REQUIRE(t.has_separate_value_model());
-  check_same_weights(t.value_model(), straight.value_model());
+  CHECK(t.has_separate_value_model() == (algorithm == Algorithm::Ppo));
+  if (t.has_separate_value_model()) check_same_weights(t.value_model(), straight.value_model());
 
   // the save of step 4 replaced the leftover
   CHECK(fs::exists(ckpt + "/step_4/state.json"));
@@ -148,6 +154,12 @@ TEST_CASE("resuming with other shapes fails naming the field") {
   longer.derive();
   longer.resume = run_dir + "/checkpoints";
   CHECK_THROWS_WITH_AS(PpoTrainer(longer, options()), doctest::Contains("field 'response_length'"), Error);
+
+  PpoConfig grouped = c;
+  grouped.samples_per_prompt = 2;
+  grouped.derive();
+  grouped.resume = run_dir + "/checkpoints";
+  CHECK_THROWS_WITH_AS(PpoTrainer(grouped, options()), doctest::Contains("field 'samples_per_prompt'"), Error);
 
   TrainerOptions other_prompts = options();
   other_prompts.prompts = PromptSource::token_ids({{1, 2}, {3}});
@@ -194,7 +206,7 @@ TEST_CASE("resuming from an earlier step directory redoes the later steps and sa
   CHECK(!fs::exists(other + "/checkpoints/latest"));
 }
 
-TEST_CASE("a checkpoint without score moments (saved before normalize_scores existed) loads with none") {
+TEST_CASE("a checkpoint without score moments and estimator shapes (saved before they existed) loads") {
   const std::string run_dir = temp_dir("ppo_resume_old_format");
   PpoConfig c = tiny_config(run_dir);
   c.normalize_scores = false;
@@ -206,6 +218,7 @@ TEST_CASE("a checkpoint without score moments (saved before normalize_scores exi
   const std::string state_path = run_dir + "/checkpoints/step_1/state.json";
   nlohmann::json state = nlohmann::json::parse(std::ifstream(state_path));
   REQUIRE(state.erase("score_moments") == 1);
+  for (const char* later : {"advantage_estimator", "samples_per_prompt"}) REQUIRE(state["shapes"].erase(later) == 1);
   std::ofstream(state_path) << state.dump();
   PpoConfig resumed = c;
   resumed.resume = run_dir + "/checkpoints";

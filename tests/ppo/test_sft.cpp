@@ -91,13 +91,15 @@ TEST_CASE("SFT lowers the loss on a tiny set, and the SFT policy's gold reward b
   SingleModel m(DeviceKind::CPU, lm_spec(tiny_policy()), {64, 7, 8, 32});
   m.model().init_random(1);
   SamplingSettings sampling;
-  sampling.eos = DemoTask::kEos;
-  const double random_gold = mean_gold_reward(m, task, kDemoEvalFirst, 128, sampling);
+  sampling.max_new_tokens = 8;
+  sampling.stop_token_ids = {DemoTask::kEos};
+  sampling.seed = 1;
+  const double random_gold = evaluate_heldout(m, task, kDemoEvalFirst, 128, sampling).gold;
   SftConfig cfg = sft_config(32);
   cfg.batch_size = 32;
   cfg.epochs = 4;
   SftTrainer(m, cfg).train(demo_sft_examples(task, 0, 1024));
-  const double sft_gold = mean_gold_reward(m, task, kDemoEvalFirst, 128, sampling);
+  const double sft_gold = evaluate_heldout(m, task, kDemoEvalFirst, 128, sampling).gold;
   MESSAGE("gold reward: random init ", random_gold, ", SFT ", sft_gold);
   CHECK(random_gold < -0.3);           // random tokens, mostly no EOS
   CHECK(sft_gold > random_gold + 0.5);

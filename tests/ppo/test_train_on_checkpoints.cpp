@@ -3,6 +3,7 @@
 // prompt set; the files it writes, resume, and the config errors of checkpoint runs.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include "../io/temp_files.h"
@@ -87,6 +88,53 @@ TEST_CASE("ppo train on Hugging Face checkpoints: files, trained policy, resume"
   CHECK(test::contains(test::error_of([&] { run_on_checkpoints(load_config("", settings), {}); }),
                        "is not a checkpoint of output_dir"));
   CHECK(!std::filesystem::exists(dir + "/elsewhere"));
+}
+
+TEST_CASE("ppo train on Hugging Face checkpoints with each estimator and with DPO") {
+  const std::string dir = test::temp_dir();
+  write_checkpoints(dir);
+  test::write_text(dir + "/prompts.jsonl", "{\"prompt\": \"The capital of France is\"}\n{\"prompt\": \"1 + 1 =\"}\n");
+  for (const char* algorithm : {"grpo", "rloo", "reinforce_pp"}) {
+    std::vector<std::string> settings = run_settings(dir);
+    settings.back() = "output_dir=" + dir + "/" + algorithm;
+    for (const std::string& kv : {std::string("total_steps=2"), std::string("samples_per_prompt=2"), std::string("algorithm=") + algorithm})
+      settings.push_back(kv);
+    const std::vector<MetricsRow> rows = run_on_checkpoints(load_config("", settings), {});
+    REQUIRE(rows.size() == 2);
+    CHECK_MESSAGE(rows.back().get(metric::kSkipped) == 0.0, algorithm);
+    CHECK_MESSAGE(std::filesystem::exists(dir + "/" + algorithm + "/policy/model.safetensors"), algorithm);
+    CHECK_MESSAGE(!std::filesystem::exists(dir + "/" + algorithm + "/value"), algorithm);  // critic-free
+  }
+
+  // DPO: pairs through the tokenizer, no reward model; resume extends the run
+  test::write_text(dir + "/pairs.jsonl",
+                   "{\"prompt\": \"Opposite of hot:\", \"chosen\": \" cold\", \"rejected\": \" warm\"}\n"
+                   "{\"messages\": [{\"role\": \"user\", \"content\": \"Opposite of up?\"}], \"chosen\": \"down\", "
+                   "\"rejected\": \"up\"}\n{\"prompt\": \"2 + 2 =\", \"chosen\": \" 4\", \"rejected\": \" 5\"}\n");
+  std::vector<std::string> settings = {"device=cpu", "algorithm=dpo", "policy_checkpoint=" + dir + "/policy",
+                                       "preferences=" + dir + "/pairs.jsonl", "tokenizer=" + kTokenizer,
+                                       "rollout_batch_size=2", "micro_batch_size=1", "prompt_length=32",
+                                       "response_length=4", "learning_rate=1e-2", "output_dir=" + dir + "/dpo",
+                                       "total_steps=2"};
+  const std::vector<MetricsRow> rows = run_on_checkpoints(load_config("", settings), {});
+  REQUIRE(rows.size() == 2);
+  CHECK(rows.front().get(metric::kDpoLoss) == doctest::Approx(std::log(2.0)).epsilon(1e-4));
+  const io::HostTensor before = io::SafetensorsFile(dir + "/policy/model.safetensors").load("transformer.h.0.mlp.c_fc.weight");
+  const io::HostTensor after = io::SafetensorsFile(dir + "/dpo/policy/model.safetensors").load("transformer.h.0.mlp.c_fc.weight");
+  CHECK(before.bytes != after.bytes);  // trained
+  for (const char* f : {"metrics.jsonl", "metrics.svg", "checkpoints/latest", "policy/model.safetensors"})
+    CHECK_MESSAGE(std::filesystem::exists(dir + "/dpo/" + f), f);
+  settings.back() = "total_steps=3";
+  settings.push_back("resume=" + dir + "/dpo/checkpoints");
+  const std::vector<MetricsRow> resumed = run_on_checkpoints(load_config("", settings), {});
+  REQUIRE(resumed.size() == 3);
+  CHECK(resumed[1].get(metric::kDpoLoss) == rows[1].get(metric::kDpoLoss));
+  CHECK(test::contains(test::error_of([&] { run_on_checkpoints(load_config("", {"algorithm=dpo", "device=cpu"}), {}); }),
+                       "needs policy_checkpoint and preferences"));
+  settings = {"device=cpu", "algorithm=dpo", "policy_checkpoint=" + dir + "/policy", "preferences=" + dir + "/pairs.jsonl",
+              "tokenizer=" + kTokenizer, "prompt_length=32", "response_length=1", "output_dir=" + dir + "/short"};
+  const std::string too_long = test::error_of([&] { run_on_checkpoints(load_config("", settings), {}); });
+  CHECK_MESSAGE(test::contains(too_long, "dpo: pair 0: a response of 2 tokens; 1 to response_length = 1"), too_long);
 }
 
 TEST_CASE("checkpoint runs: config errors name the key and the file") {

@@ -224,7 +224,7 @@ TEST_CASE("normalize_scores: each batch joins the running moments; a non-finite 
     offset = batch_offset;
     const Experience e = trainer.make_experience(prompts, &responses);
     if (std::isnan(batch_offset)) {
-      CHECK_FALSE(e.stats.finite);
+      CHECK_FALSE(e.finite());
       continue;
     }
     for (const auto& p : prompts) seen.push_back(p[1] + batch_offset);
@@ -393,4 +393,79 @@ TEST_CASE("CUDA and CPU PPO steps agree on one forced batch") {
   CHECK(rel_l2(e[1].values, e[0].values) < 3e-2);
   CHECK(rel_l2(e[1].advantages, e[0].advantages) < 5e-2);
   CHECK(rel_l2(w[1], w[0]) < 1e-2);
+}
+
+TEST_CASE("critic-free estimators: no value model in the arena, groups of one prompt, no value metrics") {
+  PpoConfig ppo_cfg = tiny_config();
+  PpoTrainer with_critic(ppo_cfg, quiet());
+  for (Algorithm a : {Algorithm::Grpo, Algorithm::Rloo, Algorithm::ReinforcePP}) {
+    PpoConfig c = tiny_config();
+    c.set_algorithm(a);
+    c.samples_per_prompt = a == Algorithm::ReinforcePP ? 1 : 2;
+    c.derive();
+    TrainerOptions o = quiet();
+    std::vector<std::vector<int32_t>> seen;  // the prompt of each row, in row order
+    o.reward = [&](const std::vector<int32_t>& prompt, const std::vector<int32_t>& response, const std::string&) {
+      seen.push_back(prompt);
+      return double(response.size());
+    };
+    o.prompts = PromptSource::token_ids({{1, 5, 3}, {1, 6, 3}, {1, 7, 3}, {1, 8, 3}, {1, 9, 3}});
+    PpoTrainer t(c, o);
+    CHECK_FALSE(t.has_separate_value_model());
+    CHECK_THROWS_WITH_AS(t.value_model(), doctest::Contains("critic-free"), Error);
+    // the arena holds exactly PPO's minus the value model (the reward model: the callback's)
+    size_t value_bytes = 0;
+    for (const Region& r : with_critic.arena().plan().regions)
+      if (r.spec.owner == "value") value_bytes += r.spec.bytes;
+    TrainerOptions po = quiet();
+    po.reward = o.reward;
+    PpoTrainer ppo_callback(ppo_cfg, po);
+    CHECK(value_bytes > 0);
+    CHECK(t.arena().plan().total_bytes < ppo_callback.arena().plan().total_bytes);
+    CHECK(t.arena().plan().find("value", "weights") == nullptr);
+    seen.clear();
+    for (int s = 0; s < 2; ++s) {
+      const MetricsRow row = t.step();
+      CHECK(row.get(metric::kSkipped) == 0.0);
+      CHECK(std::isfinite(row.get(metric::kPolicyLoss)));
+      CHECK_FALSE(row.has(metric::kValueLoss));
+      CHECK_FALSE(row.has(metric::kExplainedVariance));
+    }
+    // rows [gG, (g+1)G) answer one prompt; the stream advanced by B / G prompts a step
+    const size_t G = size_t(c.samples_per_prompt);
+    REQUIRE(seen.size() == 2 * size_t(c.rollout_batch_size));
+    for (size_t i = 0; i < seen.size(); ++i) CHECK(seen[i] == seen[i - i % G]);
+    if (G > 1) CHECK(seen[0] != seen[G]);
+    CHECK(t.optimizer_steps_done() == 2 * c.optimizer_steps_per_step);
+  }
+}
+
+TEST_CASE("loss_agg_mode reaches the gradient: equal lengths agree, ragged ones do not") {
+  // Adam's step does not see a common gradient scale (max_grad_norm off; up to its eps), so with
+  // every response R tokens long the three modes (1/N, 1/M, 1/(M len)) move the weights alike;
+  // ragged responses (16 stop tokens of 44) weigh tokens differently per mode.
+  auto delta = [](LossAggMode mode, bool fixed) {
+    PpoConfig c = tiny_config();
+    c.eos_token_id = 2;
+    for (int64_t id = 29; id < 44; ++id) c.stop_token_ids.push_back(id);
+    c.max_grad_norm = 0;
+    c.loss_agg_mode = mode;
+    c.derive();
+    TrainerOptions o = quiet();
+    o.fixed_response_length = fixed;
+    PpoTrainer t(c, o);
+    const std::vector<float> before = all_weights(t.policy());
+    t.step();
+    std::vector<float> d = all_weights(t.policy());
+    for (size_t i = 0; i < d.size(); ++i) d[i] -= before[i];
+    return d;
+  };
+  const std::vector<float> equal = delta(LossAggMode::TokenMean, true);
+  CHECK(rel_l2(delta(LossAggMode::SeqMeanTokenMean, true), equal) < 1e-3);
+  CHECK(rel_l2(delta(LossAggMode::SeqMeanTokenSum, true), equal) < 1e-2);
+  const std::vector<float> ragged = delta(LossAggMode::TokenMean, false);
+  MESSAGE("ragged: token-mean vs seq-mean-token-mean ", rel_l2(delta(LossAggMode::SeqMeanTokenMean, false), ragged),
+          ", vs seq-mean-token-sum ", rel_l2(delta(LossAggMode::SeqMeanTokenSum, false), ragged));
+  CHECK(rel_l2(delta(LossAggMode::SeqMeanTokenMean, false), ragged) > 0.1);
+  CHECK(rel_l2(delta(LossAggMode::SeqMeanTokenSum, false), ragged) > 0.1);
 }

@@ -10,5 +10,6 @@ void add_tokenize_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
 
 }  // namespace ppo::tools

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   ppo::tools::add_export_command(app);
   ppo::tools::add_bench_command(app);
   ppo::tools::add_train_command(app);
+  ppo::tools::add_plot_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

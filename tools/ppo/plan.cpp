@@ -6,8 +6,7 @@
 #include <string>
 #include <vector>
 #include "engine/device_memory.h"
-#include "models/plan.h"
-#include "ppo/trainer.h"
+#include "ppo/run_plan.h"
 #include "tools/ppo/commands.h"
 
 namespace ppo::tools {
@@ -23,26 +22,13 @@ struct PlanOptions {
 void run_plan(const PlanOptions& o) {
   const PpoConfig cfg = load_config(o.config, o.overrides);
   const bool cuda = o.device == "cuda" || (o.device == "auto" && cuda_device_count() > 0);
-  const Precision precision = cuda ? Precision::BF16 : Precision::F32;
-  const std::vector<PlannedModel> models = ppo_models(cfg, "config file '" + o.config + "'");
-  const RunShape shape = run_shape(cfg);
-  const ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg, precision));  // what PpoTrainer allocates
-
-  std::printf("arena plan for %s (%s): rollout %lld x (%lld prompt + %lld response) tokens, micro-batch %lld, value: %s\n",
-              cuda ? "cuda" : "cpu", cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",
-              (long long)shape.rollout_batch, (long long)shape.prompt_len, (long long)shape.response_len,
-              (long long)shape.micro_batch, to_string(cfg.value_model));
-  for (const PlannedModel& m : models)
-    std::printf("  %-10s %s L=%lld C=%lld NH=%lld NKV=%lld F=%lld V=%lld (%s%s)\n", m.owner.c_str(),
-                arch_name(m.spec.config.arch), (long long)m.spec.config.n_layer, (long long)m.spec.config.d_model,
-                (long long)m.spec.config.n_head, (long long)m.spec.config.n_kv_head, (long long)m.spec.config.d_ff,
-                (long long)m.spec.config.vocab_size, m.spec.training == Training::Trained ? "trained" : "frozen",
-                m.spec.heads == Heads::LM ? ", LM head" : m.spec.heads == Heads::Scalar ? ", scalar head" : ", LM + scalar heads");
   std::optional<size_t> capacity;
   if (o.device_memory > 0) capacity = o.device_memory;
   else if (!cuda) capacity = host_available_bytes();
   else if (cuda_device_count() > 0) capacity = cuda_free_bytes();
-  std::fputs(plan.table(capacity).c_str(), stdout);
+  const DeviceKind device = cuda ? DeviceKind::CUDA : DeviceKind::CPU;
+  const ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg, precision_of(device)));  // what PpoTrainer allocates
+  std::fputs(plan_report(cfg, device, Scoring::RewardModel, plan, capacity).c_str(), stdout);
   if (capacity && *capacity < plan.total_bytes)
     PPO_FAIL("the ", cuda ? "cuda" : "cpu", " device is too small for this run: SHORTFALL ",
              format_bytes(plan.total_bytes - *capacity), " (arena plan above)");

@@ -29,7 +29,7 @@ struct TrainOptions {
 // A run on real models names its files: key prompts, policy_checkpoint or reward_checkpoint in the
 // config file or a --set (run_on_checkpoints then names any of the three that is missing).
 bool names_real_models(const std::string& config_path, const std::vector<std::string>& overrides) {
-  const char* keys[] = {"prompts", "policy_checkpoint", "reward_checkpoint"};
+  const char* keys[] = {"prompts", "policy_checkpoint", "reward_checkpoint", "preferences"};
   for (const std::string& o : overrides)
     for (const char* key : keys)
       if (o.rfind(std::string(key) + "=", 0) == 0) return true;
@@ -52,26 +52,33 @@ void run_demo_task(const std::string& config_path, const std::vector<std::string
                c.ppo.policy.dump().c_str(), (long long)c.ppo.total_steps, (long long)c.ppo.rollout_batch_size,
                to_string(c.ppo.device), c.ppo.output_dir.c_str());
   const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::Write, say);
-  std::printf("gold reward (held-out prompts): SFT policy %.4f, after PPO %.4f (%+.4f)\n", r.sft_gold, r.final_gold,
-              r.final_gold - r.sft_gold);
+  std::printf("gold reward (held-out prompts): SFT policy %.4f, after %s %.4f (%+.4f)\n", r.sft_gold,
+              to_string(c.ppo.algorithm), r.final_gold, r.final_gold - r.sft_gold);
+  std::printf("reward-model score (held-out): %.4f -> %.4f; KL to the SFT policy %.4f; %s steps %.1f s, arena %zu bytes\n",
+              r.sft_proxy, r.final_proxy, r.final_kl, to_string(c.ppo.algorithm), r.train_seconds, r.arena_bytes);
   std::printf("reward model held-out accuracy: %.3f (noisy labels), %.3f (gold order)\n", r.rm_accuracy,
               r.rm_gold_accuracy);
   std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,demo_stages.json,metrics.svg,"
-              "policy.safetensors,policy_config.json,checkpoints/} in %.1f s\n",
+              "policy.safetensors,policy_config.json,result.json,checkpoints/} in %.1f s\n",
               c.ppo.output_dir.c_str(), r.seconds);
 }
 
 void run_real_models(const std::string& config_path, const std::vector<std::string>& overrides) {
   const auto start = std::chrono::steady_clock::now();
   const PpoConfig c = load_config(config_path, overrides);
-  std::fprintf(stderr, "ppo train: policy %s, reward model %s, prompts %s; %lld PPO steps of %lld rollouts, output %s\n",
-               c.policy_checkpoint.c_str(), c.reward_checkpoint.c_str(), c.prompts.c_str(), (long long)c.total_steps,
-               (long long)c.rollout_batch_size, c.output_dir.c_str());
+  const bool dpo = c.algorithm == Algorithm::Dpo;
+  std::fprintf(stderr, "ppo train (%s): policy %s, %s %s; %lld steps of %lld %s, output %s\n", to_string(c.algorithm),
+               c.policy_checkpoint.c_str(), dpo ? "preferences" : "reward model",
+               (dpo ? c.preferences : c.reward_checkpoint + ", prompts " + c.prompts).c_str(), (long long)c.total_steps,
+               (long long)c.rollout_batch_size, dpo ? "pairs" : "rollouts", c.output_dir.c_str());
   const std::vector<MetricsRow> rows = run_on_checkpoints(c, say);
+  const char* shown = dpo ? metric::kDpoLoss : metric::kScores;
   if (!rows.empty())
-    std::printf("reward-model score: step %lld %.4f -> step %lld %.4f\n", (long long)rows.front().get(metric::kStep),
-                rows.front().get(metric::kScores), (long long)rows.back().get(metric::kStep), rows.back().get(metric::kScores));
-  std::printf("wrote %s/{metrics.jsonl,metrics.svg,checkpoints/,policy/,value/} in %.1f s\n", c.output_dir.c_str(),
+    std::printf("%s: step %lld %.4f -> step %lld %.4f\n", dpo ? "DPO loss" : "reward-model score",
+                (long long)rows.front().get(metric::kStep), rows.front().get(shown), (long long)rows.back().get(metric::kStep),
+                rows.back().get(shown));
+  std::printf("wrote %s/{metrics.jsonl,metrics.svg,checkpoints/,policy/%s} in %.1f s\n", c.output_dir.c_str(),
+              c.value_model == ValueModelKind::Separate && !dpo ? ",value/" : "",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 

@@ -1,0 +1,108 @@
+#include "ppo/generate.h"
+
+#include "engine/error.h"
+#include "models/transformer.h"
+#include "ppo/config.h"
+#include "ppo/sequences.h"
+
+namespace ppo {
+
+SamplingSettings SamplingSettings::from_config(const PpoConfig& c, std::vector<int32_t> stop_token_ids, uint64_t stream,
+                                               bool fixed_response_length) {
+  SamplingSettings s;
+  s.max_new_tokens = c.response_length;
+  s.min_new_tokens = fixed_response_length ? c.response_length : c.min_new_tokens;
+  s.temperature = c.temperature;
+  s.top_k = c.top_k;
+  s.top_p = c.top_p;
+  s.stop_token_ids = std::move(stop_token_ids);
+  s.seed = c.seed;
+  s.stream = stream;
+  return s;
+}
+
+namespace {
+// Names outlive the views (Tensor::name points at them).
+constexpr const char* kNames[] = {"prompt_tokens", "prompt_pos", "gen_mask", "step_tokens", "step_pos", "step_logp"};
+}  // namespace
+
+std::vector<TensorSpec> GenerationBuffers::specs(int64_t G, int64_t P, int64_t T, Precision p) {
+  const DType ids = DType::I32;
+  return {{kNames[0], ids, {G, P}}, {kNames[1], ids, {G, P}}, {kNames[2], ids, {G, T}},
+          {kNames[3], ids, {G}},    {kNames[4], ids, {G}},    {kNames[5], grad_dtype_of(p), {G}}};
+}
+
+GenerationBuffers GenerationBuffers::carve(Carver& carver, int64_t G, int64_t P, int64_t T, Precision p) {
+  GenerationBuffers b;
+  Tensor* slots[] = {&b.prompt_tokens, &b.prompt_pos, &b.mask, &b.step_tokens, &b.step_pos, &b.step_logp};
+  const std::vector<TensorSpec> table = specs(G, P, T, p);
+  for (size_t i = 0; i < table.size(); ++i) *slots[i] = carver.take(table[i], kNames[i]);
+  return b;
+}
+
+SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuffers& buf,
+                    const std::vector<std::vector<int32_t>>& prompts, int32_t pad, const SamplingSettings& s) {
+  const int64_t G = buf.prompt_tokens.dim(0), P = buf.prompt_tokens.dim(1), T = buf.mask.dim(1);
+  const int64_t R = s.max_new_tokens, V = policy.config().vocab_size;
+  PPO_ASSERT(R >= 1 && P + R <= T, "generate: ", R, " new tokens after ", P, " prompt columns exceed the buffers' ", T);
+  PPO_ASSERT(s.temperature > 0, "generate: the sampling temperature must be positive");
+  PPO_ASSERT(!s.stop_token_ids.empty(), "generate: no EOS id");
+  for (int32_t id : s.stop_token_ids)
+    PPO_ASSERT(id >= 0 && id < V, "generate: stop token id ", id, " outside the vocabulary [0,", V, ")");
+
+  SampledResponses out;
+  for (int64_t first = 0, chunk = 0; first < int64_t(prompts.size()); first += G, ++chunk) {
+    const int64_t n = std::min<int64_t>(G, int64_t(prompts.size()) - first);
+    const std::vector<std::vector<int32_t>> part(prompts.begin() + first, prompts.begin() + first + n);
+    const SequenceBatch rows = pack_sequences(part, std::vector<std::vector<int32_t>>(size_t(n)), P, T - P, pad);
+    // the prompt columns [0,P); the mask covers prompt + response
+    std::vector<int32_t> tok, pos, mask(size_t(n * T), 1);
+    for (int64_t b = 0; b < n; ++b) {
+      tok.insert(tok.end(), rows.tokens.begin() + b * T, rows.tokens.begin() + b * T + P);
+      pos.insert(pos.end(), rows.pos.begin() + b * T, rows.pos.begin() + b * T + P);
+      std::copy(rows.mask.begin() + b * T, rows.mask.begin() + b * T + P, mask.begin() + b * T);
+    }
+    const Tensor tokens = buf.prompt_tokens.slice0(0, n), positions = buf.prompt_pos.slice0(0, n);
+    const Tensor gen_mask = buf.mask.slice0(0, n);
+    const Tensor step_tokens = buf.step_tokens.slice0(0, n), step_pos = buf.step_pos.slice0(0, n);
+    const Tensor step_logp = buf.step_logp.slice0(0, n);
+    be.from_host_ids(tokens, tok);
+    be.from_host_ids(positions, pos);
+    be.from_host_ids(gen_mask, mask);
+
+    std::vector<std::vector<int32_t>> responses(static_cast<size_t>(n));
+    std::vector<std::vector<float>> logps(static_cast<size_t>(n));
+    std::vector<uint8_t> done(static_cast<size_t>(n), 0);
+    int64_t running = n;
+    Tensor logits = policy.prefill(tokens, positions, gen_mask);
+    for (int64_t t = 0; t < R && running > 0; ++t) {
+      if (t < s.min_new_tokens) be.mask_token_logits(logits, s.stop_token_ids);
+      be.sample_tokens(step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
+                       (s.stream + uint64_t(chunk * R + t)) * uint64_t(G));
+      const std::vector<int32_t> ids = be.to_host_ids(step_tokens);
+      const std::vector<float> lp = be.to_host(step_logp);
+      std::vector<int32_t> next_pos(static_cast<size_t>(n));
+      for (int64_t b = 0; b < n; ++b) {
+        next_pos[size_t(b)] = int32_t(rows.prompt_len[size_t(b)] + t);
+        if (done[size_t(b)]) continue;
+        responses[size_t(b)].push_back(ids[size_t(b)]);
+        logps[size_t(b)].push_back(lp[size_t(b)]);
+        if (is_stop_token(s.stop_token_ids, ids[size_t(b)])) {
+          done[size_t(b)] = 1;
+          --running;
+        }
+      }
+      if (t + 1 < R && running > 0) {
+        be.from_host_ids(step_pos, next_pos);
+        logits = policy.decode(step_tokens, step_pos, gen_mask, P + t + 1);  // the token sits at cache position P+t
+      }
+    }
+    for (int64_t b = 0; b < n; ++b) {
+      out.responses.push_back(std::move(responses[size_t(b)]));
+      out.logp.push_back(std::move(logps[size_t(b)]));
+    }
+  }
+  return out;
+}
+
+}  // namespace ppo

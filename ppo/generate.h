@@ -1,0 +1,66 @@
+// Batched sampling from a policy over its KV cache: the one generation loop, for PPO rollouts
+// and for held-out evaluation. G = the rows of the buffers; more prompts run in chunks of G.
+//
+//   prompts left-padded to P (ppo/sequences.h); the mask (G,T) is the prompt mask, then ones
+//   prefill(prompt tokens (G,P), positions, mask) -> logits of column P-1
+//   for t = 0 .. R-1:
+//     t < min_new_tokens: the stop tokens' logits = -inf (Backend::mask_token_logits)
+//     sample_tokens at 1/temperature, top_k, top_p; Philox seed, stream (stream + c*R + t)*G for
+//     chunk c (the op adds the row b); the sampler's full-vocabulary log-prob is kept
+//     G ids come back to the host: a row that sampled a stop token is done; all done -> stop
+//     decode(token, position = prompt length + t, length = P+t+1) -> logits of the next token
+// Logits stay on the device; only the sampled ids and their log-probs cross per token.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+#include "engine/arena.h"
+#include "kernels/backend.h"
+
+namespace ppo {
+
+class Transformer;
+struct PpoConfig;
+
+struct SamplingSettings {
+  int64_t max_new_tokens = 0;  // R
+  int64_t min_new_tokens = 0;  // no stop token is sampled before this many tokens (R: stopping off)
+  float temperature = 1.0f;
+  int64_t top_k = 0;
+  float top_p = 1.0f;
+  std::vector<int32_t> stop_token_ids;  // tokens that end a response (the EOS first)
+  uint64_t seed = 0;
+  uint64_t stream = 0;  // first Philox stream (see above)
+
+  // The run's sampling; fixed_response_length: stopping off (every response has R tokens).
+  static SamplingSettings from_config(const PpoConfig& config, std::vector<int32_t> stop_token_ids, uint64_t stream,
+                                      bool fixed_response_length);
+};
+
+// Whether `id` ends a response (is one of `stop_token_ids`).
+inline bool is_stop_token(const std::vector<int32_t>& stop_token_ids, int32_t id) {
+  return std::find(stop_token_ids.begin(), stop_token_ids.end(), id) != stop_token_ids.end();
+}
+
+// The device buffers of generation for G rows of P prompt and T = P + R total tokens.
+struct GenerationBuffers {
+  Tensor prompt_tokens, prompt_pos;  // (G,P) i32
+  Tensor mask;                       // (G,T) i32
+  Tensor step_tokens, step_pos;      // (G) i32: the sampled token and its position
+  Tensor step_logp;                  // (G) stat
+
+  static std::vector<TensorSpec> specs(int64_t G, int64_t P, int64_t T, Precision precision);
+  // Takes specs(G, P, T, precision) from `carver`, in order.
+  static GenerationBuffers carve(Carver& carver, int64_t G, int64_t P, int64_t T, Precision precision);
+};
+
+struct SampledResponses {
+  std::vector<std::vector<int32_t>> responses;  // per prompt, up to and including a stop token
+  std::vector<std::vector<float>> logp;         // the sampler's log-prob of each response token
+};
+
+// Samples a response to each prompt (token ids, padded with `pad` to the buffers' P).
+SampledResponses generate(Backend& backend, Transformer& policy, const GenerationBuffers& buffers,
+                    const std::vector<std::vector<int32_t>>& prompts, int32_t pad, const SamplingSettings& settings);
+
+}  // namespace ppo

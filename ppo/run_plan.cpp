@@ -1,0 +1,59 @@
+#include "ppo/run_plan.h"
+
+#include <cstdio>
+#include "engine/device_memory.h"
+#include "engine/error.h"
+#include "ppo/experience.h"
+
+namespace ppo {
+
+DeviceKind resolve_device(DeviceChoice choice) {
+  if (choice == DeviceChoice::CPU) return DeviceKind::CPU;
+  const bool gpu = cuda_device_count() > 0;
+  PPO_ASSERT(gpu || choice == DeviceChoice::Auto, "device 'cuda' was asked for, but ",
+             cuda_compiled() ? "no GPU answers" : "this build has no CUDA backend");
+  return gpu ? DeviceKind::CUDA : DeviceKind::CPU;
+}
+
+Precision precision_of(DeviceKind device) { return device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32; }
+
+std::vector<RegionSpec> trainer_regions(const PpoConfig& cfg, Precision precision, Scoring scoring) {
+  std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config", scoring), run_shape(cfg), precision);
+  r.push_back(ExperienceBuffers::region(cfg, precision));
+  return r;
+}
+
+std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring, const ArenaPlan& plan,
+                        std::optional<size_t> capacity) {
+  const bool cuda = device == DeviceKind::CUDA;
+  const RunShape shape = run_shape(cfg);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "arena plan for %s (%s): rollout %lld x (%lld prompt + %lld response) tokens, micro-batch %lld, value: %s\n",
+                device_name(device), cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",
+                (long long)shape.rollout_batch, (long long)shape.prompt_len, (long long)shape.response_len,
+                (long long)shape.micro_batch, to_string(cfg.value_model));
+  std::string out = line;
+  for (const PlannedModel& m : ppo_models(cfg, "config", scoring)) {
+    const ModelConfig& c = m.spec.config;
+    std::snprintf(line, sizeof line, "  %-10s %s L=%lld C=%lld NH=%lld NKV=%lld F=%lld V=%lld (%s%s)\n", m.owner.c_str(),
+                  arch_name(c.arch), (long long)c.n_layer, (long long)c.d_model, (long long)c.n_head,
+                  (long long)c.n_kv_head, (long long)c.d_ff, (long long)c.vocab_size,
+                  m.spec.training == Training::Trained ? "trained" : "frozen",
+                  m.spec.heads == Heads::LM ? ", LM head" : m.spec.heads == Heads::Scalar ? ", scalar head" : ", LM + scalar heads");
+    out += line;
+  }
+  if (!cfg.has_critic()) {  // what the critic-free estimator saves: PPO's separate value model
+    PpoConfig with_critic = cfg;
+    with_critic.advantage_estimator = AdvantageEstimator::Gae;
+    with_critic.value_model = ValueModelKind::Separate;
+    const size_t ppo_total = ArenaPlan::make(trainer_regions(with_critic, precision_of(device), scoring)).total_bytes;
+    std::snprintf(line, sizeof line, "  no value model: %s is critic-free; a separate value model would add %s (%zu bytes)\n",
+                  to_string(cfg.advantage_estimator), format_bytes(ppo_total - plan.total_bytes).c_str(),
+                  ppo_total - plan.total_bytes);
+    out += line;
+  }
+  return out + plan.table(capacity);
+}
+
+}  // namespace ppo
