@@ -64,6 +64,33 @@ size_t device_capacity(DeviceKind device) {
   return device == DeviceKind::CUDA ? cuda_free_bytes() : host_available_bytes();
 }
 
+DeviceCounters& operator+=(DeviceCounters& a, const DeviceCounters& b) {
+  a.launches += b.launches;
+  a.syncs += b.syncs;
+  a.h2d_copies += b.h2d_copies;
+  a.h2d_bytes += b.h2d_bytes;
+  a.d2h_copies += b.d2h_copies;
+  a.d2h_bytes += b.d2h_bytes;
+  a.d2d_copies += b.d2d_copies;
+  a.d2d_bytes += b.d2d_bytes;
+  a.allocations += b.allocations;
+  return a;
+}
+
+DeviceCounters operator-(DeviceCounters a, const DeviceCounters& b) {
+  DeviceCounters negated;
+  negated.launches = -b.launches;
+  negated.syncs = -b.syncs;
+  negated.h2d_copies = -b.h2d_copies;
+  negated.h2d_bytes = -b.h2d_bytes;
+  negated.d2h_copies = -b.d2h_copies;
+  negated.d2h_bytes = -b.d2h_bytes;
+  negated.d2d_copies = -b.d2d_copies;
+  negated.d2d_bytes = -b.d2d_bytes;
+  negated.allocations = -b.allocations;
+  return a += negated;
+}
+
 void* device_alloc(DeviceKind device, size_t bytes) {
   if (device == DeviceKind::CUDA) return cuda_alloc(bytes);
   void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);

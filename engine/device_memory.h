@@ -23,6 +23,8 @@ struct DeviceCounters {
   int64_t d2d_copies = 0, d2d_bytes = 0;
   int64_t allocations = 0;    // device allocations (cudaMalloc, and a library's own workspace)
 };
+DeviceCounters& operator+=(DeviceCounters& a, const DeviceCounters& b);
+DeviceCounters operator-(DeviceCounters a, const DeviceCounters& b);
 DeviceCounters cuda_counters();
 void reset_cuda_counters();
 

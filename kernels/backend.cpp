@@ -190,6 +190,13 @@ void store_host(void* p, DType t, int64_t i, double x) {
 }
 }  // namespace
 
+void Backend::copy_host_device(void* dst, const void* src, size_t bytes) {
+#ifdef PPO_HAS_CUDA
+  if (cuda_) return cuda::copy_on_stream(*cuda_, dst, src, bytes);
+#endif
+  copy_bytes(dst, DeviceKind::CUDA, src, DeviceKind::CUDA, bytes);  // a CPU backend reading a CUDA tensor
+}
+
 void Backend::convert(Tensor dst, Tensor src) {
   PPO_ASSERT(dst.numel() == src.numel(), "convert: tensor '", src.name, "' ", src.shape_str(),
              " into '", dst.name, "' ", dst.shape_str(), ": element counts differ");
@@ -209,11 +216,10 @@ void Backend::convert(Tensor dst, Tensor src) {
   std::vector<char> host(dst.bytes());
   if (src.device == DeviceKind::CPU) {
     for (int64_t i = 0; i < src.numel(); ++i) store_host(host.data(), dst.dtype, i, load_host(src.data, src.dtype, i));
-    copy_bytes(dst.data, dst.device, host.data(), DeviceKind::CPU, dst.bytes());
+    copy_host_device(dst.data, host.data(), dst.bytes());
   } else {
     std::vector<char> raw(src.bytes());
-    synchronize();
-    copy_bytes(raw.data(), DeviceKind::CPU, src.data, src.device, src.bytes());
+    copy_host_device(raw.data(), src.data, src.bytes());
     for (int64_t i = 0; i < src.numel(); ++i) store_host(dst.data, dst.dtype, i, load_host(raw.data(), src.dtype, i));
   }
 #else
@@ -226,7 +232,6 @@ std::vector<T> Backend::host_copy(Tensor src) {
   PPO_ASSERT(is_float(src.dtype), "to_host: tensor '", src.name, "' is not a float tensor");
   std::vector<T> out(size_t(src.numel()));
   Tensor dst(out.data(), std::is_same_v<T, double> ? DType::F64 : DType::F32, DeviceKind::CPU, {src.numel()}, src.name);
-  synchronize();
   convert(dst, src.reshape({src.numel()}));
   return out;
 }
@@ -244,14 +249,15 @@ void Backend::from_host(Tensor dst, const std::vector<float>& src) {
 void Backend::from_host_ids(Tensor dst, const std::vector<int32_t>& src) {
   PPO_ASSERT(dst.dtype == DType::I32 && int64_t(src.size()) == dst.numel(), "from_host_ids: ",
              src.size(), " ids for tensor '", dst.name, "' ", dst.shape_str());
-  copy_bytes(dst.data, dst.device, src.data(), DeviceKind::CPU, dst.bytes());
+  if (dst.device == DeviceKind::CPU) std::memcpy(dst.data, src.data(), dst.bytes());
+  else copy_host_device(dst.data, src.data(), dst.bytes());
 }
 
 std::vector<int32_t> Backend::to_host_ids(Tensor src) {
   PPO_ASSERT(src.dtype == DType::I32, "to_host_ids: tensor '", src.name, "' is not i32");
   std::vector<int32_t> out(size_t(src.numel()));
-  synchronize();
-  copy_bytes(out.data(), DeviceKind::CPU, src.data, src.device, src.bytes());
+  if (src.device == DeviceKind::CPU) std::memcpy(out.data(), src.data, src.bytes());
+  else copy_host_device(out.data(), src.data, src.bytes());
   return out;
 }
 
@@ -786,47 +792,83 @@ void Backend::mask_token_logits(Tensor logits, const std::vector<int32_t>& ids) 
   });
 }
 
+void Backend::append_sampled(Tensor tokens, Tensor logp, Tensor done, Tensor pos, Tensor step_tokens, Tensor step_logp,
+                             int64_t t, const std::vector<int32_t>& stop_ids, int32_t pad) {
+  const char* op = "append_sampled";
+  const int64_t B = tokens.dim(0), R = tokens.dim(1);
+  expect(op, "tokens", tokens, device_, DType::I32, {B, R});
+  expect(op, "logp", logp, device_, stat_dtype(), {B, R});
+  expect(op, "done", done, device_, DType::I32, {B});
+  expect(op, "pos", pos, device_, DType::I32, {B});
+  expect(op, "step_tokens", step_tokens, device_, DType::I32, {B});
+  expect(op, "step_logp", step_logp, device_, stat_dtype(), {B});
+  PPO_ASSERT(t >= 0 && t < R, op, ": step ", t, " outside [0,", R, ")");
+  PPO_ASSERT(int(stop_ids.size()) <= kMaxMaskedTokens, op, ": ", stop_ids.size(), " stop ids, at most ", kMaxMaskedTokens);
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::append_sampled(*cuda_, tokens.ptr<int32_t>(), logp.ptr<float>(), done.ptr<int32_t>(), pos.ptr<int32_t>(),
+                         step_tokens.ptr<int32_t>(), step_logp.ptr<float>(), B, R, t, stop_ids.data(), int(stop_ids.size()),
+                         pad);
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    for (int64_t b = 0; b < B; ++b) {
+      ++pos.ptr<int32_t>()[b];
+      int32_t& d = done.ptr<int32_t>()[b];
+      const int32_t id = step_tokens.ptr<int32_t>()[b];
+      tokens.ptr<int32_t>()[b * R + t] = d ? pad : id;
+      logp.ptr<F>()[b * R + t] = d ? F(0) : step_logp.ptr<F>()[b];
+      if (!d && std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) d = 1;
+    }
+  });
+}
+
 // ---- optimizer ------------------------------------------------------------------------------------
 
-void Backend::adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v, const AdamWParams& hp,
-                           uint64_t seed, uint64_t stream) {
+void Backend::adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v, int64_t decayed,
+                           Tensor grad_sumsq, float max_grad_norm, const AdamWParams& hp, uint64_t seed) {
   const char* op = "adamw_update";
   const int64_t n = param.numel();
   expect(op, "param", param.reshape({n}), device_, act_dtype(), {n});
   expect(op, "grad", grad.reshape({grad.numel()}), device_, grad_dtype(), {n});
   expect(op, "m", m.reshape({m.numel()}), device_, grad_dtype(), {n});
   expect(op, "v", v.reshape({v.numel()}), device_, grad_dtype(), {n});
+  expect(op, "grad_sumsq", grad_sumsq.reshape({grad_sumsq.numel()}), device_, DType::F64, {1});
   PPO_ASSERT(hp.step >= 1, op, ": step counts from 1");
+  PPO_ASSERT(decayed >= 0 && decayed <= n, op, ": decayed = ", decayed, " outside [0, ", n, "]");
   if (device_ == DeviceKind::CUDA) {
     expect(op, "master", master.reshape({master.numel()}), device_, DType::F32, {n});
 #ifdef PPO_HAS_CUDA
     cuda::adamw_update(*cuda_, param.ptr<bf16>(), master.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(),
-                       n, hp, seed, stream);
+                       n, decayed, grad_sumsq.ptr<double>(), max_grad_norm, hp, seed);
 #endif
     return;
   }
   PPO_ASSERT(master.empty(), op, ": the CPU backend updates '", param.name, "' in place and keeps no master copy");
-  (void)seed, (void)stream;  // stochastic rounding happens only when writing bf16 weights (CUDA)
+  (void)seed;  // stochastic rounding happens only when writing bf16 weights (CUDA)
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
-    cpu::adamw_update<F>(param.ptr<F>(), grad.ptr<F>(), m.ptr<F>(), v.ptr<F>(), n, hp);
+    cpu::adamw_update<F>(param.ptr<F>(), grad.ptr<F>(), m.ptr<F>(), v.ptr<F>(), n, decayed, *grad_sumsq.ptr<double>(),
+                         max_grad_norm, hp);
   });
 }
 
-double Backend::sum_squares(Tensor grad) {
-  const int64_t n = grad.numel();
-  expect("sum_squares", "grad", grad.reshape({n}), device_, grad_dtype(), {n});
+void Backend::sum_squares(Tensor out, Tensor x) {
+  const int64_t n = x.numel();
+  expect("sum_squares", "x", x.reshape({n}), device_, grad_dtype(), {n});
+  expect("sum_squares", "out", out.reshape({out.numel()}), device_, DType::F64, {1});
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    return cuda::sum_squares(*cuda_, grad.ptr<float>(), n);
+    cuda::sum_squares(*cuda_, out.ptr<double>(), x.ptr<float>(), n);
 #endif
+    return;
   }
-  double r = 0;
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
-    r = cpu::sum_squares<F>(grad.ptr<F>(), n);
+    *out.ptr<double>() = cpu::sum_squares<F>(x.ptr<F>(), n);
   });
-  return r;
 }
 
 // ---- PPO per-token math ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ struct AdamWParams {
   float eps = 1e-8f;
   float weight_decay = 0.0f;
   int64_t step = 1;         // 1-based step count for bias correction
-  float grad_scale = 1.0f;  // gradients are multiplied by this first (global-norm clipping)
+  float grad_scale = 1.0f;  // gradients are multiplied by this (and by the clipping factor) first
 };
 
 // Sums over valid tokens (mask == 1) returned by the fused PPO loss ops; means are sum / count.
@@ -76,10 +76,11 @@ class Backend {
   // a LIFO region of the arena, taken and given back inside each op.
   void set_scratch(Carver scratch);
   static size_t scratch_bytes(Precision precision, int64_t max_rows, int64_t vocab);
-  // Waits for the device. Range errors its kernels recorded since the last wait (an id outside the
+  // Waits for the device. Range errors its kernels recorded since the last call (an id outside the
   // vocabulary, a position outside the table) are thrown here, naming the op, the tensor, the value
-  // and its row: on a GPU the ids are checked where they are read, not copied to the host per op.
-  // Every host read of device data (to_host, to_host_ids) waits first. The CPU ops check as they go.
+  // and its row: on a GPU the ids are checked where they are read, not copied to the host per op,
+  // and reported once per phase (the PPO step synchronizes at the end of each). The CPU ops check
+  // as they go. Host reads (to_host, to_host_ids) wait for the device's work but do not check.
   void synchronize();
   CudaContext* cuda() const { return cuda_.get(); }
 
@@ -88,7 +89,8 @@ class Backend {
   void fill(Tensor t, float value);
   // dst = src converted to dst's dtype (f32/f64/bf16; bf16 rounds to nearest even). Any devices.
   void convert(Tensor dst, Tensor src);
-  // Host f32 copy of a float tensor of any float dtype and device; and the reverse.
+  // Host f32 copy of a float tensor of any float dtype and device (after the device's pending work);
+  // and the reverse.
   std::vector<float> to_host(Tensor src);
   // The same in f64: exact for f64 tensors (gradient checks).
   std::vector<double> to_host_f64(Tensor src);
@@ -188,18 +190,31 @@ class Backend {
   // never picks them (stop tokens before min_new_tokens). One launch on the GPU.
   static constexpr int kMaxMaskedTokens = 16;
   void mask_token_logits(Tensor logits, const std::vector<int32_t>& ids);
+  // Keeps decode step t's samples on the device. Per row b: pos[b] += 1 (the sampled token's
+  // position); a row not done gets tokens[b,t] = step_tokens[b], logp[b,t] = step_logp[b], and
+  // done[b] = 1 when that token is one of stop_ids (at most kMaxMaskedTokens); a done row gets
+  // tokens[b,t] = pad, logp[b,t] = 0. tokens (B,R), done (B), pos (B), step_tokens (B) i32; logp
+  // (B,R), step_logp (B) stat. One launch; nothing crosses to the host.
+  void append_sampled(Tensor tokens, Tensor logp, Tensor done, Tensor pos, Tensor step_tokens, Tensor step_logp,
+                      int64_t t, const std::vector<int32_t>& stop_ids, int32_t pad);
 
-  // ---- optimizer --------------------------------------------------------------------------------
-  // AdamW on one parameter tensor, g = grad * grad_scale:
+  // ---- optimizer ----------------------------------------------------------------------------------
+  // AdamW over a model's whole parameter set in one pass. param, grad, m, v (and master on CUDA)
+  // are flat views of regions with one element layout (models/transformer.cpp): element i of each
+  // is the same parameter element. Elements [0, decayed) take weight decay (the matrices), the rest
+  // (biases, norm weights) do not, as HF Trainer. grad_sumsq (1) f64 is sum_squares(grad); clipping
+  // and the non-finite skip are decided from it where it lives (no host round trip):
+  //   clip = min(1, max_grad_norm / (sqrt(grad_sumsq) + 1e-6)) if max_grad_norm > 0, else 1
+  //   g = grad * (grad_scale * clip)   (the scale's product in f32)
   //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  mhat = m/(1-b1^step);  vhat = v/(1-b2^step)
-  //   w = w - lr (mhat / (sqrt(vhat) + eps) + weight_decay w)
-  // grad, m, v (numel) grad dtype. On the CPU `master` is empty and `param` is updated in place;
-  // on CUDA `master` (f32) is updated and param (bf16) = stochastic_round(master) with bits
-  // philox_draw(seed, stream, i / 4).v[i % 4].
-  void adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v,
-                    const AdamWParams& hp, uint64_t seed, uint64_t stream);
-  // sum of grad^2 over every element (deterministic order), for global-norm clipping.
-  double sum_squares(Tensor grad);
+  //   w = w - lr (mhat / (sqrt(vhat) + eps) + wd_i w),  wd_i = weight_decay if i < decayed, else 0
+  // A non-finite grad_sumsq changes nothing: the step is skipped. grad, m, v grad dtype. On the CPU
+  // `master` is empty and `param` is updated in place; on CUDA `master` (f32) is updated and param
+  // (bf16) = stochastic_round(master) with bits philox_draw(seed, 0, i / 4).v[i % 4].
+  void adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v, int64_t decayed, Tensor grad_sumsq,
+                    float max_grad_norm, const AdamWParams& hp, uint64_t seed);
+  // out (1) f64 = sum of x^2 over every element of x (grad dtype), in a fixed order; on the device.
+  void sum_squares(Tensor out, Tensor x);
 
   // ---- PPO per-token math; all (B,T) stat tensors, mask (B,T) i32 -------------------------------------
   // Per-token KL of policy vs reference, r = ref_logp - logp (0 where mask == 0):
@@ -240,6 +255,9 @@ class Backend {
   Precision precision_;
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<Carver> scratch_;
+  // Host <-> device bytes on the backend's stream, after its queued work (one wait for a read); a
+  // CPU backend reading or writing a CUDA tensor waits for the whole device.
+  void copy_host_device(void* dst, const void* src, size_t bytes);
   // What each device range check (kernels/cuda/kernel_utils.cuh RangeCheck) was last run on.
   struct RangeCheckSite {
     const char* op = "";

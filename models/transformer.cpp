@@ -84,6 +84,34 @@ std::vector<ParamEntry> parameter_table(const ModelSpec& spec) {
   return t;
 }
 
+// The parameter regions (weights, master, grads, adam_m, adam_v) share one element layout: every
+// tensor padded to kParamGranule elements, the matrices first. Element i of one region is element i
+// of every other, so the optimizer runs over a region as one flat array (one launch), and elements
+// [0, decayed) are exactly the matrices' (weight decay applies to them only, as HF Trainer).
+constexpr int64_t kParamGranule = 128;  // 256 bytes of bf16: a multiple of the arena alignment in every dtype
+
+struct ParamLayout {
+  std::vector<size_t> order;    // parameter_table indices in carving order
+  std::vector<int64_t> padded;  // per table index: the elements it occupies
+  int64_t total = 0, decayed = 0;
+};
+
+ParamLayout param_layout(const std::vector<ParamEntry>& table) {
+  ParamLayout l;
+  l.padded.resize(table.size());
+  for (int pass = 0; pass < 2; ++pass)  // the matrices, then the rest
+    for (size_t i = 0; i < table.size(); ++i) {
+      if ((table[i].shape.size() == 2) != (pass == 0)) continue;
+      int64_t n = 1;
+      for (int64_t d : table[i].shape) n *= d;
+      l.padded[i] = (n + kParamGranule - 1) / kParamGranule * kParamGranule;
+      l.order.push_back(i);
+      l.total += l.padded[i];
+      if (pass == 0) l.decayed = l.total;
+    }
+  return l;
+}
+
 // Activations of the block trunk over (B,T): the embedding output x0, `stored` sets of block
 // activations ("blocks.{i}.*"; a frozen model or the decode buffers reuse one set for every
 // layer), the shared projection output and the final norm.
@@ -256,11 +284,12 @@ std::vector<RegionSpec> model_regions(const std::string& owner, const ModelSpec&
              " exceeds the model's max_seq_len ", c.max_seq_len);
   PPO_ASSERT(spec.generation == Generation::None || spec.has_lm(), owner, ": a model that generates needs an LM head");
   std::vector<RegionSpec> r;
-  r.push_back({owner, "weights", packed_bytes(parameter_specs(spec, act_dtype_of(p))), Phase::Always});
+  const size_t elements = size_t(param_layout(parameter_table(spec)).total);
+  r.push_back({owner, "weights", elements * dtype_size(act_dtype_of(p)), Phase::Always});
   if (spec.training == Training::Trained) {
-    const size_t grad_bytes = packed_bytes(parameter_specs(spec, grad_dtype_of(p)));
-    if (p == Precision::BF16) r.push_back({owner, "master", packed_bytes(parameter_specs(spec, DType::F32)), Phase::Always});
-    r.push_back({owner, "grads", grad_bytes, Phase::Always});
+    const size_t grad_bytes = elements * dtype_size(grad_dtype_of(p));
+    if (p == Precision::BF16) r.push_back({owner, "master", elements * dtype_size(DType::F32), Phase::Always});
+    r.push_back({owner, "grads", grad_bytes + kArenaAlignment, Phase::Always});  // + the sum of squares (f64)
     r.push_back({owner, "adam_m", grad_bytes, Phase::Always});
     r.push_back({owner, "adam_v", grad_bytes, Phase::Always});
   }
@@ -291,35 +320,40 @@ Transformer::Transformer(Backend& backend, const ModelSpec& spec, const RunShape
     carved_[region] = c.used();
   };
 
-  // Parameters and their training state: one table, carved in each dtype.
+  // Parameters and their training state: one table, carved in each dtype with one element layout.
   const std::vector<ParamEntry> table = parameter_table(spec_);
+  const ParamLayout layout = param_layout(table);
   for (const ParamEntry& e : table) names_.push_back(e.name);
   for (size_t i = 0; i < names_.size(); ++i) index_[names_[i]] = i;
+  decayed_ = layout.decayed;
   w_.layers.resize(size_t(config().n_layer));
   gr_.layers.resize(size_t(config().n_layer));
   auto carve_params = [&](const char* region, DType dtype, std::vector<Tensor>& flat, Params* structured) {
     Carver carver = arena.carver(owner_, region);
-    const std::vector<TensorSpec> specs = parameter_specs(spec_, dtype);
-    for (size_t i = 0; i < specs.size(); ++i) {
-      flat.push_back(carver.take(specs[i], names_[i].c_str()));
+    flat.assign(table.size(), Tensor{});
+    Tensor all;
+    for (size_t i : layout.order) {
+      Tensor t = carver.take(dtype, {layout.padded[i]}, names_[i].c_str());
+      if (all.empty()) all = Tensor(t.data, dtype, t.device, {layout.total}, region);
+      t.ndim = int(table[i].shape.size());
+      for (int d = 0; d < t.ndim; ++d) t.shape[d] = table[i].shape[size_t(d)];
+      flat[i] = t;
       if (!structured) continue;
       const ParamEntry& e = table[i];
-      if (e.layer >= 0) structured->layers[size_t(e.layer)].*e.layer_slot = flat.back();
-      else structured->g.*e.global_slot = flat.back();
+      if (e.layer >= 0) structured->layers[size_t(e.layer)].*e.layer_slot = t;
+      else structured->g.*e.global_slot = t;
     }
+    if (std::string(region) == "grads") grad_sumsq_ = carver.take(DType::F64, {1}, "grad_sumsq");
     finish(region, carver);
+    be_.zero(all);  // the padding stays 0: it adds nothing to a norm and AdamW keeps it 0
+    return all;
   };
-  carve_params("weights", be_.act_dtype(), weights_, &w_);
+  all_weights_ = carve_params("weights", be_.act_dtype(), weights_, &w_);
   if (trained) {
-    if (p == Precision::BF16) carve_params("master", DType::F32, master_, nullptr);
-    carve_params("grads", be_.grad_dtype(), grads_, &gr_);
-    carve_params("adam_m", be_.grad_dtype(), adam_m_, nullptr);
-    carve_params("adam_v", be_.grad_dtype(), adam_v_, nullptr);
-    for (size_t i = 0; i < grads_.size(); ++i) {  // AdamW starts from m = v = 0
-      be_.zero(grads_[i]);
-      be_.zero(adam_m_[i]);
-      be_.zero(adam_v_[i]);
-    }
+    if (p == Precision::BF16) all_master_ = carve_params("master", DType::F32, master_, nullptr);
+    all_grads_ = carve_params("grads", be_.grad_dtype(), grads_, &gr_);
+    all_adam_m_ = carve_params("adam_m", be_.grad_dtype(), adam_m_, nullptr);  // AdamW starts from m = v = 0
+    all_adam_v_ = carve_params("adam_v", be_.grad_dtype(), adam_v_, nullptr);
   }
 
   Carver acts = arena.carver(owner_, "activations");
@@ -596,26 +630,20 @@ void Transformer::backward() {
 
 void Transformer::zero_grad() {
   require_trained("zero_grad");
-  for (const Tensor& g : grads_) be_.zero(g);
+  be_.zero(all_grads_);
 }
 
 double Transformer::grad_norm() {
   require_trained("grad_norm");
-  double sum = 0;
-  for (const Tensor& g : grads_) sum += be_.sum_squares(g);
-  return std::sqrt(sum);
+  be_.sum_squares(grad_sumsq_, all_grads_);
+  return std::sqrt(be_.to_host_f64(grad_sumsq_)[0]);
 }
 
-double Transformer::adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed, std::optional<double> known_norm) {
+void Transformer::adamw_step(const AdamWParams& hp, float max_grad_norm, uint64_t seed) {
   require_trained("adamw_step");
-  const double norm = known_norm ? *known_norm : grad_norm();
-  if (max_grad_norm > 0) hp.grad_scale *= float(std::min(1.0, double(max_grad_norm) / (norm + 1e-6)));
-  for (size_t i = 0; i < weights_.size(); ++i) {
-    AdamWParams p = hp;
-    if (weights_[i].ndim != 2) p.weight_decay = 0.0f;  // biases and norm weights: no decay
-    be_.adamw_update(weights_[i], master_.empty() ? Tensor{} : master_[i], grads_[i], adam_m_[i], adam_v_[i], p, seed, i);
-  }
-  return norm;
+  be_.sum_squares(grad_sumsq_, all_grads_);
+  be_.adamw_update(all_weights_, all_master_, all_grads_, all_adam_m_, all_adam_v_, decayed_, grad_sumsq_,
+                   max_grad_norm, hp, seed);
 }
 
 // ---- generation ---------------------------------------------------------------------------------------------

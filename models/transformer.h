@@ -120,13 +120,14 @@ class Transformer {
   // Backward through the trunk from the heads' gradients: parameter grads += (across micro-batches).
   void backward();
   void zero_grad();
-  // Global L2 norm of all gradients (Backend::sum_squares).
+  // Global L2 norm of all gradients: one pass over the gradient region (Backend::sum_squares), read
+  // on the host (one synchronization).
   double grad_norm();
-  // AdamW on every tensor; weight decay on matrices only (not biases, not norm weights), as HF
-  // Trainer. max_grad_norm > 0 scales gradients by min(1, max_grad_norm / (norm + 1e-6)).
-  // Returns the gradient norm before clipping; `known_norm`: that norm, when the caller has already
-  // computed it (grad_norm(), a pass over every gradient) since the last backward.
-  double adamw_step(AdamWParams hp, float max_grad_norm, uint64_t seed, std::optional<double> known_norm = std::nullopt);
+  // AdamW on every parameter in one pass over the parameter regions; weight decay on matrices only
+  // (not biases, not norm weights), as HF Trainer. max_grad_norm > 0 scales the gradients by
+  // min(1, max_grad_norm / (norm + 1e-6)); a non-finite norm leaves the weights untouched. The norm
+  // is computed and used on the device: no synchronization.
+  void adamw_step(const AdamWParams& hp, float max_grad_norm, uint64_t seed);
 
   // ---- generation (Generation::KVCache, LM head) ------------------------------------------------
   // tokens, pos (B,P) i32 with B <= rollout_batch, P <= prompt_len; mask (B,S) i32 with S =
@@ -172,10 +173,13 @@ class Transformer {
   NormKind norm_;
   std::map<std::string, size_t> carved_;
 
-  std::vector<std::string> names_;       // parameter names, carving order
-  std::vector<TensorSpec> param_specs_;  // in the act dtype
+  std::vector<std::string> names_;       // parameter names, parameter_table order
   std::map<std::string, size_t> index_;  // name -> position in names_
-  std::vector<Tensor> weights_, master_, grads_, adam_m_, adam_v_;  // flat, carving order
+  std::vector<Tensor> weights_, master_, grads_, adam_m_, adam_v_;  // per parameter, names_ order
+  // The same regions whole (one element layout, matrices first: the first decayed_ elements decay)
+  Tensor all_weights_, all_master_, all_grads_, all_adam_m_, all_adam_v_;
+  int64_t decayed_ = 0;
+  Tensor grad_sumsq_;                    // (1) f64, sum_squares of all_grads_
   Params w_, gr_;                        // structured views of weights_ and grads_
 
   std::map<std::string, Tensor> act_;    // activations region, by table name

@@ -125,7 +125,7 @@ MetricsRow DpoTrainer::step() {
   if (skipped) {
     m.zero_grad();
   } else {
-    trainer_adamw_step(m, cfg_, lr, progress_.optimizer_steps_done, norm);
+    trainer_adamw_step(m, cfg_, lr, progress_.optimizer_steps_done);
     ++progress_.optimizer_steps_done;
   }
   model_.backend().synchronize();

@@ -1,6 +1,5 @@
 #include "ppo/experience.h"
 
-#include <chrono>
 #include <cmath>
 #include "engine/error.h"
 #include "models/transformer.h"
@@ -9,9 +8,6 @@ namespace ppo {
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 bool all_finite(const std::vector<float>& x) {
   for (float v : x)
@@ -106,20 +102,13 @@ Experience experience_of(const std::vector<std::vector<int32_t>>& prompts, const
 // ---- scoring ----------------------------------------------------------------------------------------
 
 void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& models, ExperienceBuffers& buf,
-                      Experience& exp, double* old_logp_s, double* reference_s, double* reward_s, double* value_s) {
+                      Experience& exp, PhaseCost* old_logp_s, PhaseCost* reference_s, PhaseCost* reward_s, PhaseCost* value_s) {
   const int64_t B = exp.B, P = exp.P, R = exp.R, T = exp.T(), M = cfg.micro_batch_size;
   PPO_ASSERT(B <= buf.old_logp.dim(0), "score: ", B, " rows exceed the planned rollout batch ", buf.old_logp.dim(0));
   const float inv_t = 1.0f / cfg.temperature;
   Tensor mask = buf.response_mask.slice0(0, B);
   be.from_host_ids(mask, exp.response_mask);
   const bool value_on_policy = models.value == models.policy;
-  auto timed = [&](double* out, auto&& body) {
-    be.synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    be.synchronize();
-    if (out) *out = seconds_since(start);
-  };
   // One pass of `model` over every micro-batch; `per_rows(start, n)` reads its heads.
   auto pass = [&](Transformer& model, auto&& per_rows) {
     for (int64_t start = 0; start < B; start += M) {
@@ -134,7 +123,7 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   };
 
   exp.entropy.assign(size_t(B), 0.0f);
-  timed(old_logp_s, [&] {
+  timed(be, old_logp_s, [&] {
     pass(*models.policy, [&](Tensor targets, int64_t start, int64_t n) {
       models.policy->lm_logprobs(targets, inv_t, buf.mb_logp.slice0(0, n), buf.mb_entropy.slice0(0, n),
                                  P - 1);  // the response positions only
@@ -149,7 +138,7 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
       }
     });
   });
-  timed(reference_s, [&] {
+  timed(be, reference_s, [&] {
     pass(*models.reference, [&](Tensor targets, int64_t start, int64_t n) {
       models.reference->lm_logprobs(targets, inv_t, buf.mb_logp.slice0(0, n), Tensor{}, P - 1);
       response_columns(buf.ref_logp, buf.mb_logp, start, n);
@@ -157,7 +146,7 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   });
   if (models.reward) {
     exp.scores.assign(size_t(B), 0.0f);
-    timed(reward_s, [&] {
+    timed(be, reward_s, [&] {
       pass(*models.reward, [&](Tensor, int64_t start, int64_t n) {
         models.reward->scalar(buf.mb_values.slice0(0, n));
         const std::vector<float> v = be.to_host(buf.mb_values.slice0(0, n));
@@ -168,17 +157,14 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   }
   if (!models.value) {
     be.zero(buf.values.slice0(0, B));  // no critic: the estimator reads no values
-    if (value_s) *value_s = 0;
   } else if (!value_on_policy) {
-    timed(value_s, [&] {
+    timed(be, value_s, [&] {
       pass(*models.value, [&](Tensor, int64_t start, int64_t n) {
         models.value->scalar(buf.mb_values.slice0(0, n));
         response_columns(buf.values, buf.mb_values, start, n);
       });
     });
-  } else if (value_s) {
-    *value_s = 0;  // computed with the old log-probs
-  }
+  }  // else: computed with the old log-probs
   // 0 on padding, as the trace and the peer
   for (Tensor t : {buf.old_logp, buf.ref_logp, buf.values}) be.masked_affine(t.slice0(0, B), mask, 0.0f, 1.0f);
   exp.old_logp = be.to_host(buf.old_logp.slice0(0, B));

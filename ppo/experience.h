@@ -21,6 +21,7 @@
 #include "ppo/advantages.h"
 #include "ppo/config.h"
 #include "ppo/generate.h"
+#include "ppo/phase.h"
 #include "ppo/rewards.h"
 #include "ppo/sequences.h"
 
@@ -88,9 +89,10 @@ struct ScoringModels {
 };
 
 // Fills old_logp, ref_logp, values, entropy and (with a reward model) scores of `exp` from its
-// tokens; leaves the device copies in `buf`. Per-phase seconds go to the four outputs (may be null).
+// tokens; leaves the device copies in `buf`. The cost of each model's pass is added to the four
+// outputs (may be null).
 void score_experience(Backend& backend, const PpoConfig& config, const ScoringModels& models, ExperienceBuffers& buf,
-                      Experience& exp, double* old_logp_s, double* reference_s, double* reward_s, double* value_s);
+                      Experience& exp, PhaseCost* old_logp, PhaseCost* reference, PhaseCost* reward, PhaseCost* value);
 
 // Step 4 on the device copies of `buf`: the KL and the shaped rewards of `exp` (its scores set);
 // host copies into exp.kl, exp.rewards, exp.reward_stats.

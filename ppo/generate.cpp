@@ -1,5 +1,7 @@
 #include "ppo/generate.h"
 
+#include <algorithm>
+
 #include "engine/error.h"
 #include "models/transformer.h"
 #include "ppo/config.h"
@@ -23,18 +25,22 @@ SamplingSettings SamplingSettings::from_config(const PpoConfig& c, std::vector<i
 
 namespace {
 // Names outlive the views (Tensor::name points at them).
-constexpr const char* kNames[] = {"prompt_tokens", "prompt_pos", "gen_mask", "step_tokens", "step_pos", "step_logp"};
+constexpr const char* kNames[] = {"prompt_tokens", "prompt_pos", "gen_mask",   "step_tokens", "step_pos",
+                                  "step_logp",     "gen_tokens", "gen_logp",   "gen_done"};
 }  // namespace
 
 std::vector<TensorSpec> GenerationBuffers::specs(int64_t G, int64_t P, int64_t T, Precision p) {
-  const DType ids = DType::I32;
-  return {{kNames[0], ids, {G, P}}, {kNames[1], ids, {G, P}}, {kNames[2], ids, {G, T}},
-          {kNames[3], ids, {G}},    {kNames[4], ids, {G}},    {kNames[5], grad_dtype_of(p), {G}}};
+  const DType ids = DType::I32, stat = grad_dtype_of(p);
+  const int64_t R = T - P;
+  return {{kNames[0], ids, {G, P}}, {kNames[1], ids, {G, P}},  {kNames[2], ids, {G, T}},
+          {kNames[3], ids, {G}},    {kNames[4], ids, {G}},     {kNames[5], stat, {G}},
+          {kNames[6], ids, {G, R}}, {kNames[7], stat, {G, R}}, {kNames[8], ids, {G}}};
 }
 
 GenerationBuffers GenerationBuffers::carve(Carver& carver, int64_t G, int64_t P, int64_t T, Precision p) {
   GenerationBuffers b;
-  Tensor* slots[] = {&b.prompt_tokens, &b.prompt_pos, &b.mask, &b.step_tokens, &b.step_pos, &b.step_logp};
+  Tensor* slots[] = {&b.prompt_tokens, &b.prompt_pos, &b.mask,   &b.step_tokens, &b.step_pos,
+                     &b.step_logp,     &b.tokens,     &b.logp,   &b.done};
   const std::vector<TensorSpec> table = specs(G, P, T, p);
   for (size_t i = 0; i < table.size(); ++i) *slots[i] = carver.take(table[i], kNames[i]);
   return b;
@@ -65,41 +71,48 @@ SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuff
     const Tensor tokens = buf.prompt_tokens.slice0(0, n), positions = buf.prompt_pos.slice0(0, n);
     const Tensor gen_mask = buf.mask.slice0(0, n);
     const Tensor step_tokens = buf.step_tokens.slice0(0, n), step_pos = buf.step_pos.slice0(0, n);
-    const Tensor step_logp = buf.step_logp.slice0(0, n);
+    const Tensor step_logp = buf.step_logp.slice0(0, n), done = buf.done.slice0(0, n);
+    const Tensor sampled = buf.tokens.slice0(0, n), sampled_logp = buf.logp.slice0(0, n);
     be.from_host_ids(tokens, tok);
     be.from_host_ids(positions, pos);
     be.from_host_ids(gen_mask, mask);
+    std::vector<int32_t> before_first(static_cast<size_t>(n));  // append_sampled advances it to prompt length + t
+    for (int64_t b = 0; b < n; ++b) before_first[size_t(b)] = int32_t(rows.prompt_len[size_t(b)] - 1);
+    be.from_host_ids(step_pos, before_first);
+    be.fill(done, 0.0f);
 
-    std::vector<std::vector<int32_t>> responses(static_cast<size_t>(n));
-    std::vector<std::vector<float>> logps(static_cast<size_t>(n));
-    std::vector<uint8_t> done(static_cast<size_t>(n), 0);
-    int64_t running = n;
     Tensor logits = policy.prefill(tokens, positions, gen_mask);
-    for (int64_t t = 0; t < R && running > 0; ++t) {
+    int64_t steps = R;
+    for (int64_t t = 0; t < R; ++t) {
       if (t < s.min_new_tokens) be.mask_token_logits(logits, s.stop_token_ids);
       be.sample_tokens(step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
                        (s.stream + uint64_t(chunk * R + t)) * uint64_t(G));
-      const std::vector<int32_t> ids = be.to_host_ids(step_tokens);
-      const std::vector<float> lp = be.to_host(step_logp);
-      std::vector<int32_t> next_pos(static_cast<size_t>(n));
-      for (int64_t b = 0; b < n; ++b) {
-        next_pos[size_t(b)] = int32_t(rows.prompt_len[size_t(b)] + t);
-        if (done[size_t(b)]) continue;
-        responses[size_t(b)].push_back(ids[size_t(b)]);
-        logps[size_t(b)].push_back(lp[size_t(b)]);
-        if (is_stop_token(s.stop_token_ids, ids[size_t(b)])) {
-          done[size_t(b)] = 1;
-          --running;
+      be.append_sampled(sampled, sampled_logp, done, step_pos, step_tokens, step_logp, t, s.stop_token_ids, pad);
+      if (t + 1 == R) break;
+      if ((t + 1) % kStopCheckTokens == 0) {
+        const std::vector<int32_t> d = be.to_host_ids(done);
+        if (std::all_of(d.begin(), d.end(), [](int32_t x) { return x != 0; })) {
+          steps = t + 1;
+          break;
         }
       }
-      if (t + 1 < R && running > 0) {
-        be.from_host_ids(step_pos, next_pos);
-        logits = policy.decode(step_tokens, step_pos, gen_mask, P + t + 1);  // the token sits at cache position P+t
-      }
+      logits = policy.decode(step_tokens, step_pos, gen_mask, P + t + 1);  // the token sits at cache position P+t
     }
+    // One read of the chunk's samples (rows of W >= R columns): each row up to and including its stop token.
+    const int64_t W = sampled.dim(1);
+    const std::vector<int32_t> ids = be.to_host_ids(sampled);
+    const std::vector<float> lp = be.to_host(sampled_logp);
     for (int64_t b = 0; b < n; ++b) {
-      out.responses.push_back(std::move(responses[size_t(b)]));
-      out.logp.push_back(std::move(logps[size_t(b)]));
+      std::vector<int32_t> response;
+      std::vector<float> response_logp;
+      for (int64_t t = 0; t < steps; ++t) {
+        const int32_t id = ids[size_t(b * W + t)];
+        response.push_back(id);
+        response_logp.push_back(lp[size_t(b * W + t)]);
+        if (is_stop_token(s.stop_token_ids, id)) break;
+      }
+      out.responses.push_back(std::move(response));
+      out.logp.push_back(std::move(response_logp));
     }
   }
   return out;

@@ -7,9 +7,12 @@
 //     t < min_new_tokens: the stop tokens' logits = -inf (Backend::mask_token_logits)
 //     sample_tokens at 1/temperature, top_k, top_p; Philox seed, stream (stream + c*R + t)*G for
 //     chunk c (the op adds the row b); the sampler's full-vocabulary log-prob is kept
-//     G ids come back to the host: a row that sampled a stop token is done; all done -> stop
+//     append_sampled: the token and its log-prob into (G,R) buffers, a row that sampled a stop
+//     token is done (its later columns are padding), the position advances
+//     every kStopCheckTokens tokens the done flags come to the host: all done -> stop
 //     decode(token, position = prompt length + t, length = P+t+1) -> logits of the next token
-// Logits stay on the device; only the sampled ids and their log-probs cross per token.
+// Everything stays on the device: per chunk of kStopCheckTokens tokens one synchronization (the
+// done flags), and the (G,R) tokens and log-probs cross to the host once at the end.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -42,12 +45,18 @@ inline bool is_stop_token(const std::vector<int32_t>& stop_token_ids, int32_t id
   return std::find(stop_token_ids.begin(), stop_token_ids.end(), id) != stop_token_ids.end();
 }
 
+// Tokens decoded between two looks at the done flags (one synchronization each).
+constexpr int64_t kStopCheckTokens = 16;
+
 // The device buffers of generation for G rows of P prompt and T = P + R total tokens.
 struct GenerationBuffers {
   Tensor prompt_tokens, prompt_pos;  // (G,P) i32
   Tensor mask;                       // (G,T) i32
   Tensor step_tokens, step_pos;      // (G) i32: the sampled token and its position
   Tensor step_logp;                  // (G) stat
+  Tensor tokens;                     // (G,R) i32: every sampled token, padding after a stop token
+  Tensor logp;                       // (G,R) stat: their log-probs
+  Tensor done;                       // (G) i32: the row sampled a stop token
 
   static std::vector<TensorSpec> specs(int64_t G, int64_t P, int64_t T, Precision precision);
   // Takes specs(G, P, T, precision) from `carver`, in order.

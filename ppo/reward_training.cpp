@@ -66,7 +66,8 @@ MetricsRow RewardTrainer::train_step(const std::vector<PreferenceExample>& batch
   Transformer& m = model_.model();
   m.zero_grad();
   const PreferenceEval sums = accumulate(batch, true);
-  const double norm = trainer_adamw_step(m, cfg_, cfg_.learning_rate, step_);
+  const double norm = m.grad_norm();
+  trainer_adamw_step(m, cfg_, cfg_.learning_rate, step_);
   ++step_;
   const double pairs = double(batch.size());
   MetricsRow row;

@@ -77,7 +77,8 @@ MetricsRow SftTrainer::train_step(const std::vector<SftExample>& batch) {
   const double loss = accumulate(batch, true, &tokens);
   const double warm = cfg_.warmup_steps > 0 ? std::min(1.0, double(step_ + 1) / double(cfg_.warmup_steps)) : 1.0;
   const float lr = float(cfg_.learning_rate * warm);
-  const double norm = trainer_adamw_step(m, cfg_, lr, step_);
+  const double norm = m.grad_norm();
+  trainer_adamw_step(m, cfg_, lr, step_);
   model_.backend().synchronize();
   ++step_;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

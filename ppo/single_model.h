@@ -100,11 +100,10 @@ std::vector<MetricsRow> train_epochs(const std::vector<Example>& data, const Con
 }
 
 // AdamW step number `step` (0-based) at learning rate `lr` with cfg's betas, eps, weight decay and
-// gradient clipping; the rounding draws come from (cfg.seed, step). Returns the norm before clipping
-// (`known_norm`: that norm, when the caller has computed it since the last backward).
+// gradient clipping; the rounding draws come from (cfg.seed, step). The step itself runs on the
+// device (Transformer::adamw_step); call grad_norm() first for the norm (a synchronization).
 template <class Config>
-double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step,
-                          std::optional<double> known_norm = std::nullopt) {
+void trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step) {
   AdamWParams hp;
   hp.lr = lr;
   hp.beta1 = cfg.adam_beta1;
@@ -112,7 +111,7 @@ double trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t s
   hp.eps = cfg.adam_eps;
   hp.weight_decay = cfg.weight_decay;
   hp.step = step + 1;
-  return m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step), known_norm);
+  m.adamw_step(hp, cfg.max_grad_norm, cfg.seed * 1000003ull + uint64_t(step));
 }
 
 }  // namespace ppo

@@ -11,7 +11,6 @@
 //                                                    surrogate (+ KL loss), value loss (a critic),
 //                                                    aggregated by loss_agg_mode; AdamW
 // then the KL controller sees the batch's KL, and the step's metrics row (ppo/step_metrics.h).
-#include <chrono>
 #include <cmath>
 #include "engine/error.h"
 #include "ppo/experience.h"
@@ -22,27 +21,11 @@
 
 namespace ppo {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Adds the seconds `body` takes to `seconds`, the backend synchronized before and after.
-template <class F>
-void timed(Backend& be, double& seconds, F&& body) {
-  be.synchronize();
-  const auto start = Clock::now();
-  body();
-  be.synchronize();
-  seconds += std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-}  // namespace
-
 MetricsRow PpoTrainer::step() {
   times_ = PhaseTimes{};
   UpdateStats u;
   Experience exp;
-  timed(*backend_, times_.total, [&] {
+  timed(*backend_, &times_.total, [&] {
     // 1. prompts
     const std::vector<std::vector<int32_t>> prompts = next_prompts();
     // 2. generate
@@ -93,7 +76,7 @@ Experience PpoTrainer::rollout(const std::vector<std::vector<int32_t>>& prompts,
   PPO_ASSERT(int64_t(prompts.size()) <= cfg_.rollout_batch_size, "rollout: ", prompts.size(),
              " prompts exceed rollout_batch_size = ", cfg_.rollout_batch_size);
   SampledResponses sampled;
-  timed(*backend_, times_.sampling, [&] {
+  timed(*backend_, &times_.sampling, [&] {
     if (responses) {
       sampled.responses = *responses;  // forced: no log-probs
       return;
@@ -111,7 +94,7 @@ void PpoTrainer::score(Experience& exp) {
   score_experience(*backend_, cfg_, models, *buffers_, exp, &times_.old_logp, &times_.reference, &times_.reward,
                    &times_.value);
   if (!opt_.reward) return;
-  timed(*backend_, times_.reward, [&] {
+  timed(*backend_, &times_.reward, [&] {
     exp.scores.assign(size_t(exp.B), 0.0f);
     for (int64_t b = 0; b < exp.B; ++b) {
       const std::vector<int32_t> r = exp.response(b);
@@ -131,12 +114,12 @@ void PpoTrainer::add_rewards(Experience& exp) {
     settings.score_scale = 1.0 / std::sqrt(moments.var() + 1e-8);
   }
   exp.kl_coef = kl_.coef();
-  timed(*backend_, times_.advantages, [&] { reward_experience(*backend_, settings, *buffers_, exp); });
+  timed(*backend_, &times_.advantages, [&] { reward_experience(*backend_, settings, *buffers_, exp); });
   if (exp.finite()) score_moments_ = moments;
 }
 
 void PpoTrainer::add_advantages(Experience& exp) {
-  timed(*backend_, times_.advantages,
+  timed(*backend_, &times_.advantages,
         [&] { advantage_experience(*backend_, AdvantageSettings::from_config(cfg_), *buffers_, exp); });
 }
 
@@ -146,7 +129,7 @@ UpdateStats PpoTrainer::update(const Experience& exp) {
   trace.all_epochs = true;
   const bool tracing = !opt_.trace_dir.empty() && progress_.steps_done == 0;
   UpdateStats u;
-  timed(*backend_, times_.train, [&] {
+  timed(*backend_, &times_.train, [&] {
     u = ppo_update(*backend_, cfg_, {policy_.get(), critic()}, *buffers_, exp, progress_.steps_done, exp.kl_coef,
                    progress_.optimizer_steps_done, tracing ? &trace : nullptr);
   });

@@ -47,15 +47,15 @@ MetricsRow step_metrics(const PpoConfig& config, int64_t step, int64_t optimizer
   const double factor = config.lr_factor(std::max<int64_t>(0, optimizer_steps - 1));
   row.set(metric::kLr, config.learning_rate * factor);
   if (critic) row.set(metric::kValueLr, config.value_learning_rate * factor);
-  row.set(metric::kRolloutSeconds, times.sampling);
-  row.set(metric::kScoreSeconds, times.old_logp + times.reference + times.reward + times.value + times.advantages);
-  row.set(metric::kTrainSeconds, times.train);
-  row.set(metric::kStepSeconds, times.total);
-  row.set("time/old_logp_s", times.old_logp);
-  row.set("time/reference_s", times.reference);
-  row.set("time/reward_s", times.reward);
-  row.set("time/value_s", times.value);
-  row.set("time/advantages_s", times.advantages);
+  row.set(metric::kRolloutSeconds, times.sampling.seconds);
+  row.set(metric::kScoreSeconds, times.old_logp.seconds + times.reference.seconds + times.reward.seconds + times.value.seconds + times.advantages.seconds);
+  row.set(metric::kTrainSeconds, times.train.seconds);
+  row.set(metric::kStepSeconds, times.total.seconds);
+  row.set("time/old_logp_s", times.old_logp.seconds);
+  row.set("time/reference_s", times.reference.seconds);
+  row.set("time/reward_s", times.reward.seconds);
+  row.set("time/value_s", times.value.seconds);
+  row.set("time/advantages_s", times.advantages.seconds);
   row.set(metric::kSkipped, (!exp.finite() || update.skipped) ? 1.0 : 0.0);
   return row;
 }

@@ -4,14 +4,15 @@
 #include "ppo/config.h"
 #include "ppo/experience.h"
 #include "ppo/metrics.h"
+#include "ppo/phase.h"
 #include "ppo/update.h"
 
 namespace ppo {
 
-// Seconds of one step's phases (the backend synchronized before each clock read). Bench phase
-// names of bench/peers: generate = sampling + old_logp.
+// The cost of one step's phases (ppo/phase.h). Bench phase names of bench/peers: generate =
+// sampling + old_logp.
 struct PhaseTimes {
-  double sampling = 0, old_logp = 0, reference = 0, reward = 0, value = 0, advantages = 0, train = 0, total = 0;
+  PhaseCost sampling, old_logp, reference, reward, value, advantages, train, total;
 };
 
 // Row of step `step` (1-based) after `optimizer_steps` optimizer steps of the run; with `gold`

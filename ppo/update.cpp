@@ -182,11 +182,11 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
       hp.step = optimizer_step + 1;
       hp.lr = float(cfg.learning_rate * factor);
       const uint64_t seed = cfg.seed + kAdamSeedOffset + 2 * uint64_t(optimizer_step);
-      policy.adamw_step(hp, cfg.max_grad_norm, seed, st.policy_grad_norm);
+      policy.adamw_step(hp, cfg.max_grad_norm, seed);
       policy.zero_grad();
       if (value) {
         hp.lr = float(cfg.value_learning_rate * factor);
-        value->adamw_step(hp, cfg.max_grad_norm, seed + 1, st.value_grad_norm);
+        value->adamw_step(hp, cfg.max_grad_norm, seed + 1);
         value->zero_grad();
       }
       ++optimizer_step;

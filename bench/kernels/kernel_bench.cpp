@@ -391,14 +391,21 @@ void bench_adamw(Harness& h, int64_t n) {
   hp.weight_decay = 0.1f;
   hp.step = 3;
   hp.grad_scale = 0.5f;
-  cpu.adamw_update(param.cpu, {}, grad.cpu, m.cpu, v.cpu, hp, 0, 0);
-  gpu.adamw_update(param.gpu_head(), master.gpu_head(), grad.gpu_head(), m.gpu_head(), v.gpu_head(), hp, 7, 1);
+  // No clipping (max_grad_norm 0) and every element decayed; the sum of squares is still read on the device.
+  double cpu_sumsq_value = 0;
+  const Tensor cpu_sumsq(&cpu_sumsq_value, DType::F64, DeviceKind::CPU, {1}, "grad_sumsq");
+  const Tensor gpu_sumsq = h.gpu_tensor(DType::F64, {1}, "grad_sumsq");
+  cpu.sum_squares(cpu_sumsq, grad.cpu);
+  gpu.sum_squares(gpu_sumsq, grad.gpu);
+  cpu.adamw_update(param.cpu, {}, grad.cpu, m.cpu, v.cpu, param.cpu.numel(), cpu_sumsq, 0.0f, hp, 0);
+  gpu.adamw_update(param.gpu_head(), master.gpu_head(), grad.gpu_head(), m.gpu_head(), v.gpu_head(), vn, gpu_sumsq, 0.0f,
+                   hp, 7);
   const std::vector<float> w_head(w0.begin(), w0.begin() + vn), m_head(m0.begin(), m0.begin() + vn),
       v_head(v0.begin(), v0.begin() + vn);
   const double err = max_of({rel_l2(gpu.to_host(master.gpu_head()), cpu.to_host(param.cpu), &w_head),
                              rel_l2(gpu.to_host(m.gpu_head()), cpu.to_host(m.cpu), &m_head),
                              rel_l2(gpu.to_host(v.gpu_head()), cpu.to_host(v.cpu), &v_head)});
-  const double t = h.time_ms([&] { gpu.adamw_update(param.gpu, master.gpu, grad.gpu, m.gpu, v.gpu, hp, 7, 1); });
+  const double t = h.time_ms([&] { gpu.adamw_update(param.gpu, master.gpu, grad.gpu, m.gpu, v.gpu, n, gpu_sumsq, 0.0f, hp, 7); });
   add_memory_row(h, "adamw", dims({{"n", n}}), t, 30.0 * double(n), err, kLimitF32,
                  "n x (4 x grad,m,v,master read + 4 x m,v,master write + 2 x param write) = 30 n",
                  "validated on " + std::to_string(vn) + " elements (increments of master, m, v)");

@@ -43,7 +43,7 @@ template <class T> void lm_logprob_entropy_forward(T* logp, T* entropy, T* lse, 
 template <class T> void lm_logprob_entropy_backward(T* dhidden, T* dwte, const T* g_logp, const T* g_entropy, const T* hidden, const T* wte, const int32_t* targets, const T* lse, const T* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature, T* scratch);
 template <class T> void sample_tokens(int32_t* tokens, T* logp, const T* logits, int64_t B, int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream, T* scratch);
 
-template <class T> void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParams& hp);
+template <class T> void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, int64_t decayed, double grad_sumsq, float max_grad_norm, const AdamWParams& hp);
 template <class T> double sum_squares(const T* x, int64_t n);
 
 template <class T> void kl_penalty(T* kl, const T* logp, const T* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);

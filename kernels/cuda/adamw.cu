@@ -1,5 +1,5 @@
-// AdamW on f32 master weights and moments, bf16 parameters by stochastic rounding; the sum of
-// squares for global-norm clipping. See kernels/backend.h.
+// AdamW on f32 master weights and moments, bf16 parameters by stochastic rounding, over a model's
+// whole parameter set in one launch; the sum of squares for global-norm clipping. See kernels/backend.h.
 #include <cmath>
 
 #include "engine/philox.h"
@@ -13,24 +13,32 @@ namespace ppo::cuda {
 namespace {
 
 // Thread j updates elements 4j .. 4j+3 (one Philox draw gives the 4 x 32 random bits):
-//   g = grad grad_scale;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
-//   master -= lr (m / bc1 / (sqrt(v / bc2) + eps) + wd master),  bc1 = 1-b1^step, bc2 = 1-b2^step
-//   param[i] = stochastic_round(master[i]) with bits philox_draw(seed, stream, i / 4).v[i % 4]
-__global__ void adamw_kernel(bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, float lr,
-                             float beta1, float beta2, float eps, float weight_decay, float grad_scale, float bc1,
-                             float bc2, uint64_t seed, uint64_t stream) {
+//   clip from grad_sumsq (read here: no host round trip); a non-finite sum skips the whole update
+//   g = grad (grad_scale clip);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+//   master -= lr (m / bc1 / (sqrt(v / bc2) + eps) + wd_i master),  bc1 = 1-b1^step, bc2 = 1-b2^step,
+//   wd_i = weight_decay for i < decayed;  param[i] = stochastic_round(master[i]) with bits
+//   philox_draw(seed, 0, i / 4).v[i % 4]
+__global__ void adamw_kernel(bf16* param, float* master, const float* grad, float* m, float* v, int64_t n,
+                             int64_t decayed, const double* grad_sumsq, float max_grad_norm, float lr, float beta1,
+                             float beta2, float eps, float weight_decay, float grad_scale, float bc1, float bc2,
+                             uint64_t seed) {
+  const double norm = sqrt(*grad_sumsq);
+  if (!isfinite(norm)) return;
+  const float clip = max_grad_norm > 0.0f ? float(fmin(1.0, double(max_grad_norm) / (norm + 1e-6))) : 1.0f;
+  const float scale = grad_scale * clip;
   const int64_t groups = (n + 3) / 4;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < groups; j += int64_t(gridDim.x) * blockDim.x) {
-    const Philox4x32 bits = philox_draw(seed, stream, uint64_t(j));
+    const Philox4x32 bits = philox_draw(seed, 0, uint64_t(j));
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int64_t i = 4 * j + k;
       if (i >= n) break;
-      const float g = grad[i] * grad_scale;
+      const float g = grad[i] * scale;
       const float mi = beta1 * m[i] + (1.0f - beta1) * g;
       const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
       const float mhat = mi / bc1, vhat = vi / bc2;
-      const float w = master[i] - lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * master[i]);
+      const float wd = i < decayed ? weight_decay : 0.0f;
+      const float w = master[i] - lr * (mhat / (sqrtf(vhat) + eps) + wd * master[i]);
       m[i] = mi;
       v[i] = vi;
       master[i] = w;
@@ -53,25 +61,29 @@ __global__ void sum_squares_partial_kernel(double* partial, const float* x, int6
 }  // namespace
 
 void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n,
-                  const AdamWParams& hp, uint64_t seed, uint64_t stream) {
+                  int64_t decayed, const double* grad_sumsq, float max_grad_norm, const AdamWParams& hp,
+                  uint64_t seed) {
   if (n == 0) return;
   const float bc1 = float(1.0 - std::pow(double(hp.beta1), double(hp.step)));
   const float bc2 = float(1.0 - std::pow(double(hp.beta2), double(hp.step)));
   const int threads = 256;
   PPO_LAUNCH(grid_for(ctx, (n + 3) / 4, threads), threads, 0, ctx.stream, adamw_kernel, param, master, grad, m, v, n,
-             hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale, bc1, bc2, seed, stream);
+             decayed, grad_sumsq, max_grad_norm, hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale, bc1,
+             bc2, seed);
 }
 
 // Deterministic: the first pass's grid depends on n only (reduce_blocks), the second pass sums the
-// block partials in a fixed order.
-double sum_squares(CudaContext& ctx, const float* x, int64_t n) {
-  if (n == 0) return 0.0;
+// block partials in a fixed order, into `out` on the device.
+void sum_squares(CudaContext& ctx, double* out, const float* x, int64_t n) {
+  if (n == 0) {
+    PPO_CHECK_CUDA(cudaMemsetAsync(out, 0, sizeof(double), ctx.stream));
+    return;
+  }
   const int blocks = reduce_blocks(n);
   ScratchFrame scratch(ctx, "sum_squares");
   double* partial = scratch.take<double>(blocks, "sum_squares partials");
-  double* total = scratch.take<double>(1, "sum_squares total");
   PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, sum_squares_partial_kernel, partial, x, n);
-  return sum_partials_to_host<1>(ctx, total, partial, blocks)[0];
+  sum_partials<1>(ctx, out, partial, blocks);
 }
 
 }  // namespace ppo::cuda

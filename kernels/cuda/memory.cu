@@ -79,6 +79,11 @@ void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DTyp
   PPO_FAIL("cuda convert: destination dtype ", dtype_name(dst_dtype), " is not a float type");
 }
 
+void copy_on_stream(CudaContext& ctx, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  PPO_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ctx.stream));
+}
+
 // `rows` rows of `width` bytes, row r at dst + r*dst_pitch from src + r*src_pitch: a strided 2-D
 // device copy on the stream (Backend::copy_columns).
 void copy_rows_2d(CudaContext& ctx, void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,

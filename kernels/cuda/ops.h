@@ -34,9 +34,10 @@ void lm_logprob_entropy_forward(CudaContext& ctx, float* logp, float* entropy, f
 void lm_logprob_entropy_backward(CudaContext& ctx, bf16* dhidden, float* dwte, const float* g_logp, const float* g_entropy, const bf16* hidden, const bf16* wte, const int32_t* targets, const float* lse, const float* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature);
 void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream);
 void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids);
+void append_sampled(CudaContext& ctx, int32_t* tokens, float* logp, int32_t* done, int32_t* pos, const int32_t* step_tokens, const float* step_logp, int64_t B, int64_t R, int64_t t, const int32_t* stop_ids, int n_stop, int32_t pad);
 
-void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, const AdamWParams& hp, uint64_t seed, uint64_t stream);
-double sum_squares(CudaContext& ctx, const float* x, int64_t n);
+void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, int64_t decayed, const double* grad_sumsq, float max_grad_norm, const AdamWParams& hp, uint64_t seed);
+void sum_squares(CudaContext& ctx, double* out, const float* x, int64_t n);  // on the device, no synchronization
 
 void scale_rows(CudaContext& ctx, float* x, const float* row_scale, int64_t B, int64_t T);  // x[b,t] *= row_scale[b]
 void kl_penalty(CudaContext& ctx, float* kl, const float* logp, const float* ref_logp, const int32_t* mask, int64_t n, KLEstimator estimator);
@@ -50,6 +51,9 @@ ValueLossSums ppo_value_loss(CudaContext& ctx, float* dvalues, const float* valu
 // memory helpers
 void fill(CudaContext& ctx, void* data, DType dtype, int64_t n, float value);
 void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
+// `bytes` between the host and the device on ctx.stream, after its queued work; returns when the
+// host's bytes are safe to use or reuse (pageable host memory).
+void copy_on_stream(CudaContext& ctx, void* dst, const void* src, size_t bytes);
 void copy_rows_2d(CudaContext& ctx, void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, int64_t rows);
 
 }  // namespace ppo::cuda

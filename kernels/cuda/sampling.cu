@@ -274,13 +274,43 @@ __global__ void mask_token_logits_kernel(bf16* logits, int64_t V, MaskedIds ids)
   if (int(threadIdx.x) < ids.n) logits[int64_t(blockIdx.x) * V + ids.id[threadIdx.x]] = bf16_from_f32(-INFINITY);
 }
 
-}  // namespace
+// One thread per row: backend.h's append_sampled.
+__global__ void append_sampled_kernel(int32_t* tokens, float* logp, int32_t* done, int32_t* pos,
+                                      const int32_t* step_tokens, const float* step_logp, int64_t B, int64_t R,
+                                      int64_t t, MaskedIds stop, int32_t pad) {
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < B; b += int64_t(gridDim.x) * blockDim.x) {
+    ++pos[b];
+    const int32_t id = step_tokens[b];
+    const bool was_done = done[b] != 0;
+    tokens[b * R + t] = was_done ? pad : id;
+    logp[b * R + t] = was_done ? 0.0f : step_logp[b];
+    bool stops = false;
+    for (int i = 0; i < stop.n; ++i) stops = stops || id == stop.id[i];
+    if (!was_done && stops) done[b] = 1;
+  }
+}
 
-void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids) {
-  if (B == 0 || n_ids == 0) return;
+// The ids of a host list, by value.
+MaskedIds masked_ids(const int32_t* ids, int n_ids) {
   MaskedIds m{};
   for (int i = 0; i < n_ids; ++i) m.id[i] = ids[i];
   m.n = n_ids;
+  return m;
+}
+
+}  // namespace
+
+void append_sampled(CudaContext& ctx, int32_t* tokens, float* logp, int32_t* done, int32_t* pos, const int32_t* step_tokens,
+                    const float* step_logp, int64_t B, int64_t R, int64_t t, const int32_t* stop_ids, int n_stop,
+                    int32_t pad) {
+  if (B == 0) return;
+  PPO_LAUNCH(unsigned((B + 127) / 128), 128, 0, ctx.stream, append_sampled_kernel, tokens, logp, done, pos, step_tokens,
+             step_logp, B, R, t, masked_ids(stop_ids, n_stop), pad);
+}
+
+void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids) {
+  if (B == 0 || n_ids == 0) return;
+  const MaskedIds m = masked_ids(ids, n_ids);
   PPO_LAUNCH(unsigned(B), Backend::kMaxMaskedTokens, 0, ctx.stream, mask_token_logits_kernel, logits, V, m);
 }
 

@@ -2,6 +2,7 @@
 // state JSON, a simulated crash (leftover temporary directory, orphan step directory) that still
 // loads the previous checkpoint, errors naming the file for missing or corrupt pieces, and export
 // of a checkpoint's model as a Hugging Face directory.
+#include <algorithm>
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -72,7 +73,8 @@ TEST_CASE("checkpoint: weights, AdamW moments and state round trip bit-exactly (
       train_step(model);
       train_step(model);
       // the moments are really there (the test could not fail on zeros)
-      REQUIRE(model.backend->sum_squares(model.model->adam_v(model.model->parameter_names()[0])) > 0);
+      const std::vector<float> v0 = model.backend->to_host(model.model->adam_v(model.model->parameter_names()[0]));
+      REQUIRE(std::any_of(v0.begin(), v0.end(), [](float x) { return x > 0; }));
       const std::string run = temp_dir();
       io::save_checkpoint(run, 3, {{"m", model.model.get()}}, kState);
       CHECK(io::checkpoint_step_dir(run) == run + "/step_3");

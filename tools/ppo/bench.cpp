@@ -7,7 +7,8 @@
 // step's tensors with the peer's names (ppo/trace.h). --save-weights DIR writes the four models
 // before the first step as HF checkpoints DIR/{policy,reference,reward,value}/ (config.json +
 // model.safetensors, io/hf_checkpoint.h): the peer's --weights files for the same-work check
-// (bench/same_work_check.py).
+// (bench/same_work_check.py). On the emulated CUDA device (kernels/cuda/emu) it also reports each
+// phase's device work per step: launches, synchronizations, copies and bytes, allocations.
 //
 // FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
 // but the embedding lookups; a tied LM head counts once more), split into the trunk's and the LM
@@ -60,6 +61,17 @@ double matmul_params(Transformer& m) {
     if ((name == "wte.weight" || name == "embed_tokens.weight") && m.spec().has_lm() && m.config().tied_embeddings) n += numel;
   }
   return n;
+}
+
+// Device work of one step, as counted on the emulated device (engine/device_memory.h): the mean over
+// `steps` steps of the summed counters.
+nlohmann::ordered_json per_step(const DeviceCounters& c, int64_t steps) {
+  const double n = double(steps);
+  return {{"launches", double(c.launches) / n},       {"syncs", double(c.syncs) / n},
+          {"h2d_copies", double(c.h2d_copies) / n},   {"h2d_bytes", double(c.h2d_bytes) / n},
+          {"d2h_copies", double(c.d2h_copies) / n},   {"d2h_bytes", double(c.d2h_bytes) / n},
+          {"d2d_copies", double(c.d2d_copies) / n},   {"d2d_bytes", double(c.d2d_bytes) / n},
+          {"allocations", double(c.allocations) / n}};
 }
 
 void run_bench(const BenchOptions& o) {
@@ -116,6 +128,7 @@ void run_bench(const BenchOptions& o) {
     peak = 989.4e12;  // dense bf16 tensor-core peak, SXM
 
   std::map<std::string, std::vector<double>> seconds;
+  std::map<std::string, DeviceCounters> work;  // summed over the timed steps
   double valid_tokens = 0;
   MetricsRow last;
   for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
@@ -123,14 +136,20 @@ void run_bench(const BenchOptions& o) {
     const PhaseTimes& t = trainer.last_phase_times();
     const bool timed = i >= o.warmup;
     std::printf("step %lld%s: %.1f ms  kl %.4g  score %.4g  vloss %.4g  response_length %.3g\n", (long long)i,
-                timed ? "" : " (warmup)", t.total * 1e3, last.get(metric::kKl), last.get(metric::kScores),
+                timed ? "" : " (warmup)", t.total.seconds * 1e3, last.get(metric::kKl), last.get(metric::kScores),
                 last.get(metric::kValueLoss), last.get(metric::kResponseLength));
     if (!timed) continue;
-    const std::map<std::string, double> s = {
-        {"generate", t.sampling + t.old_logp}, {"reference", t.reference}, {"reward", t.reward}, {"value", t.value},
+    PhaseCost generate = t.sampling;
+    generate.seconds += t.old_logp.seconds;
+    generate.work += t.old_logp.work;
+    const std::map<std::string, PhaseCost> s = {
+        {"generate", generate}, {"reference", t.reference}, {"reward", t.reward}, {"value", t.value},
         {"advantages", t.advantages}, {"train", t.train}, {"total", t.total},
         {"generate/sampling", t.sampling}, {"generate/old_logp", t.old_logp}};
-    for (const auto& [k, v] : s) seconds[k].push_back(v);
+    for (const auto& [k, v] : s) {
+      seconds[k].push_back(v.seconds);
+      work[k] += v.work;
+    }
     valid_tokens += last.get(metric::kResponseLength) * double(B);
   }
   valid_tokens /= double(o.steps);
@@ -152,6 +171,7 @@ void run_bench(const BenchOptions& o) {
                                "generate/sampling", "generate/old_logp"}) {
     const double s = mean(k);
     nlohmann::ordered_json row = {{"seconds", s}, {"seconds_all", seconds[k]}};
+    if (cuda_emulated()) row["device_work_per_step"] = per_step(work[k], o.steps);
     std::string rate = "", mfu = "";
     if (flops.count(k)) {
       const double f = flops[k], per_s = s > 0 ? f / s : 0;
@@ -168,6 +188,17 @@ void run_bench(const BenchOptions& o) {
     }
     report[k.find('/') == std::string::npos ? "phases" : "subphases"][k] = row;
     std::printf("%-20s%10.1f%7.1f%12s%8s\n", k.c_str(), s * 1e3, total > 0 ? 100 * s / total : 0.0, rate.c_str(), mfu.c_str());
+  }
+  if (cuda_emulated()) {
+    std::printf("\ndevice work per step (emulated device: counted, not timed)\n%-20s%10s%8s%8s%12s%8s%12s%8s\n", "phase",
+                "launches", "syncs", "h2d", "h2d bytes", "d2h", "d2h bytes", "allocs");
+    for (const std::string& k : {"generate", "reference", "reward", "value", "advantages", "train", "total",
+                                 "generate/sampling", "generate/old_logp"}) {
+      const nlohmann::ordered_json w = per_step(work[k], o.steps);
+      std::printf("%-20s%10.0f%8.0f%8.0f%12.0f%8.0f%12.0f%8.0f\n", k.c_str(), double(w["launches"]), double(w["syncs"]),
+                  double(w["h2d_copies"]), double(w["h2d_bytes"]), double(w["d2h_copies"]), double(w["d2h_bytes"]),
+                  double(w["allocations"]));
+    }
   }
   report["response_tokens"] = valid_tokens;
   report["response_tokens_per_s"] = valid_tokens / total;

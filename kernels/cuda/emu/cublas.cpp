@@ -328,7 +328,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
     handle->library_workspace = true;  // a real cuBLAS allocates its default workspace on first use
     ++d.counters.allocations;
   }
-  ++d.counters.launches;
+  issue_work();
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -512,6 +512,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (a->workspace > 0) std::memset(workspace, 0xff, a->workspace);  // a real algorithm leaves it scribbled on
   product(op->transa, op->transb, p.m, p.n, p.k, al, p.A, p.B, be, p.C, D, p.d_type, p.ldd, p.epilogue, op->bias,
           p.vector_type);
-  ++dev.counters.launches;
+  issue_work();
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -576,7 +576,7 @@ void run_kernel(const char* name, const char* file, int line, const void* kernel
                                                     : " (cudaFuncAttributeMaxDynamicSharedMemorySize)"));
     return;
   }
-  ++d.counters.launches;
+  issue_work();
   Launch l{name, file, line, grid, block, &body, false, {}};
   launch_ = &l;
   const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;

@@ -19,6 +19,7 @@ enum class Order : uint8_t { Forward, Reverse, Shuffle };
 struct DeviceState {
   std::recursive_mutex mutex;  // one host thread on the device at a time
   DeviceCounters counters;
+  bool pending = false;                          // device work issued since the host last waited
   std::map<uintptr_t, size_t> allocations;  // base -> bytes
   size_t allocated_bytes = 0;
   cudaError_t last_error = cudaSuccess;  // cudaGetLastError's, with its detail
@@ -30,6 +31,12 @@ struct DeviceState {
   int64_t digest_bytes = 0;
 };
 DeviceState& device();
+
+// Device work issued: `launches` kernels (a library call counts as its kernels).
+void issue_work(int64_t launches = 1);
+// The host waits for the device: a synchronization when there is work to wait for (a wait with
+// nothing issued since the last one costs nothing and is not counted).
+void host_waits();
 
 // Records an error for the next cudaGetLastError (the first one wins until it is read).
 void set_error(cudaError_t err, const std::string& detail);

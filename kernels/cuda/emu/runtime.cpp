@@ -145,26 +145,31 @@ cudaError_t copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, si
   if (cudaError_t e = check_side(src, src_bytes, sw, call, "source")) return e;
   for (size_t r = 0; r < rows; ++r)
     std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  // Host memory here is pageable: a copy from it first waits for the stream's work, a copy to it
+  // also for the copy itself (CUDA's rules for pageable memory, async or not).
   const int64_t bytes = int64_t(width * rows);
   DeviceCounters& c = d.counters;
   switch (kind) {
     case cudaMemcpyHostToDevice:
+      host_waits();
       ++c.h2d_copies;
       c.h2d_bytes += bytes;
       break;
     case cudaMemcpyDeviceToHost:
+      d.pending = true;
+      host_waits();
       ++c.d2h_copies;
       c.d2h_bytes += bytes;
       for (size_t r = 0; r < rows; ++r) digest(static_cast<const char*>(dst) + r * dpitch, width);
       break;
     case cudaMemcpyDeviceToDevice:
+      issue_work(0);
       ++c.d2d_copies;
       c.d2d_bytes += bytes;
+      if (blocking) host_waits();
       break;
-    default:
-      break;
+    default: break;
   }
-  if (blocking && kind != cudaMemcpyDeviceToDevice) ++c.syncs;
   return cudaSuccess;
 }
 
@@ -230,6 +235,19 @@ DeviceState& device() {
     return s;
   }();
   return *state;
+}
+
+void issue_work(int64_t launches) {
+  DeviceState& d = device();
+  d.counters.launches += launches;
+  d.pending = true;
+}
+
+void host_waits() {
+  DeviceState& d = device();
+  if (!d.pending) return;
+  ++d.counters.syncs;
+  d.pending = false;
 }
 
 void set_error(cudaError_t err, const std::string& detail) {
@@ -377,7 +395,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
     return fail_call(cudaErrorInvalidValue, "cudaMemset: " + ppo::emu::hex_ptr(p) + " + " + std::to_string(bytes) +
                                                 " bytes is not inside one device allocation");
   std::memset(p, value, bytes);
-  ++d.counters.launches;  // a memset runs as a kernel
+  ppo::emu::issue_work();  // a memset runs as a kernel
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
@@ -402,12 +420,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (cudaError_t e = ppo::emu::check_stream(s, "cudaStreamSynchronize")) return e;
-  ++device().counters.syncs;
+  ppo::emu::host_waits();
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) { return ppo::emu::check_stream(s, "cudaStreamQuery"); }
 cudaError_t cudaDeviceSynchronize() {
-  ++device().counters.syncs;
+  ppo::emu::host_waits();
   return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
@@ -440,7 +458,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!ppo::emu::live_handles().count(e))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaEventSynchronize: event " + ppo::emu::hex_ptr(e) + " does not exist");
-  ++device().counters.syncs;
+  ppo::emu::host_waits();
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {

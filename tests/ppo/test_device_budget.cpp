@@ -1,0 +1,69 @@
+// The GPU step's host round trips, counted on the emulated device (engine/device_memory.h
+// counters, per phase: PhaseCost): no device allocation once the arena is built; at most one
+// synchronization per kStopCheckTokens decoded tokens; a constant number per optimizer step,
+// whatever the number of parameter tensors. A GPU build counts nothing: these cases then skip.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include "engine/device_memory.h"
+#include "helpers.h"
+#include "ppo/generate.h"
+#include "ppo/trainer.h"
+
+using namespace ppo;
+
+namespace {
+
+bool counted() {
+  if (cuda_emulated()) return true;
+  std::printf("SKIP device budget cases: the counters need the emulated device\n");
+  return false;
+}
+
+// A tiny PPO run on the CUDA device, every response R tokens long.
+PpoConfig budget_config(int64_t n_layer, int64_t response_length) {
+  PpoConfig c;
+  c.device = DeviceChoice::CUDA;
+  c.policy = {{"arch", "gpt2"}, {"n_layer", n_layer}, {"n_head", 2}, {"d_model", 32}, {"d_ff", 64},
+              {"vocab_size", 48}, {"max_seq_len", 80}};
+  c.rollout_batch_size = 4;
+  c.prompt_length = 8;  // the demo task's prompts: up to 7 tokens
+  c.response_length = response_length;
+  c.micro_batch_size = 2;
+  c.ppo_epochs = 1;
+  c.num_minibatches = 2;
+  c.total_steps = 4;
+  c.derive();
+  return c;
+}
+
+// The cost of one step's phases (after a first step: shapes seen, plans cached).
+PhaseTimes second_step(int64_t n_layer, int64_t response_length) {
+  TrainerOptions o;
+  o.print_plan = false;
+  o.fixed_response_length = true;
+  PpoTrainer trainer(budget_config(n_layer, response_length), o);
+  trainer.step();
+  reset_cuda_counters();
+  trainer.step();
+  CHECK_MESSAGE(cuda_counters().allocations == 0, "device allocations in a step after the arena was built");
+  return trainer.last_phase_times();
+}
+
+}  // namespace
+
+TEST_CASE("device budget: no allocation in a step; decode syncs once per chunk of tokens; optimizer syncs do not grow with the tensor count") {
+  if (!cuda_compiled() || cuda_device_count() == 0 || !counted()) return;
+  const PhaseTimes short_run = second_step(2, kStopCheckTokens), long_run = second_step(2, 4 * kStopCheckTokens);
+  // Three more chunks of kStopCheckTokens tokens: three more looks at the done flags, nothing per token.
+  const int64_t decode_syncs = long_run.sampling.work.syncs - short_run.sampling.work.syncs;
+  CHECK(decode_syncs == 3);
+  CHECK(long_run.sampling.work.d2h_copies - short_run.sampling.work.d2h_copies == 3);
+  // Launches grow with the tokens, as they must; the per-token host work is gone.
+  CHECK(long_run.sampling.work.launches > short_run.sampling.work.launches);
+  // Twice the layers, twice the parameter tensors: the same synchronizations per optimizer step.
+  const PhaseTimes deeper = second_step(4, kStopCheckTokens);
+  CHECK(deeper.train.work.syncs == short_run.train.work.syncs);
+  MESSAGE("per step, R = 16: sampling ", short_run.sampling.work.syncs, " syncs, ", short_run.sampling.work.launches,
+          " launches; train ", short_run.train.work.syncs, " syncs, ", short_run.train.work.launches, " launches");
+}
