@@ -16,7 +16,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include "bench/kernels/attention/flash_mma.h"
 #include "bench/kernels/harness.h"
 
 namespace ppo::kbench {
@@ -31,12 +30,6 @@ std::string dims(std::initializer_list<std::pair<const char*, int64_t>> named) {
   std::string s;
   for (const auto& [name, value] : named) s += (s.empty() ? "" : " ") + std::string(name) + "=" + std::to_string(value);
   return s;
-}
-
-std::string ratio_text(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2f", x);
-  return buf;
 }
 
 double max_of(std::initializer_list<double> errs) {
@@ -158,14 +151,23 @@ void bench_attention(Harness& h, int64_t B, int64_t T, int NH, int NKV, int HS) 
   Pair dout = h.input(Role::Act, h.random(size_t(B * T * OW)), {B, T, OW}, "dout", vb);
   Pair dqkv = h.output(Role::Act, {B, T, W}, "dqkv", vb);
 
-  cpu.attention_forward(out.cpu, lse.cpu, qkv.cpu, mask.cpu, NH, NKV, HS);
-  gpu.attention_forward(out.gpu_head(), lse.gpu_head(), qkv.gpu_head(), mask.gpu_head(), NH, NKV, HS);
-  const std::vector<float> out_ref = cpu.to_host(out.cpu), lse_ref = cpu.to_host(lse.cpu);
-  const double err_fwd = max_of({rel_l2(gpu.to_host(out.gpu_head()), out_ref), lse_rel_l2(gpu.to_host(lse.gpu_head()), lse_ref)});
-  cpu.attention_backward(dqkv.cpu, dout.cpu, qkv.cpu, out.cpu, lse.cpu, mask.cpu, NH, NKV, HS);
-  gpu.attention_backward(dqkv.gpu_head(), dout.gpu_head(), qkv.gpu_head(), out.gpu_head(), lse.gpu_head(),
-                         mask.gpu_head(), NH, NKV, HS);
-  const double err_bwd = rel_l2(gpu.to_host(dqkv.gpu_head()), cpu.to_host(dqkv.cpu));
+  // Validation on the leading vb rows, unpadded and left-padded (row 0 by 5 positions, row 1 by T/3:
+  // the first queries see no key, the first keys are seen by no query).
+  std::vector<int32_t> padded(size_t(vb * T), 1);
+  for (int64_t b = 0; b < vb; ++b)
+    for (int64_t t = 0; t < std::min<int64_t>(T, b == 0 ? 5 : T / 3); ++t) padded[size_t(b * T + t)] = 0;
+  Pair mask_p = h.input_ids(padded, {vb, T}, "padded mask");
+  double err_fwd = 0, err_bwd = 0;
+  for (const Pair* m : {&mask, &mask_p}) {
+    cpu.attention_forward(out.cpu, lse.cpu, qkv.cpu, m->cpu, NH, NKV, HS);
+    gpu.attention_forward(out.gpu_head(), lse.gpu_head(), qkv.gpu_head(), m->gpu_head(), NH, NKV, HS);
+    err_fwd = max_of({err_fwd, rel_l2(gpu.to_host(out.gpu_head()), cpu.to_host(out.cpu)),
+                      lse_rel_l2(gpu.to_host(lse.gpu_head()), cpu.to_host(lse.cpu))});
+    cpu.attention_backward(dqkv.cpu, dout.cpu, qkv.cpu, out.cpu, lse.cpu, m->cpu, NH, NKV, HS);
+    gpu.attention_backward(dqkv.gpu_head(), dout.gpu_head(), qkv.gpu_head(), out.gpu_head(), lse.gpu_head(),
+                           m->gpu_head(), NH, NKV, HS);
+    err_bwd = max_of({err_bwd, rel_l2(gpu.to_host(dqkv.gpu_head()), cpu.to_host(dqkv.cpu))});
+  }
 
   auto forward = [&] { gpu.attention_forward(out.gpu, lse.gpu, qkv.gpu, mask.gpu, NH, NKV, HS); };
   const double t_fwd = h.time_ms(forward);
@@ -199,55 +201,14 @@ void bench_attention(Harness& h, int64_t B, int64_t T, int NH, int NKV, int HS) 
     r.err = err;
     r.err_limit = limit;
     r.formula = formula;
-    r.note += "causal, no padding; validated on B=" + std::to_string(vb);
+    r.note += "causal, timed unpadded; validated on B=" + std::to_string(vb) + ", unpadded and left-padded";
     h.add(r);
     return r;
   };
-  const Result fwd = row("attention fwd", t_fwd, fwd_flops, peer ? peer->fwd_ms : NAN, NAN, err_fwd, kLimitBf16Long,
-                         "2 B NH T^2 HS (causal half)");
+  row("attention fwd", t_fwd, fwd_flops, peer ? peer->fwd_ms : NAN, NAN, err_fwd, kLimitBf16Long,
+      "2 B NH T^2 HS (causal half)");
   row("attention fwd+bwd", t_fwd_bwd, 3.5 * fwd_flops, peer ? peer->fwd_bwd_ms : NAN, kTargetAttention,
       max_of({err_fwd, err_bwd}), kLimitBf16Long, "3.5 x 2 B NH T^2 HS (causal half)");
-
-  // Variants under bench/kernels/attention/, validated and timed beside the engine's forward.
-  if (attention::flash_mma_supports(HS)) {
-    Pair out_v = h.output(Role::Act, {B, T, OW}, "out variant", vb);
-    Pair lse_v = h.output(Role::Grad, {B, NH, T}, "lse variant", vb);
-    attention::flash_mma_forward(h.stream(), out_v.gpu_head().ptr<bf16>(), lse_v.gpu_head().ptr<float>(),
-                                 qkv.gpu_head().ptr<bf16>(), mask.gpu_head().ptr<int32_t>(), vb, T, NH, NKV, HS);
-    double err_v = max_of({rel_l2(gpu.to_host(out_v.gpu_head()), out_ref), lse_rel_l2(gpu.to_host(lse_v.gpu_head()), lse_ref)});
-    // Also with left padding (row 0: 5 positions, row 1: T/3), where the first queries see no key.
-    std::vector<int32_t> padded(size_t(vb * T), 1);
-    for (int64_t b = 0; b < vb; ++b)
-      for (int64_t t = 0; t < (b == 0 ? 5 : T / 3); ++t) padded[size_t(b * T + t)] = 0;
-    Pair mask_p = h.input_ids(padded, {vb, T}, "padded mask");
-    Pair out_p = h.output(Role::Act, {vb, T, OW}, "out padded"), lse_p = h.output(Role::Grad, {vb, NH, T}, "lse padded");
-    cpu.attention_forward(out_p.cpu, lse_p.cpu, qkv.cpu, mask_p.cpu, NH, NKV, HS);
-    attention::flash_mma_forward(h.stream(), out_p.gpu.ptr<bf16>(), lse_p.gpu.ptr<float>(), qkv.gpu_head().ptr<bf16>(),
-                                 mask_p.gpu.ptr<int32_t>(), vb, T, NH, NKV, HS);
-    err_v = max_of({err_v, rel_l2(gpu.to_host(out_p.gpu), cpu.to_host(out_p.cpu)),
-                    lse_rel_l2(gpu.to_host(lse_p.gpu), cpu.to_host(lse_p.cpu))});
-    const double t_v = h.time_ms([&] {
-      attention::flash_mma_forward(h.stream(), out_v.gpu.ptr<bf16>(), lse_v.gpu.ptr<float>(), qkv.gpu.ptr<bf16>(),
-                                   mask.gpu.ptr<int32_t>(), B, T, NH, NKV, HS);
-    });
-    Result r;
-    r.op = "attention fwd [flash_mma]";
-    r.shape = shape;
-    r.unit = "TFLOP/s";
-    r.ms = t_v;
-    r.rate = fwd_flops / (t_v * 1e-3) / 1e12;
-    r.peer = "engine fwd (SIMT)";
-    r.peer_ms = t_fwd;
-    r.peer_rate = fwd.rate;
-    r.ratio = r.rate / r.peer_rate;
-    r.err = err_v;
-    r.err_limit = kLimitBf16Long;
-    r.formula = fwd.formula;
-    r.note = "experimental variant, bench/kernels/attention/flash_mma.cu; validated on B=" + std::to_string(vb) +
-             ", also left-padded";
-    if (peer) r.note += "; ratio to SDPA fwd " + ratio_text(peer->fwd_ms / t_v);
-    h.add(r);
-  }
 }
 
 // ---- memory-bound ops -----------------------------------------------------------------------------
