@@ -215,7 +215,8 @@ void bench_attention(Harness& h, int64_t B, int64_t T, int NH, int NKV, int HS) 
 
 // A memory-bound row: GB/s = bytes / time against the measured copy bandwidth.
 void add_memory_row(Harness& h, const std::string& op, const std::string& shape, double ms, double bytes, double err,
-                    double limit, const std::string& formula, const std::string& note = "") {
+                    double limit, const std::string& formula, const std::string& note = "",
+                    double target = kTargetMemory) {
   Result r;
   r.op = op;
   r.shape = shape;
@@ -225,12 +226,36 @@ void add_memory_row(Harness& h, const std::string& op, const std::string& shape,
   r.peer = "copy d2d";
   r.peer_rate = h.copy_gbs();
   r.ratio = r.rate / r.peer_rate;
-  r.target = kTargetMemory;
+  r.target = target;
   r.err = err;
   r.err_limit = limit;
   r.formula = formula;
   r.note = note;
   h.add(r);
+}
+
+// One new query per sequence over a KV cache of `length` positions: memory-bound, the cache rows of
+// a kv head are read once for its group of query heads; split across blocks when B*NKV is small.
+void bench_attention_decode(Harness& h, int64_t B, int64_t length, int NH, int NKV, int HS) {
+  if (!h.wants("attention decode")) return;
+  Harness::Scope scope(h);
+  Backend &cpu = h.cpu(), &gpu = h.gpu();
+  const int64_t W = int64_t(NH + 2 * NKV) * HS, KW = int64_t(NKV) * HS, OW = int64_t(NH) * HS;
+  Pair qkv = h.input(Role::Act, h.random(size_t(B * W), 1.5f), {B, 1, W}, "qkv");
+  Pair kc = h.input(Role::Act, h.random(size_t(B * length * KW), 1.5f), {B, length, KW}, "kcache");
+  Pair vc = h.input(Role::Act, h.random(size_t(B * length * KW)), {B, length, KW}, "vcache");
+  std::vector<int32_t> m(size_t(B * length), 1);
+  for (int64_t t = 0; t < length / 4; ++t) m[size_t(t)] = 0;  // row 0 left-padded by a quarter
+  Pair mask = h.input_ids(m, {B, length}, "mask");
+  Pair out = h.output(Role::Act, {B, OW}, "out");
+  cpu.attention_decode(out.cpu, qkv.cpu, kc.cpu, vc.cpu, mask.cpu, length, NH, NKV, HS);
+  gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS);
+  const double err = rel_l2(gpu.to_host(out.gpu), cpu.to_host(out.cpu));
+  const double t = h.time_ms([&] { gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS); });
+  const double bytes = 2.0 * 2 * double(B * length * KW) + 4.0 * double(B * length) + 2.0 * 2 * double(B * OW);
+  add_memory_row(h, "attention decode", dims({{"B", B}, {"S", length}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}}), t,
+                 bytes, err, kLimitBf16, "2(K,V: 2 B S NKV HS) + 4(mask: B S) + 2(q,out: 2 B NH HS)",
+                 "one query per row, row 0 left-padded by S/4", NAN);
 }
 
 void bench_norm(Harness& h, NormKind kind, int64_t N, int64_t C) {
@@ -464,6 +489,8 @@ int run(Harness& h) {
     bench_attention(h, 8, T, 12, 12, 64);
     bench_attention(h, 8, T, 14, 2, 64);
   }
+  bench_attention_decode(h, 8, 1024, 14, 2, 64);  // Qwen2.5-0.5B: 16 (b, kv head) pairs, split-K
+  bench_attention_decode(h, 64, 512, 12, 12, 64);  // GPT-2 small: 768 pairs, no split
   // Memory-bound ops at 8 x 1024 tokens (big enough to stream from device memory).
   const int64_t NM = 8 * 1024;
   bench_norm(h, NormKind::LayerNorm, NM, 768);
