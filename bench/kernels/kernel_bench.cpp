@@ -251,7 +251,8 @@ void bench_attention_decode(Harness& h, int64_t B, int64_t length, int NH, int N
   cpu.attention_decode(out.cpu, qkv.cpu, kc.cpu, vc.cpu, mask.cpu, length, NH, NKV, HS);
   gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS);
   const double err = rel_l2(gpu.to_host(out.gpu), cpu.to_host(out.cpu));
-  const double t = h.time_ms([&] { gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS); });
+  const double t =
+      h.time_ms([&] { gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS); });
   const double bytes = 2.0 * 2 * double(B * length * KW) + 4.0 * double(B * length) + 2.0 * 2 * double(B * OW);
   add_memory_row(h, "attention decode", dims({{"B", B}, {"S", length}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}}), t,
                  bytes, err, kLimitBf16, "2(K,V: 2 B S NKV HS) + 4(mask: B S) + 2(q,out: 2 B NH HS)",

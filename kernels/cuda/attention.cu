@@ -131,7 +131,7 @@ __device__ __forceinline__ void rows_dot_out(float* D, const float* dO, int dO_s
 template <int DPL>
 __global__ void __launch_bounds__(kThreads)
 forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ qkv,
-                         const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs) {
+               const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs) {
   const int pad = hs + 1;
   PPO_DYNAMIC_SHARED(float, smem);
   float* Ks = smem;
@@ -221,8 +221,8 @@ forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __re
 template <int DPL>
 __global__ void __launch_bounds__(kThreads)
 backward_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, const bf16* __restrict__ qkv,
-                              const bf16* __restrict__ out, const float* __restrict__ lse,
-                              const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs) {
+                    const bf16* __restrict__ out, const float* __restrict__ lse, const int32_t* __restrict__ mask,
+                    int64_t T, int NH, int NKV, int hs) {
   const int pad = hs + 1;
   PPO_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
@@ -324,8 +324,8 @@ backward_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, cons
 template <int DPL>
 __global__ void __launch_bounds__(kThreads)
 backward_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, const bf16* __restrict__ qkv,
-                             const bf16* __restrict__ out, const float* __restrict__ lse,
-                             const int32_t* __restrict__ mask, int64_t T, int NH, int NKV, int hs) {
+                   const bf16* __restrict__ out, const float* __restrict__ lse, const int32_t* __restrict__ mask,
+                   int64_t T, int NH, int NKV, int hs) {
   const int pad = hs + 1;
   PPO_DYNAMIC_SHARED(float, smem);
   float* Ks = smem;
@@ -924,7 +924,8 @@ flash_backward_dkv_kernel(bf16* __restrict__ dqkv, const float* __restrict__ D, 
           pt, dst, Ks + warp * 16 * Sh::kStride, Qt, Vs + warp * 16 * Sh::kStride, dOt, scale_log2,
           [&](int col, int e) {
             const bool hi = e >= 2;
-            return (hi ? ok_hi : ok_lo) && lse2[col] != -INFINITY && !(diagonal && (hi ? key_hi : key_lo) > q0 + c0 + col);
+            return (hi ? ok_hi : ok_lo) && lse2[col] != -INFINITY &&
+                   !(diagonal && (hi ? key_hi : key_lo) > q0 + c0 + col);
           },
           [&](int col, int) { return lse2[col]; }, [&](int col, int) { return Dq[col]; });
       uint32_t a[kCols / 16][4];
