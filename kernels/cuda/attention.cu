@@ -57,10 +57,6 @@ constexpr int kOwnedRows = kWarps * kRowsPerWarp;  // rows a block owns
 constexpr int kTileRows = 32;                      // streamed rows per tile, one per lane
 constexpr int kThreads = kWarps * 32;
 
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
 __device__ __forceinline__ float warp_max(float x) {
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
