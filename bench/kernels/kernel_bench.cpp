@@ -16,7 +16,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include "bench/kernels/attention/flash_mma.h"
 #include "bench/kernels/harness.h"
 
 namespace ppo::kbench {
@@ -31,12 +30,6 @@ std::string dims(std::initializer_list<std::pair<const char*, int64_t>> named) {
   std::string s;
   for (const auto& [name, value] : named) s += (s.empty() ? "" : " ") + std::string(name) + "=" + std::to_string(value);
   return s;
-}
-
-std::string ratio_text(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2f", x);
-  return buf;
 }
 
 double max_of(std::initializer_list<double> errs) {
@@ -158,14 +151,23 @@ void bench_attention(Harness& h, int64_t B, int64_t T, int NH, int NKV, int HS) 
   Pair dout = h.input(Role::Act, h.random(size_t(B * T * OW)), {B, T, OW}, "dout", vb);
   Pair dqkv = h.output(Role::Act, {B, T, W}, "dqkv", vb);
 
-  cpu.attention_forward(out.cpu, lse.cpu, qkv.cpu, mask.cpu, NH, NKV, HS);
-  gpu.attention_forward(out.gpu_head(), lse.gpu_head(), qkv.gpu_head(), mask.gpu_head(), NH, NKV, HS);
-  const std::vector<float> out_ref = cpu.to_host(out.cpu), lse_ref = cpu.to_host(lse.cpu);
-  const double err_fwd = max_of({rel_l2(gpu.to_host(out.gpu_head()), out_ref), lse_rel_l2(gpu.to_host(lse.gpu_head()), lse_ref)});
-  cpu.attention_backward(dqkv.cpu, dout.cpu, qkv.cpu, out.cpu, lse.cpu, mask.cpu, NH, NKV, HS);
-  gpu.attention_backward(dqkv.gpu_head(), dout.gpu_head(), qkv.gpu_head(), out.gpu_head(), lse.gpu_head(),
-                         mask.gpu_head(), NH, NKV, HS);
-  const double err_bwd = rel_l2(gpu.to_host(dqkv.gpu_head()), cpu.to_host(dqkv.cpu));
+  // Validation on the leading vb rows, unpadded and left-padded (row 0 by 5 positions, row 1 by T/3:
+  // the first queries see no key, the first keys are seen by no query).
+  std::vector<int32_t> padded(size_t(vb * T), 1);
+  for (int64_t b = 0; b < vb; ++b)
+    for (int64_t t = 0; t < std::min<int64_t>(T, b == 0 ? 5 : T / 3); ++t) padded[size_t(b * T + t)] = 0;
+  Pair mask_p = h.input_ids(padded, {vb, T}, "padded mask");
+  double err_fwd = 0, err_bwd = 0;
+  for (const Pair* m : {&mask, &mask_p}) {
+    cpu.attention_forward(out.cpu, lse.cpu, qkv.cpu, m->cpu, NH, NKV, HS);
+    gpu.attention_forward(out.gpu_head(), lse.gpu_head(), qkv.gpu_head(), m->gpu_head(), NH, NKV, HS);
+    err_fwd = max_of({err_fwd, rel_l2(gpu.to_host(out.gpu_head()), cpu.to_host(out.cpu)),
+                      lse_rel_l2(gpu.to_host(lse.gpu_head()), cpu.to_host(lse.cpu))});
+    cpu.attention_backward(dqkv.cpu, dout.cpu, qkv.cpu, out.cpu, lse.cpu, m->cpu, NH, NKV, HS);
+    gpu.attention_backward(dqkv.gpu_head(), dout.gpu_head(), qkv.gpu_head(), out.gpu_head(), lse.gpu_head(),
+                           m->gpu_head(), NH, NKV, HS);
+    err_bwd = max_of({err_bwd, rel_l2(gpu.to_host(dqkv.gpu_head()), cpu.to_host(dqkv.cpu))});
+  }
 
   auto forward = [&] { gpu.attention_forward(out.gpu, lse.gpu, qkv.gpu, mask.gpu, NH, NKV, HS); };
   const double t_fwd = h.time_ms(forward);
@@ -199,62 +201,22 @@ void bench_attention(Harness& h, int64_t B, int64_t T, int NH, int NKV, int HS) 
     r.err = err;
     r.err_limit = limit;
     r.formula = formula;
-    r.note += "causal, no padding; validated on B=" + std::to_string(vb);
+    r.note += "causal, timed unpadded; validated on B=" + std::to_string(vb) + ", unpadded and left-padded";
     h.add(r);
     return r;
   };
-  const Result fwd = row("attention fwd", t_fwd, fwd_flops, peer ? peer->fwd_ms : NAN, NAN, err_fwd, kLimitBf16Long,
-                         "2 B NH T^2 HS (causal half)");
+  row("attention fwd", t_fwd, fwd_flops, peer ? peer->fwd_ms : NAN, NAN, err_fwd, kLimitBf16Long,
+      "2 B NH T^2 HS (causal half)");
   row("attention fwd+bwd", t_fwd_bwd, 3.5 * fwd_flops, peer ? peer->fwd_bwd_ms : NAN, kTargetAttention,
       max_of({err_fwd, err_bwd}), kLimitBf16Long, "3.5 x 2 B NH T^2 HS (causal half)");
-
-  // Variants under bench/kernels/attention/, validated and timed beside the engine's forward.
-  if (attention::flash_mma_supports(HS)) {
-    Pair out_v = h.output(Role::Act, {B, T, OW}, "out variant", vb);
-    Pair lse_v = h.output(Role::Grad, {B, NH, T}, "lse variant", vb);
-    attention::flash_mma_forward(h.stream(), out_v.gpu_head().ptr<bf16>(), lse_v.gpu_head().ptr<float>(),
-                                 qkv.gpu_head().ptr<bf16>(), mask.gpu_head().ptr<int32_t>(), vb, T, NH, NKV, HS);
-    double err_v = max_of({rel_l2(gpu.to_host(out_v.gpu_head()), out_ref), lse_rel_l2(gpu.to_host(lse_v.gpu_head()), lse_ref)});
-    // Also with left padding (row 0: 5 positions, row 1: T/3), where the first queries see no key.
-    std::vector<int32_t> padded(size_t(vb * T), 1);
-    for (int64_t b = 0; b < vb; ++b)
-      for (int64_t t = 0; t < (b == 0 ? 5 : T / 3); ++t) padded[size_t(b * T + t)] = 0;
-    Pair mask_p = h.input_ids(padded, {vb, T}, "padded mask");
-    Pair out_p = h.output(Role::Act, {vb, T, OW}, "out padded"), lse_p = h.output(Role::Grad, {vb, NH, T}, "lse padded");
-    cpu.attention_forward(out_p.cpu, lse_p.cpu, qkv.cpu, mask_p.cpu, NH, NKV, HS);
-    attention::flash_mma_forward(h.stream(), out_p.gpu.ptr<bf16>(), lse_p.gpu.ptr<float>(), qkv.gpu_head().ptr<bf16>(),
-                                 mask_p.gpu.ptr<int32_t>(), vb, T, NH, NKV, HS);
-    err_v = max_of({err_v, rel_l2(gpu.to_host(out_p.gpu), cpu.to_host(out_p.cpu)),
-                    lse_rel_l2(gpu.to_host(lse_p.gpu), cpu.to_host(lse_p.cpu))});
-    const double t_v = h.time_ms([&] {
-      attention::flash_mma_forward(h.stream(), out_v.gpu.ptr<bf16>(), lse_v.gpu.ptr<float>(), qkv.gpu.ptr<bf16>(),
-                                   mask.gpu.ptr<int32_t>(), B, T, NH, NKV, HS);
-    });
-    Result r;
-    r.op = "attention fwd [flash_mma]";
-    r.shape = shape;
-    r.unit = "TFLOP/s";
-    r.ms = t_v;
-    r.rate = fwd_flops / (t_v * 1e-3) / 1e12;
-    r.peer = "engine fwd (SIMT)";
-    r.peer_ms = t_fwd;
-    r.peer_rate = fwd.rate;
-    r.ratio = r.rate / r.peer_rate;
-    r.err = err_v;
-    r.err_limit = kLimitBf16Long;
-    r.formula = fwd.formula;
-    r.note = "experimental variant, bench/kernels/attention/flash_mma.cu; validated on B=" + std::to_string(vb) +
-             ", also left-padded";
-    if (peer) r.note += "; ratio to SDPA fwd " + ratio_text(peer->fwd_ms / t_v);
-    h.add(r);
-  }
 }
 
 // ---- memory-bound ops -----------------------------------------------------------------------------
 
 // A memory-bound row: GB/s = bytes / time against the measured copy bandwidth.
 void add_memory_row(Harness& h, const std::string& op, const std::string& shape, double ms, double bytes, double err,
-                    double limit, const std::string& formula, const std::string& note = "") {
+                    double limit, const std::string& formula, const std::string& note = "",
+                    double target = kTargetMemory) {
   Result r;
   r.op = op;
   r.shape = shape;
@@ -264,12 +226,37 @@ void add_memory_row(Harness& h, const std::string& op, const std::string& shape,
   r.peer = "copy d2d";
   r.peer_rate = h.copy_gbs();
   r.ratio = r.rate / r.peer_rate;
-  r.target = kTargetMemory;
+  r.target = target;
   r.err = err;
   r.err_limit = limit;
   r.formula = formula;
   r.note = note;
   h.add(r);
+}
+
+// One new query per sequence over a KV cache of `length` positions: memory-bound, the cache rows of
+// a kv head are read once for its group of query heads; split across blocks when B*NKV is small.
+void bench_attention_decode(Harness& h, int64_t B, int64_t length, int NH, int NKV, int HS) {
+  if (!h.wants("attention decode")) return;
+  Harness::Scope scope(h);
+  Backend &cpu = h.cpu(), &gpu = h.gpu();
+  const int64_t W = int64_t(NH + 2 * NKV) * HS, KW = int64_t(NKV) * HS, OW = int64_t(NH) * HS;
+  Pair qkv = h.input(Role::Act, h.random(size_t(B * W), 1.5f), {B, 1, W}, "qkv");
+  Pair kc = h.input(Role::Act, h.random(size_t(B * length * KW), 1.5f), {B, length, KW}, "kcache");
+  Pair vc = h.input(Role::Act, h.random(size_t(B * length * KW)), {B, length, KW}, "vcache");
+  std::vector<int32_t> m(size_t(B * length), 1);
+  for (int64_t t = 0; t < length / 4; ++t) m[size_t(t)] = 0;  // row 0 left-padded by a quarter
+  Pair mask = h.input_ids(m, {B, length}, "mask");
+  Pair out = h.output(Role::Act, {B, OW}, "out");
+  cpu.attention_decode(out.cpu, qkv.cpu, kc.cpu, vc.cpu, mask.cpu, length, NH, NKV, HS);
+  gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS);
+  const double err = rel_l2(gpu.to_host(out.gpu), cpu.to_host(out.cpu));
+  const double t =
+      h.time_ms([&] { gpu.attention_decode(out.gpu, qkv.gpu, kc.gpu, vc.gpu, mask.gpu, length, NH, NKV, HS); });
+  const double bytes = 2.0 * 2 * double(B * length * KW) + 4.0 * double(B * length) + 2.0 * 2 * double(B * OW);
+  add_memory_row(h, "attention decode", dims({{"B", B}, {"S", length}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}}), t,
+                 bytes, err, kLimitBf16, "2(K,V: 2 B S NKV HS) + 4(mask: B S) + 2(q,out: 2 B NH HS)",
+                 "one query per row, row 0 left-padded by S/4", NAN);
 }
 
 void bench_norm(Harness& h, NormKind kind, int64_t N, int64_t C) {
@@ -510,6 +497,8 @@ int run(Harness& h) {
     bench_attention(h, 8, T, 12, 12, 64);
     bench_attention(h, 8, T, 14, 2, 64);
   }
+  bench_attention_decode(h, 8, 1024, 14, 2, 64);  // Qwen2.5-0.5B: 16 (b, kv head) pairs, split-K
+  bench_attention_decode(h, 64, 512, 12, 12, 64);  // GPT-2 small: 768 pairs, no split
   // Memory-bound ops at 8 x 1024 tokens (big enough to stream from device memory).
   const int64_t NM = 8 * 1024;
   bench_norm(h, NormKind::LayerNorm, NM, 768);
