@@ -52,7 +52,7 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
              " stop tokens with the EOS; at most ", Backend::kMaxMaskedTokens);
 
   // the plan first: a device too small stops here, before any work
-  ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));
+  ArenaPlan plan = ArenaPlan::make(run_regions(cfg_, precision, scoring));
   std::optional<size_t> capacity;
   if (opt_.device_memory > 0) capacity = opt_.device_memory;
   else if (device == DeviceKind::CUDA) capacity = cuda_free_bytes();

@@ -26,7 +26,7 @@ void run_plan(const PlanOptions& o) {
   if (o.device_memory > 0) capacity = o.device_memory;
   else if (cuda && cuda_device_count() > 0) capacity = cuda_free_bytes();
   const DeviceKind device = cuda ? DeviceKind::CUDA : DeviceKind::CPU;
-  const ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg, precision_of(device)));  // what PpoTrainer allocates
+  const ArenaPlan plan = ArenaPlan::make(run_regions(cfg, precision_of(device)));  // what the run allocates
   std::fputs(plan_report(cfg, device, Scoring::RewardModel, plan, capacity).c_str(), stdout);
   if (capacity && *capacity < plan.total_bytes) throw CLI::RuntimeError(1);
 }
