@@ -4,29 +4,29 @@
 usage: compare_algorithms.py OUT_DIR ALGORITHM...   (runs in OUT_DIR/<algorithm>-seed<s>/result.json)
 
 Columns (mean +- sample std over the seeds; held-out prompts, the same sampling before and after):
-gold gain and proxy gain (final - SFT policy), KL(final || SFT policy), the algorithm's step time
-(sum of time/step_s), the pipeline's wall time, and the algorithm's arena bytes.
+gold gain and proxy gain (final - SFT policy), KL(final || SFT policy), the algorithm's steps in CPU
+seconds (one thread: the work) and in wall seconds (sum of time/step_s: the shared machine's load
+shows), and the algorithm's arena bytes.
 """
 import glob
 import json
-import math
 import os
 import statistics
 import sys
 
 
-def mean_std(values):
+def mean_std(values, digits=3):
     values = [v for v in values if v is not None]
     if not values:
         return "-"
     m = statistics.mean(values)
     s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.3f} +- {s:.3f}"
+    return f"{m:.{digits}f} +- {s:.{digits}f}"
 
 
 def main():
     out, algorithms = sys.argv[1], sys.argv[2:]
-    print("| algorithm | seeds | gold gain | proxy gain | KL to SFT | step time (s) | pipeline (s) | arena bytes |")
+    print("| algorithm | seeds | gold gain | proxy gain | KL to SFT | steps, CPU s | steps, wall s | arena bytes |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for a in algorithms:
         runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, f"{a}-seed*", "result.json")))]
@@ -38,8 +38,8 @@ def main():
         arena = {r["arena_bytes"] for r in runs}
         arena_text = " / ".join(f"{b} ({b / 2**20:.1f} MiB)" for b in sorted(arena))
         print(f"| {a} | {', '.join(str(r['seed']) for r in runs)} | {mean_std(gold)} | {mean_std(proxy)} "
-              f"| {mean_std([r['final_kl'] for r in runs])} | {mean_std([r['train_seconds'] for r in runs])} "
-              f"| {mean_std([r['seconds'] for r in runs])} | {arena_text} |")
+              f"| {mean_std([r['final_kl'] for r in runs])} | {mean_std([r['train_cpu_seconds'] for r in runs], 1)} "
+              f"| {mean_std([r['train_seconds'] for r in runs], 1)} | {arena_text} |")
     print()
     print("| algorithm | " + " | ".join(f"seed {s}: SFT -> final gold" for s in range(1, 5)) + " |")
     print("|---|" + "---:|" * 4)

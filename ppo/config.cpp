@@ -359,7 +359,9 @@ void adopt_checkpoint_config(const char* key, const std::string& dir, Heads head
 }  // namespace
 
 void PpoConfig::set_algorithm(Algorithm a) {
+  // The table of config.h, a row per algorithm of the RL loop (dpo leaves these keys as they are).
   struct Defaults {
+    Algorithm algorithm;
     AdvantageEstimator estimator;
     int64_t samples_per_prompt;
     bool kl_in_reward;
@@ -367,25 +369,23 @@ void PpoConfig::set_algorithm(Algorithm a) {
     bool whiten_advantages;
     LossAggMode loss_agg_mode;
   };
-  const PpoConfig ppo;
-  const Defaults d = a == Algorithm::Grpo ? Defaults{AdvantageEstimator::Grpo, 4, false, KLEstimator::K3, false,
-                                                      LossAggMode::SeqMeanTokenMean}
-                     : a == Algorithm::Rloo ? Defaults{AdvantageEstimator::Rloo, 4, true, KLEstimator::K1, false,
-                                                       LossAggMode::TokenMean}
-                     : a == Algorithm::ReinforcePP ? Defaults{AdvantageEstimator::ReinforcePP, 1, true, KLEstimator::K1,
-                                                              true, LossAggMode::TokenMean}
-                                                   : Defaults{ppo.advantage_estimator, ppo.samples_per_prompt,
-                                                              ppo.kl_in_reward, ppo.kl_estimator,
-                                                              ppo.whiten_advantages, ppo.loss_agg_mode};
+  static const Defaults table[] = {
+      {Algorithm::Ppo, AdvantageEstimator::Gae, 1, true, KLEstimator::K1, true, LossAggMode::TokenMean},
+      {Algorithm::Grpo, AdvantageEstimator::Grpo, 4, false, KLEstimator::K3, false, LossAggMode::SeqMeanTokenMean},
+      {Algorithm::Rloo, AdvantageEstimator::Rloo, 4, true, KLEstimator::K1, false, LossAggMode::TokenMean},
+      {Algorithm::ReinforcePP, AdvantageEstimator::ReinforcePP, 1, true, KLEstimator::K1, true, LossAggMode::TokenMean}};
   algorithm = a;
-  advantage_estimator = d.estimator;
-  samples_per_prompt = d.samples_per_prompt;
-  kl_in_reward = d.kl_in_reward;
-  kl_estimator = d.kl_estimator;
-  whiten_advantages = d.whiten_advantages;
-  loss_agg_mode = d.loss_agg_mode;
+  for (const Defaults& d : table) {
+    if (d.algorithm != a) continue;
+    advantage_estimator = d.estimator;
+    samples_per_prompt = d.samples_per_prompt;
+    kl_in_reward = d.kl_in_reward;
+    kl_estimator = d.kl_estimator;
+    whiten_advantages = d.whiten_advantages;
+    loss_agg_mode = d.loss_agg_mode;
+  }
   if (advantage_estimator == AdvantageEstimator::Gae && value_model == ValueModelKind::None)
-    value_model = ppo.value_model;  // a derived critic-free config back to one with a critic
+    value_model = ValueModelKind::Separate;  // a derived critic-free config back to one with a critic
 }
 
 void PpoConfig::derive() {

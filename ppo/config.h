@@ -51,8 +51,10 @@ enum class ValueInit : uint8_t { Reward, Policy };
 //   reinforce_pp  reinforce_pp         1                   reward, k1                    yes     token-mean
 //   dpo           (ppo/dpo.h: no rollouts, no reward model)
 //
-// Sources: GRPO, Shao et al. 2024 (DeepSeekMath) eq. 3 and 4.1.2; RLOO, Ahmadian et al. 2024;
-// REINFORCE++, Hu 2025; the option names are veRL's and TRL's.
+// Dr. GRPO (Liu et al. 2025): algorithm grpo with norm_adv_by_std_in_grpo = false and loss_agg_mode =
+// seq-mean-token-sum. Sources: GRPO, Shao et al. 2024 (DeepSeekMath) eq. 3 and 4.1.2; RLOO,
+// Ahmadian et al. 2024; REINFORCE++, Hu 2025; DPO, Rafailov et al. 2023; IPO, Azar et al. 2023; the
+// option names are veRL's and TRL's.
 struct PpoConfig {
   // ---- run ----------------------------------------------------------------------------------------
   Algorithm algorithm = Algorithm::Ppo;  // ppo | grpo | rloo | reinforce_pp | dpo (see the table above)

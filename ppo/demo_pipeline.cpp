@@ -4,6 +4,7 @@
 #include <cfloat>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -277,7 +278,8 @@ void save_result(const PpoConfig& config, const DemoResult& r) {
                   {"sft_gold", number(r.sft_gold)},       {"final_gold", number(r.final_gold)},
                   {"sft_proxy", number(r.sft_proxy)},     {"final_proxy", number(r.final_proxy)},
                   {"final_kl", number(r.final_kl)},       {"rm_gold_accuracy", number(r.rm_gold_accuracy)},
-                  {"train_seconds", r.train_seconds},     {"seconds", r.seconds},
+                  {"train_seconds", r.train_seconds},     {"train_cpu_seconds", r.train_cpu_seconds},
+                  {"seconds", r.seconds},
                   {"arena_bytes", r.arena_bytes}};
   std::ofstream(config.output_dir + "/result.json") << j.dump(2) << "\n";
 }
@@ -287,7 +289,10 @@ struct Stage {
   std::vector<MetricsRow> rows;
   HostWeights policy, reference;  // the final policy; the reference of the KL (empty: unknown)
   size_t arena_bytes = 0;
+  double cpu_seconds = 0;  // of the steps (a shared machine's wall clock is noisy; one thread: this is the work)
 };
+
+double cpu_seconds_since(std::clock_t start) { return double(std::clock() - start) / CLOCKS_PER_SEC; }
 
 // PPO, GRPO, RLOO or REINFORCE++ against the reward model: PpoTrainer (the checkpoint restored when
 // config.resume is set).
@@ -302,7 +307,9 @@ Stage rl_stage(const PpoConfig& config, const HostWeights& sft_weights, const Ho
     trainer.load_reward_weights(rm_weights);   // reward model and (value_init = reward) value model
   }
   Stage s;
+  const std::clock_t start = std::clock();
   s.rows = run_training_loop(trainer, write, log);
+  s.cpu_seconds = cpu_seconds_since(start);
   s.policy = read_weights(trainer.policy());
   s.reference = read_weights(trainer.reference());
   s.arena_bytes = trainer.arena().plan().total_bytes;
@@ -313,13 +320,13 @@ Stage rl_stage(const PpoConfig& config, const HostWeights& sft_weights, const Ho
 // reward of B fresh samples of the stream's next prompts (the PPO rows' objective/gold_scores), drawn
 // with `eval` (the demo's generating copy of the policy), untimed.
 Stage dpo_stage(const PpoConfig& config, const DemoSettings& settings, const DemoTask& task, DeviceKind device,
-                const ModelConfig& policy_config, const HostWeights& sft_weights, SingleModel& eval, bool write,
-                const LogLine& log) {
-  SingleModel model(device, {policy_config, Heads::LM, Training::Trained, Generation::None},
-                    {1, config.prompt_length, config.response_length, 2 * config.micro_batch_size}, "policy");
+                const HostWeights& sft_weights, SingleModel& eval, bool write, const LogLine& log) {
+  SingleModel model(device, dpo_policy_spec(config), dpo_shape(config), "policy");
   if (config.resume.empty()) write_weights(model.model(), sft_weights, WeightCoverage::All);
   const int64_t B = config.rollout_batch_size;
+  double monitor_cpu_seconds = 0;
   auto gold_of_samples = [&](MetricsRow& row) {
+    const std::clock_t start = std::clock();
     const uint64_t step = uint64_t(row.get(metric::kStep)) - 1;
     std::vector<std::vector<int32_t>> prompts;
     for (int64_t i = 0; i < B; ++i) prompts.push_back(task.prompt(step * uint64_t(B) + uint64_t(i)));
@@ -330,13 +337,16 @@ Stage dpo_stage(const PpoConfig& config, const DemoSettings& settings, const Dem
     double gold = 0;
     for (int64_t i = 0; i < B; ++i) gold += DemoTask::gold_reward(prompts[size_t(i)], responses[size_t(i)]) / double(B);
     row.set(metric::kGoldScores, gold);
+    monitor_cpu_seconds += cpu_seconds_since(start);
   };
   DpoTrainer trainer(model, config,
                      demo_preference_examples(task, uint64_t(settings.sft_examples), settings.rm_pairs,
                                               settings.label_noise),
                      DemoTask::kPad, gold_of_samples);
   Stage s;
+  const std::clock_t start = std::clock();
   s.rows = run_training_loop(trainer, write, log);
+  s.cpu_seconds = cpu_seconds_since(start) - monitor_cpu_seconds;
   s.policy = read_weights(model.model());
   if (config.resume.empty()) s.reference = sft_weights;
   s.arena_bytes = model.plan().total_bytes;
@@ -375,7 +385,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   sampling.stop_token_ids = {DemoTask::kEos};
   sampling.seed = config.seed + 0x5eed;
   // the PPO run's plan first: a device too small stops here, before SFT and the reward model
-  check_fits(ArenaPlan::make(trainer_regions(config, device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32)),
+  check_fits(ArenaPlan::make(run_regions(config, precision_of(device))),
              device, device_capacity(device));
   const bool write = files == DemoFiles::Write;
   if (write) std::filesystem::create_directories(config.output_dir);
@@ -445,11 +455,12 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
 
   // ---- 3. the algorithm ---------------------------------------------------------------------------
   const Stage stage = config.algorithm == Algorithm::Dpo
-                          ? dpo_stage(config, settings, task, device, result.policy_config, sft_weights, policy, write, log)
+                          ? dpo_stage(config, settings, task, device, sft_weights, policy, write, log)
                           : rl_stage(config, sft_weights, rm_weights, write, log);
   result.rows = stage.rows;
   result.policy = stage.policy;
   result.arena_bytes = stage.arena_bytes;
+  result.train_cpu_seconds = stage.cpu_seconds;
   for (const MetricsRow& row : result.rows) result.train_seconds += row.get(metric::kStepSeconds);
   write_weights(policy.model(), result.policy, WeightCoverage::All);
   const HeldOut final = evaluate_heldout(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling, rm.get(),

@@ -78,6 +78,8 @@ struct DemoResult {
   double rm_gold_accuracy = 0;  // held-out pairs, against the gold ordering
   double seconds = 0;         // the whole pipeline
   double train_seconds = 0;   // the algorithm's steps (sum of time/step_s)
+  double train_cpu_seconds = 0;  // the process's CPU time in them (the DPO demo's gold sampling left out;
+                                 // the measure of work on a shared machine, one thread)
   size_t arena_bytes = 0;     // the algorithm's arena (PpoTrainer's, or DPO's policy alone)
   std::vector<MetricsRow> rows;  // the algorithm's metrics, a row per step
   HostWeights policy;         // the final policy

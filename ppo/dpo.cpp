@@ -75,6 +75,12 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
   return sums;
 }
 
+ModelSpec dpo_policy_spec(const PpoConfig& c) {
+  return {ModelConfig::from_json(c.policy, "config: policy"), Heads::LM, Training::Trained, Generation::None};
+}
+
+RunShape dpo_shape(const PpoConfig& c) { return {1, c.prompt_length, c.response_length, 2 * c.micro_batch_size}; }
+
 // ---- the trainer --------------------------------------------------------------------------------------
 
 DpoTrainer::DpoTrainer(SingleModel& model, const PpoConfig& config, std::vector<PreferenceExample> pairs, int32_t pad,

@@ -67,6 +67,12 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
                  const std::vector<PairLogps>* reference, const DpoSettings& settings, int64_t micro_pairs,
                  int32_t pad, Gradients gradients, std::vector<PairLogps>* logps = nullptr);
 
+// The policy DPO trains (trained, LM head, no generation) and its shape: micro-batches of
+// micro_batch_size pairs, 2x rows of prompt_length + response_length tokens. Its arena is the
+// whole run's: no reference, reward or value model.
+ModelSpec dpo_policy_spec(const PpoConfig& config);
+RunShape dpo_shape(const PpoConfig& config);
+
 class DpoTrainer : public StepTrainer {
  public:
   // `model`: the policy (trained, LM head) planned for 2 * micro_batch_size rows of prompt_length +

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include "engine/device_memory.h"
 #include "engine/error.h"
+#include "ppo/dpo.h"
 #include "ppo/experience.h"
 
 namespace ppo {
@@ -17,7 +18,8 @@ DeviceKind resolve_device(DeviceChoice choice) {
 
 Precision precision_of(DeviceKind device) { return device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32; }
 
-std::vector<RegionSpec> trainer_regions(const PpoConfig& cfg, Precision precision, Scoring scoring) {
+std::vector<RegionSpec> run_regions(const PpoConfig& cfg, Precision precision, Scoring scoring) {
+  if (cfg.algorithm == Algorithm::Dpo) return single_model_regions("policy", dpo_policy_spec(cfg), dpo_shape(cfg), precision);
   std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config", scoring), run_shape(cfg), precision);
   r.push_back(ExperienceBuffers::region(cfg, precision));
   return r;
@@ -28,6 +30,15 @@ std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring
   const bool cuda = device == DeviceKind::CUDA;
   const RunShape shape = run_shape(cfg);
   char line[512];
+  if (cfg.algorithm == Algorithm::Dpo) {
+    std::snprintf(line, sizeof line,
+                  "arena plan for %s (%s): dpo, %lld pairs a step in micro-batches of %lld pairs (%lld rows of %lld + "
+                  "%lld tokens); the policy alone (the reference: log-probs computed once)\n",
+                  device_name(device), cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",
+                  (long long)cfg.rollout_batch_size, (long long)cfg.micro_batch_size, (long long)dpo_shape(cfg).micro_batch,
+                  (long long)shape.prompt_len, (long long)shape.response_len);
+    return line + plan.table(capacity);
+  }
   std::snprintf(line, sizeof line,
                 "arena plan for %s (%s): rollout %lld x (%lld prompt + %lld response) tokens, micro-batch %lld, value: %s\n",
                 device_name(device), cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",
@@ -47,7 +58,7 @@ std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring
     PpoConfig with_critic = cfg;
     with_critic.advantage_estimator = AdvantageEstimator::Gae;
     with_critic.value_model = ValueModelKind::Separate;
-    const size_t ppo_total = ArenaPlan::make(trainer_regions(with_critic, precision_of(device), scoring)).total_bytes;
+    const size_t ppo_total = ArenaPlan::make(run_regions(with_critic, precision_of(device), scoring)).total_bytes;
     std::snprintf(line, sizeof line, "  no value model: %s is critic-free; a separate value model would add %s (%zu bytes)\n",
                   to_string(cfg.advantage_estimator), format_bytes(ppo_total - plan.total_bytes).c_str(),
                   ppo_total - plan.total_bytes);

@@ -16,11 +16,12 @@ DeviceKind resolve_device(DeviceChoice choice);
 // cpu: f32; cuda: bf16 weights and activations with f32 master weights, gradients and AdamW.
 Precision precision_of(DeviceKind device);
 
-// The regions of a run: ppo_regions of its models plus ("run", "experience") (ppo/experience.h).
-std::vector<RegionSpec> trainer_regions(const PpoConfig& config, Precision precision,
-                                        Scoring scoring = Scoring::RewardModel);
+// The regions of a run: ppo_regions of its models plus ("run", "experience") (ppo/experience.h);
+// with algorithm dpo, the policy's alone (ppo/dpo.h).
+std::vector<RegionSpec> run_regions(const PpoConfig& config, Precision precision,
+                                    Scoring scoring = Scoring::RewardModel);
 
-// The run's shape and models, one line each, then the table of `plan` (its trainer_regions; with
+// The run's shape and models, one line each, then the table of `plan` (its run_regions; with
 // `capacity`: the free bytes or the shortfall).
 std::string plan_report(const PpoConfig& config, DeviceKind device, Scoring scoring, const ArenaPlan& plan,
                         std::optional<size_t> capacity);

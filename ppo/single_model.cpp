@@ -27,15 +27,20 @@ std::vector<TensorSpec> batch_specs(const ModelSpec& spec, const RunShape& s, Pr
 
 }  // namespace
 
+std::vector<RegionSpec> single_model_regions(const std::string& owner, const ModelSpec& spec, const RunShape& shape,
+                                             Precision p) {
+  std::vector<RegionSpec> regions = ppo_regions({{owner, spec}}, shape, p);
+  regions.push_back({owner, "batch", packed_bytes(batch_specs(spec, shape, p)), Phase::Always});
+  return regions;
+}
+
 SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner,
                          std::optional<Precision> precision)
     : shape_(shape), owner_(std::move(owner)) {
   const Precision p = precision.value_or(precision_of(device));
   backend_ = std::make_unique<Backend>(device, p);
-  std::vector<RegionSpec> regions = ppo_regions({{owner_, spec}}, shape, p);
   const std::vector<TensorSpec> buffers = batch_specs(spec, shape, p);
-  regions.push_back({owner_, "batch", packed_bytes(buffers), Phase::Always});
-  ArenaPlan plan = ArenaPlan::make(regions);
+  ArenaPlan plan = ArenaPlan::make(single_model_regions(owner_, spec, shape, p));
   arena_ = std::make_unique<Arena>(std::move(plan), device, device_capacity(device));
   backend_->set_scratch(arena_->carver("run", "scratch"));
   model_ = std::make_unique<Transformer>(*backend_, spec, shape, *arena_, owner_);

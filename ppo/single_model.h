@@ -22,6 +22,11 @@
 
 namespace ppo {
 
+// The arena regions of a SingleModel: the model's (models/plan.h), its "batch" buffers and the
+// scratch.
+std::vector<RegionSpec> single_model_regions(const std::string& owner, const ModelSpec& spec, const RunShape& shape,
+                                             Precision precision);
+
 class SingleModel {
  public:
   // `shape`: training forwards of micro_batch rows of prompt_len + response_len tokens, and (when

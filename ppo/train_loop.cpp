@@ -59,13 +59,8 @@ std::vector<MetricsRow> run_dpo_on_checkpoints(const PpoConfig& config, const Lo
              config.policy_checkpoint, "', '", config.preferences, "')");
   check_output_dir(config);
   const DeviceKind device = resolve_device(config.device);
-  SingleModel model(device,
-                    {ModelConfig::from_json(config.policy, "config: policy"), Heads::LM, Training::Trained, Generation::None},
-                    {1, config.prompt_length, config.response_length, 2 * config.micro_batch_size}, "policy");
-  std::printf("arena plan for %s: dpo, %lld pairs a step, micro-batches of %lld pairs (%lld + %lld tokens a row)\n",
-              device_name(device), (long long)config.rollout_batch_size, (long long)config.micro_batch_size,
-              (long long)config.prompt_length, (long long)config.response_length);
-  std::fputs(model.plan().table().c_str(), stdout);
+  SingleModel model(device, dpo_policy_spec(config), dpo_shape(config), "policy");
+  std::fputs(plan_report(config, device, Scoring::RewardModel, model.plan(), std::nullopt).c_str(), stdout);
   std::fflush(stdout);
   model.model().init_random(config.seed);
   io::load_hf_checkpoint(config.policy_checkpoint, model.model());

@@ -52,7 +52,7 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
              " stop tokens with the EOS; at most ", Backend::kMaxMaskedTokens);
 
   // the plan first: a device too small stops here, before any work
-  ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg_, precision, scoring));
+  ArenaPlan plan = ArenaPlan::make(run_regions(cfg_, precision, scoring));
   const size_t capacity = opt_.device_memory > 0 ? opt_.device_memory : device_capacity(device);
   if (opt_.print_plan) {
     std::fputs(plan_report(cfg_, device, scoring, plan, capacity).c_str(), stdout);

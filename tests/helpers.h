@@ -121,6 +121,19 @@ inline void check_close(const std::vector<float>& got, const std::vector<float>&
                 " (atol ", atol, ", rtol ", rtol, ")");
 }
 
+// The textbook whitening over the entries with mask == 1: (x - mean) / sqrt(var + 1e-8), population
+// variance; 0 elsewhere.
+inline std::vector<float> whitened(const std::vector<float>& x, const std::vector<int32_t>& mask) {
+  double mean = 0, var = 0, n = 0;
+  for (size_t i = 0; i < mask.size(); ++i) n += mask[i], mean += mask[i] ? x[i] : 0;
+  mean /= n;
+  for (size_t i = 0; i < mask.size(); ++i) var += mask[i] ? (x[i] - mean) * (x[i] - mean) / n : 0;
+  std::vector<float> out(mask.size(), 0.0f);
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (mask[i]) out[i] = float((x[i] - mean) / std::sqrt(var + 1e-8));
+  return out;
+}
+
 // ||got - want|| / ||want||, the bf16-vs-f32 comparison measure. NaN gives +inf.
 inline double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
   double num = 0, den = 0;

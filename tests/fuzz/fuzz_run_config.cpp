@@ -10,7 +10,7 @@
 namespace {
 
 void plan(const ppo::PpoConfig& c) {
-  for (ppo::Precision p : {ppo::Precision::F32, ppo::Precision::BF16}) ppo::ArenaPlan::make(ppo::trainer_regions(c, p)).table();
+  for (ppo::Precision p : {ppo::Precision::F32, ppo::Precision::BF16}) ppo::ArenaPlan::make(ppo::run_regions(c, p)).table();
 }
 
 }  // namespace

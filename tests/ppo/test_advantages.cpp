@@ -203,14 +203,7 @@ TEST_CASE("GAE with gamma, lambda < 1 matches the textbook loop; whitening over 
   s.advantage.whiten_advantages = true;
   Batch w(f, B, R, kLogp, kRefLogp, kValues, kMask, {2.0f, 1.0f}, {1, 0});
   run(*f.backend, s, w);
-  double mean = 0, var = 0, n = 0;
-  for (size_t i = 0; i < kMask.size(); ++i) n += kMask[i], mean += kMask[i] ? want_adv[i] : 0;
-  mean /= n;
-  for (size_t i = 0; i < kMask.size(); ++i) var += kMask[i] ? (want_adv[i] - mean) * (want_adv[i] - mean) / n : 0;
-  std::vector<float> want_white(kMask.size(), 0.0f);
-  for (size_t i = 0; i < kMask.size(); ++i)
-    if (kMask[i]) want_white[i] = float((want_adv[i] - mean) / std::sqrt(var + 1e-8));
-  check_close(f.backend->to_host(w.out.advantages), want_white, 1e-5, 1e-4, "whitened advantages");
+  check_close(f.backend->to_host(w.out.advantages), test::whitened(want_adv, kMask), 1e-5, 1e-4, "whitened advantages");
   // returns are those of the raw advantages: whitening comes after
   check_close(f.backend->to_host(w.out.returns), f.backend->to_host(raw.out.returns), 1e-6, 0, "returns");
 }

@@ -27,7 +27,7 @@ void run_plan(const PlanOptions& o) {
   else if (!cuda) capacity = host_available_bytes();
   else if (cuda_device_count() > 0) capacity = cuda_free_bytes();
   const DeviceKind device = cuda ? DeviceKind::CUDA : DeviceKind::CPU;
-  const ArenaPlan plan = ArenaPlan::make(trainer_regions(cfg, precision_of(device)));  // what PpoTrainer allocates
+  const ArenaPlan plan = ArenaPlan::make(run_regions(cfg, precision_of(device)));  // what the run allocates
   std::fputs(plan_report(cfg, device, Scoring::RewardModel, plan, capacity).c_str(), stdout);
   if (capacity && *capacity < plan.total_bytes)
     PPO_FAIL("the ", cuda ? "cuda" : "cpu", " device is too small for this run: SHORTFALL ",

@@ -54,8 +54,10 @@ void run_demo_task(const std::string& config_path, const std::vector<std::string
   const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::Write, say);
   std::printf("gold reward (held-out prompts): SFT policy %.4f, after %s %.4f (%+.4f)\n", r.sft_gold,
               to_string(c.ppo.algorithm), r.final_gold, r.final_gold - r.sft_gold);
-  std::printf("reward-model score (held-out): %.4f -> %.4f; KL to the SFT policy %.4f; %s steps %.1f s, arena %zu bytes\n",
-              r.sft_proxy, r.final_proxy, r.final_kl, to_string(c.ppo.algorithm), r.train_seconds, r.arena_bytes);
+  std::printf("reward-model score (held-out): %.4f -> %.4f; KL to the SFT policy %.4f; %s steps %.1f s (%.1f s CPU), "
+              "arena %zu bytes\n",
+              r.sft_proxy, r.final_proxy, r.final_kl, to_string(c.ppo.algorithm), r.train_seconds, r.train_cpu_seconds,
+              r.arena_bytes);
   std::printf("reward model held-out accuracy: %.3f (noisy labels), %.3f (gold order)\n", r.rm_accuracy,
               r.rm_gold_accuracy);
   std::printf("wrote %s/{metrics.jsonl,sft_metrics.jsonl,reward_metrics.jsonl,demo_stages.json,metrics.svg,"
