@@ -7,8 +7,11 @@
 // step's tensors with the peer's names (ppo/trace.h). --save-weights DIR writes the four models
 // before the first step as HF checkpoints DIR/{policy,reference,reward,value}/ (config.json +
 // model.safetensors, io/hf_checkpoint.h): the peer's --weights files for the same-work check
-// (bench/same_work_check.py). On the emulated CUDA device (kernels/cuda/emu) it also reports each
-// phase's device work per step: launches, synchronizations, copies and bytes, allocations.
+// (bench/same_work_check.py). On a GPU with known peaks (H100/H200, or --peak-tflops and
+// --peak-gbs) every phase gets its roofline: max(FLOPs / peak, bytes / bandwidth), the bytes a
+// lower bound (roofline_bytes), and achieved = roofline / measured. On the emulated CUDA device
+// (kernels/cuda/emu) it also reports each phase's device work per step: launches,
+// synchronizations, copies and bytes, allocations.
 //
 // FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
 // but the embedding lookups; a tied LM head counts once more), split into the trunk's and the LM
@@ -44,6 +47,7 @@ struct BenchOptions {
   std::string trace;
   std::string save_weights;
   double peak_tflops = 0;
+  double peak_gbs = 0;
 };
 
 // The LM head's matmul parameters (V x C, tied or not); 0 without an LM head.
@@ -72,6 +76,33 @@ nlohmann::ordered_json per_step(const DeviceCounters& c, int64_t steps) {
           {"d2h_copies", double(c.d2h_copies) / n},   {"d2h_bytes", double(c.d2h_bytes) / n},
           {"d2d_copies", double(c.d2d_copies) / n},   {"d2d_bytes", double(c.d2d_bytes) / n},
           {"allocations", double(c.allocations) / n}};
+}
+
+// Bytes each phase must move through device memory at least (the roofline's other axis, beside the
+// FLOPs above): weights read in bf16 (2 bytes per matmul parameter) once per forward pass over a
+// micro-batch and per decoded token, the KV cache read by each decode step, and in training per
+// micro-batch the weights once more (dinp) and the f32 gradients read and written (12 bytes per
+// parameter), per optimizer step AdamW's 30 bytes (bench/kernels/README.md) plus the gradient norm
+// and zeroing (8). Activations are left out: the bound is a lower one.
+std::map<std::string, double> roofline_bytes(PpoTrainer& trainer, const PpoConfig& cfg) {
+  const double B = double(cfg.rollout_batch_size), P = double(cfg.prompt_length), R = double(cfg.response_length);
+  const double micro_batches = std::ceil(B / double(cfg.micro_batch_size));
+  const ModelConfig& c = trainer.policy().config();
+  const double kv_bytes_per_position = 2.0 * double(c.n_layer) * double(c.n_kv_head) * double(c.head_size()) * 2.0;
+  const double w_policy = matmul_params(trainer.policy()), w_reference = matmul_params(trainer.reference());
+  const double w_reward = matmul_params(trainer.reward_model());
+  const double w_value = trainer.has_separate_value_model() ? matmul_params(trainer.value_model()) : 0.0;
+  const double decode_kv = B * kv_bytes_per_position * (R * P + R * (R - 1) / 2);
+  const double trained = w_policy + w_value, epochs = double(cfg.ppo_epochs);
+  std::map<std::string, double> b = {
+      {"generate", 2 * w_policy * (1 + R + micro_batches) + decode_kv},
+      {"reference", 2 * w_reference * micro_batches},
+      {"reward", 2 * w_reward * micro_batches},
+      {"value", 2 * w_value * micro_batches},
+      {"advantages", 0.0},
+      {"train", epochs * (micro_batches * 12 * trained + double(cfg.num_minibatches) * 38 * trained)}};
+  b["total"] = b["generate"] + b["reference"] + b["reward"] + b["value"] + b["train"];
+  return b;
 }
 
 void run_bench(const BenchOptions& o) {
@@ -123,9 +154,11 @@ void run_bench(const BenchOptions& o) {
       {"reward", 2 * n_reward * tokens}, {"value", 2 * n_value * tokens}, {"advantages", 0},
       {"train", 6 * (trunk_policy * tokens + head * scored + n_value * tokens) * double(cfg.ppo_epochs)}};
   flops["total"] = flops["generate"] + flops["reference"] + flops["reward"] + flops["value"] + flops["train"];
-  double peak = o.peak_tflops * 1e12;
-  if (peak == 0 && cuda && (device.find("H100") != std::string::npos || device.find("H200") != std::string::npos))
-    peak = 989.4e12;  // dense bf16 tensor-core peak, SXM
+  const std::map<std::string, double> bytes = roofline_bytes(trainer, cfg);
+  double peak = o.peak_tflops * 1e12, bandwidth = o.peak_gbs * 1e9;
+  const bool hopper = device.find("H100") != std::string::npos || device.find("H200") != std::string::npos;
+  if (peak == 0 && cuda && hopper) peak = 989.4e12;  // dense bf16 tensor-core peak, SXM
+  if (bandwidth == 0 && cuda && hopper) bandwidth = device.find("H200") != std::string::npos ? 4.8e12 : 3.35e12;  // HBM
 
   std::map<std::string, std::vector<double>> seconds;
   std::map<std::string, DeviceCounters> work;  // summed over the timed steps
@@ -165,7 +198,8 @@ void run_bench(const BenchOptions& o) {
                                    {"matmul_params", {{"policy", trunk_policy + head}, {"reference", trunk_reference + head},
                                                       {"reward", n_reward}, {"value", n_value}}},
                                    {"arena_bytes", trainer.arena().plan().total_bytes}};
-  std::printf("\n%-20s%10s%7s%12s%8s\n", "phase", "ms", "%", cuda ? "TFLOP/s" : "GFLOP/s", "MFU");
+  std::printf("\n%-20s%10s%7s%12s%8s  %s\n", "phase", "ms", "%", cuda ? "TFLOP/s" : "GFLOP/s", "MFU",
+              peak > 0 && bandwidth > 0 ? "roofline (achieved/roofline)" : "");
   const double total = mean("total");
   for (const std::string& k : {"generate", "reference", "reward", "value", "advantages", "train", "total",
                                "generate/sampling", "generate/old_logp"}) {
@@ -186,8 +220,19 @@ void run_bench(const BenchOptions& o) {
         mfu = buf;
       }
     }
+    std::string roof = "";
+    if (bytes.count(k) && peak > 0 && bandwidth > 0) {  // the phase's lower bound on this device
+      const double bound = std::max(flops[k] / peak, bytes.at(k) / bandwidth);
+      row["bytes"] = bytes.at(k);
+      row["roofline_seconds"] = bound;
+      row["achieved_over_roofline"] = s > 0 ? nlohmann::json(bound / s) : nlohmann::json(nullptr);
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "%.3f ms  %.1f%%", bound * 1e3, s > 0 ? 100 * bound / s : 0.0);
+      roof = buf;
+    }
     report[k.find('/') == std::string::npos ? "phases" : "subphases"][k] = row;
-    std::printf("%-20s%10.1f%7.1f%12s%8s\n", k.c_str(), s * 1e3, total > 0 ? 100 * s / total : 0.0, rate.c_str(), mfu.c_str());
+    std::printf("%-20s%10.1f%7.1f%12s%8s  %s\n", k.c_str(), s * 1e3, total > 0 ? 100 * s / total : 0.0, rate.c_str(),
+                mfu.c_str(), roof.c_str());
   }
   if (cuda_emulated()) {
     std::printf("\ndevice work per step (emulated device: counted, not timed)\n%-20s%10s%8s%8s%12s%8s%12s%8s\n", "phase",
@@ -231,7 +276,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--trace", o->trace, "write every tensor of the first step to DIR/trace.safetensors (ppo/trace.h)");
   cmd->add_option("--save-weights", o->save_weights,
                   "write the initial models as HF checkpoints DIR/{policy,reference,reward,value}/");
-  cmd->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (default: 989.4 on H100/H200)");
+  cmd->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU and the roofline (default: 989.4 on H100/H200)");
+  cmd->add_option("--peak-gbs", o->peak_gbs, "device memory bandwidth in GB/s for the roofline (default: 4800 on H200, 3350 on H100)");
   cmd->callback([o] { run_bench(*o); });
 }
 
