@@ -197,11 +197,18 @@ void Backend::copy_host_device(void* dst, const void* src, size_t bytes) {
   copy_bytes(dst, DeviceKind::CUDA, src, DeviceKind::CUDA, bytes);  // a CPU backend reading a CUDA tensor
 }
 
+void Backend::copy(Tensor dst, Tensor src) {
+  if (dst.device == DeviceKind::CPU && src.device == DeviceKind::CPU) return copy_tensor(dst, src);
+  PPO_ASSERT(dst.dtype == src.dtype && dst.numel() == src.numel(), "copy from tensor '", src.name, "' ",
+             src.shape_str(), " into '", dst.name, "' ", dst.shape_str(), ": dtype or size differ");
+  copy_host_device(dst.data, src.data, src.bytes());
+}
+
 void Backend::convert(Tensor dst, Tensor src) {
   PPO_ASSERT(dst.numel() == src.numel(), "convert: tensor '", src.name, "' ", src.shape_str(),
              " into '", dst.name, "' ", dst.shape_str(), ": element counts differ");
   PPO_ASSERT(is_float(dst.dtype) && is_float(src.dtype), "convert: float tensors only ('", src.name, "' -> '", dst.name, "')");
-  if (dst.dtype == src.dtype) return copy_tensor(dst, src);
+  if (dst.dtype == src.dtype) return copy(dst, src);
   if (dst.device == DeviceKind::CPU && src.device == DeviceKind::CPU) {
     for (int64_t i = 0; i < src.numel(); ++i) store_host(dst.data, dst.dtype, i, load_host(src.data, src.dtype, i));
     return;
@@ -983,45 +990,100 @@ void Backend::scale_rows(Tensor x, Tensor row_scale) {
   });
 }
 
-PolicyLossSums Backend::ppo_policy_loss(Tensor dlogp, Tensor logp, Tensor old_logp, Tensor advantages, Tensor mask,
-                                        float clip_eps, float dual_clip, float token_weight) {
+namespace {
+// sums (k) f64 on `device`: the accumulators of the loss ops.
+void expect_sums(const char* op, const Tensor& sums, DeviceKind device, int64_t k) {
+  expect(op, "sums", sums.reshape({sums.numel()}), device, DType::F64, {k});
+}
+}  // namespace
+
+void Backend::ppo_policy_loss(Tensor dlogp, Tensor sums, Tensor logp, Tensor old_logp, Tensor advantages, Tensor mask,
+                              float clip_eps, float dual_clip, float token_weight) {
   expect_tokens("ppo_policy_loss",
                 {{"dlogp", &dlogp}, {"logp", &logp}, {"old_logp", &old_logp}, {"advantages", &advantages}}, mask,
                 device_, stat_dtype());
+  expect_sums("ppo_policy_loss", sums, device_, 5);
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    return cuda::ppo_policy_loss(*cuda_, dlogp.ptr<float>(), logp.ptr<float>(), old_logp.ptr<float>(),
-                                 advantages.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), clip_eps, dual_clip,
-                                 token_weight);
+    cuda::ppo_policy_loss(*cuda_, sums.ptr<double>(), dlogp.ptr<float>(), logp.ptr<float>(), old_logp.ptr<float>(),
+                          advantages.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), clip_eps, dual_clip,
+                          token_weight);
 #endif
+    return;
   }
-  PolicyLossSums r;
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
-    r = cpu::ppo_policy_loss<F>(dlogp.ptr<F>(), logp.ptr<F>(), old_logp.ptr<F>(), advantages.ptr<F>(),
+    const PolicyLossSums r =
+        cpu::ppo_policy_loss<F>(dlogp.ptr<F>(), logp.ptr<F>(), old_logp.ptr<F>(), advantages.ptr<F>(),
                                 mask.ptr<int32_t>(), mask.numel(), clip_eps, dual_clip, token_weight);
+    double* s = sums.ptr<double>();
+    s[0] += r.loss, s[1] += r.clipped, s[2] += r.approx_kl, s[3] += r.ratio, s[4] += r.count;
   });
-  return r;
 }
 
-ValueLossSums Backend::ppo_value_loss(Tensor dvalues, Tensor values, Tensor old_values, Tensor returns, Tensor mask,
-                                      float clip_value, float token_weight) {
+void Backend::ppo_value_loss(Tensor dvalues, Tensor sums, Tensor values, Tensor old_values, Tensor returns, Tensor mask,
+                             float clip_value, float token_weight) {
   expect_tokens("ppo_value_loss",
                 {{"dvalues", &dvalues}, {"values", &values}, {"old_values", &old_values}, {"returns", &returns}}, mask,
                 device_, stat_dtype());
+  expect_sums("ppo_value_loss", sums, device_, 3);
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    return cuda::ppo_value_loss(*cuda_, dvalues.ptr<float>(), values.ptr<float>(), old_values.ptr<float>(),
-                                returns.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), clip_value, token_weight);
+    cuda::ppo_value_loss(*cuda_, sums.ptr<double>(), dvalues.ptr<float>(), values.ptr<float>(), old_values.ptr<float>(),
+                         returns.ptr<float>(), mask.ptr<int32_t>(), mask.numel(), clip_value, token_weight);
 #endif
+    return;
   }
-  ValueLossSums r;
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
-    r = cpu::ppo_value_loss<F>(dvalues.ptr<F>(), values.ptr<F>(), old_values.ptr<F>(), returns.ptr<F>(),
+    const ValueLossSums r =
+        cpu::ppo_value_loss<F>(dvalues.ptr<F>(), values.ptr<F>(), old_values.ptr<F>(), returns.ptr<F>(),
                                mask.ptr<int32_t>(), mask.numel(), clip_value, token_weight);
+    double* s = sums.ptr<double>();
+    s[0] += r.loss, s[1] += r.clipped, s[2] += r.count;
   });
-  return r;
+}
+
+void Backend::masked_sum(Tensor sums, Tensor x, Tensor mask) {
+  expect_tokens("masked_sum", {{"x", &x}}, mask, device_, stat_dtype());
+  expect_sums("masked_sum", sums, device_, 2);
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    cuda::masked_sum(*cuda_, sums.ptr<double>(), x.ptr<float>(), mask.ptr<int32_t>(), mask.numel());
+#endif
+    return;
+  }
+  with_cpu_float(precision_, [&](auto z) {
+    using F = decltype(z);
+    const MaskedMoments m = cpu::masked_moments<F>(x.ptr<F>(), mask.ptr<int32_t>(), mask.numel());
+    sums.ptr<double>()[0] += m.mean * m.count;
+    sums.ptr<double>()[1] += m.count;
+  });
+}
+
+void Backend::gather_rows(Tensor dst, int64_t column, Tensor src, Tensor rows) {
+  const char* op = "gather_rows";
+  PPO_ASSERT(dst.ndim == 2 && src.ndim == 2 && rows.ndim == 1, op, ": dst '", dst.name, "' ", dst.shape_str(),
+             " and src '", src.name, "' ", src.shape_str(), " must be 2-D, rows '", rows.name, "' 1-D");
+  const int64_t n = dst.dim(0), Td = dst.dim(1), B = src.dim(0), Ts = src.dim(1);
+  expect(op, "src", src, device_, src.dtype, {B, Ts});
+  expect(op, "dst", dst, device_, src.dtype, {n, Td});
+  expect(op, "rows", rows, device_, DType::I32, {n});
+  PPO_ASSERT(column >= 0 && column + Ts <= Td, op, ": columns [", column, ",", column + Ts, ") outside dst's ", Td);
+  if (device_ == DeviceKind::CUDA) {
+#ifdef PPO_HAS_CUDA
+    range_sites_[4] = {op, "row", rows.name, "", B};
+    cuda::gather_rows(*cuda_, dst.data, Td, column, src.data, B, Ts, rows.ptr<int32_t>(), n, dtype_size(src.dtype));
+#endif
+    return;
+  }
+  const size_t e = dtype_size(src.dtype);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t b = rows.ptr<int32_t>()[i];
+    PPO_ASSERT(b >= 0 && b < B, op, ": row ", b, " in '", rows.name, "' outside [0,", B, ")");
+    std::memcpy(static_cast<char*>(dst.data) + size_t(i * Td + column) * e,
+                static_cast<const char*>(src.data) + size_t(b * Ts) * e, size_t(Ts) * e);
+  }
 }
 
 }  // namespace ppo

@@ -41,7 +41,8 @@ struct AdamWParams {
   float grad_scale = 1.0f;  // gradients are multiplied by this (and by the clipping factor) first
 };
 
-// Sums over valid tokens (mask == 1) returned by the fused PPO loss ops; means are sum / count.
+// The sums over valid tokens (mask == 1) the fused PPO loss ops accumulate, in this order; means
+// are sum / count.
 struct PolicyLossSums {
   double loss = 0, clipped = 0, approx_kl = 0, ratio = 0, count = 0;
 };
@@ -87,6 +88,9 @@ class Backend {
   // ---- memory ---------------------------------------------------------------------------------
   void zero(Tensor t);
   void fill(Tensor t, float value);
+  // dst = src (same dtype and size), any devices, in order with the backend's work: a copy within
+  // the device does not make the host wait.
+  void copy(Tensor dst, Tensor src);
   // dst = src converted to dst's dtype (f32/f64/bf16; bf16 rounds to nearest even). Any devices.
   void convert(Tensor dst, Tensor src);
   // Host f32 copy of a float tensor of any float dtype and device (after the device's pending work);
@@ -237,15 +241,24 @@ class Backend {
   //   l = max(-A ratio, -A clip(ratio, 1-clip_eps, 1+clip_eps));  if dual_clip > 1 and A < 0:
   //   l = min(l, -dual_clip A).  dlogp = token_weight * dl/dlogp (0 where mask == 0).
   //   approx_kl per token = (logp - old_logp)^2 / 2;  clipped counts tokens where the clip binds.
-  PolicyLossSums ppo_policy_loss(Tensor dlogp, Tensor logp, Tensor old_logp, Tensor advantages,
-                                 Tensor mask, float clip_eps, float dual_clip, float token_weight);
+  // sums (5) f64 += the sums over valid tokens in PolicyLossSums order: loss, clipped, approx_kl,
+  // ratio, count. They stay where the op runs: read them once per minibatch, not per call.
+  void ppo_policy_loss(Tensor dlogp, Tensor sums, Tensor logp, Tensor old_logp, Tensor advantages, Tensor mask,
+                       float clip_eps, float dual_clip, float token_weight);
   // Per-row weights of per-token quantities: x[b,t] *= row_scale[b].  x (B,T) stat; row_scale (B)
   // stat. (loss_agg_mode seq-mean-token-mean: a token's loss gradient weighs 1 / its row's length.)
   void scale_rows(Tensor x, Tensor row_scale);
   // Clipped value loss per valid token: vc = old_v + clip(v - old_v, -clip_value, clip_value)
   //   l = 0.5 max((v - R)^2, (vc - R)^2);   dvalues = token_weight * dl/dv.
-  ValueLossSums ppo_value_loss(Tensor dvalues, Tensor values, Tensor old_values, Tensor returns,
-                               Tensor mask, float clip_value, float token_weight);
+  // sums (3) f64 += loss, clipped, count (ValueLossSums order).
+  void ppo_value_loss(Tensor dvalues, Tensor sums, Tensor values, Tensor old_values, Tensor returns, Tensor mask,
+                      float clip_value, float token_weight);
+  // sums (2) f64 += (sum of x, count) over entries with mask == 1.
+  void masked_sum(Tensor sums, Tensor x, Tensor mask);
+
+  // dst(n,Td)[i, column + c] = src(B,Ts)[rows[i], c] for c < Ts: rows (n) i32 in [0,B) pick rows
+  // of src; dst's other columns keep their values. One dtype; f32, f64, i32 or bf16.
+  void gather_rows(Tensor dst, int64_t column, Tensor src, Tensor rows);
 
  private:
   template <class T>
@@ -266,7 +279,7 @@ class Backend {
     const char* within = "";  // "the vocabulary " or ""
     int64_t bound = 0;
   };
-  RangeCheckSite range_sites_[4];
+  RangeCheckSite range_sites_[5];
 };
 
 }  // namespace ppo

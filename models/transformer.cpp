@@ -492,9 +492,9 @@ void Transformer::forward(Tensor tokens, Tensor pos, Tensor mask) {
   B_ = B;
   T_ = T;
   Tensor tok = fit(act_.at("tokens"), {B, T}), ps = fit(act_.at("pos"), {B, T}), mk = fit(act_.at("mask"), {B, T});
-  copy_tensor(tok, tokens);
-  copy_tensor(ps, pos);
-  copy_tensor(mk, mask);
+  be_.copy(tok, tokens);
+  be_.copy(ps, pos);
+  be_.copy(mk, mask);
   const std::vector<BlockActs> acts = all_blocks(act_, config(), stored_blocks(spec_), B, T);
   embed(acts[0].in, tok, ps);
   const int NH = int(config().n_head), NKV = int(config().n_kv_head), HS = int(config().head_size());
@@ -517,7 +517,7 @@ void Transformer::lm_logprobs(Tensor targets, float inv_temperature, Tensor logp
   Tensor tg = fit(act_.at("targets"), {B, W}), ent = fit(act_.at("head_entropy"), {B, W});
   Tensor lnf = fit(act_.at("lnf"), {B, T, C});
   if (first_column == 0) {
-    copy_tensor(tg, targets);
+    be_.copy(tg, targets);
     be_.lm_logprob_entropy_forward(logp, ent, fit(act_.at("head_lse"), {B, T}), lnf, lm_weight(), tg, inv_temperature);
     if (!entropy.empty()) be_.convert(entropy, ent);
   } else {  // the window's rows, contiguous for the vocabulary pass, then back into (B,T) columns
@@ -594,6 +594,7 @@ void Transformer::scalar_backward(Tensor g_values) {
 
 void Transformer::backward() {
   require_trained("backward");
+  grad_sumsq_current_ = false;
   PPO_ASSERT(lm_ready_ || scalar_ready_, owner_, ": backward without a head after the last forward");
   const ModelConfig& c = config();
   const int64_t B = B_, T = T_, C = c.d_model, N = B * T;
@@ -631,17 +632,21 @@ void Transformer::backward() {
 void Transformer::zero_grad() {
   require_trained("zero_grad");
   be_.zero(all_grads_);
+  grad_sumsq_current_ = false;
 }
 
-double Transformer::grad_norm() {
-  require_trained("grad_norm");
+Tensor Transformer::grad_sum_squares() {
+  require_trained("grad_sum_squares");
   be_.sum_squares(grad_sumsq_, all_grads_);
-  return std::sqrt(be_.to_host_f64(grad_sumsq_)[0]);
+  grad_sumsq_current_ = true;
+  return grad_sumsq_;
 }
+
+double Transformer::grad_norm() { return std::sqrt(be_.to_host_f64(grad_sum_squares())[0]); }
 
 void Transformer::adamw_step(const AdamWParams& hp, float max_grad_norm, uint64_t seed) {
   require_trained("adamw_step");
-  be_.sum_squares(grad_sumsq_, all_grads_);
+  if (!grad_sumsq_current_) grad_sum_squares();
   be_.adamw_update(all_weights_, all_master_, all_grads_, all_adam_m_, all_adam_v_, decayed_, grad_sumsq_,
                    max_grad_norm, hp, seed);
 }

@@ -120,13 +120,16 @@ class Transformer {
   // Backward through the trunk from the heads' gradients: parameter grads += (across micro-batches).
   void backward();
   void zero_grad();
-  // Global L2 norm of all gradients: one pass over the gradient region (Backend::sum_squares), read
-  // on the host (one synchronization).
+  // The sum of squares of all gradients, (1) f64 where the model lives: one pass over the gradient
+  // region (Backend::sum_squares), no synchronization.
+  Tensor grad_sum_squares();
+  // Global L2 norm of all gradients: grad_sum_squares() read on the host (one synchronization).
   double grad_norm();
   // AdamW on every parameter in one pass over the parameter regions; weight decay on matrices only
   // (not biases, not norm weights), as HF Trainer. max_grad_norm > 0 scales the gradients by
   // min(1, max_grad_norm / (norm + 1e-6)); a non-finite norm leaves the weights untouched. The norm
-  // is computed and used on the device: no synchronization.
+  // is used where it was computed (by grad_sum_squares since the last backward, or here): no
+  // synchronization.
   void adamw_step(const AdamWParams& hp, float max_grad_norm, uint64_t seed);
 
   // ---- generation (Generation::KVCache, LM head) ------------------------------------------------
@@ -180,6 +183,7 @@ class Transformer {
   Tensor all_weights_, all_master_, all_grads_, all_adam_m_, all_adam_v_;
   int64_t decayed_ = 0;
   Tensor grad_sumsq_;                    // (1) f64, sum_squares of all_grads_
+  bool grad_sumsq_current_ = false;      // it is of the gradients as they are now
   Params w_, gr_;                        // structured views of weights_ and grads_
 
   std::map<std::string, Tensor> act_;    // activations region, by table name

@@ -34,8 +34,12 @@ std::vector<TensorSpec> ExperienceBuffers::specs(const PpoConfig& c, Precision p
   const DType stat = grad_dtype_of(p), ids = DType::I32;
   const int64_t B = c.rollout_batch_size, P = c.prompt_length, R = c.response_length, T = P + R, M = c.micro_batch_size;
   std::vector<TensorSpec> t = GenerationBuffers::specs(B, P, T, p);
+  for (const char* n : {"seq_tokens", "seq_pos", "seq_mask", "seq_targets"}) t.push_back({n, ids, {B, T}});
   t.push_back({"response_mask", ids, {B, R}});
   for (const char* n : {"old_logp", "ref_logp", "values", "kl", "rewards", "advantages", "returns"}) t.push_back({n, stat, {B, R}});
+  t.push_back({"row_scale", stat, {B, 1}});
+  t.push_back({"order", ids, {c.ppo_epochs, B}});
+  t.push_back({"update_sums", DType::F64, {kUpdateSums}});
   for (const char* n : {"mb_tokens", "mb_pos", "mb_mask", "mb_targets", "mb_loss_mask"}) t.push_back({n, ids, {M, T}});
   for (const char* n : {"mb_logp", "mb_entropy", "mb_values", "mb_old_logp", "mb_ref_logp", "mb_old_values",
                         "mb_advantages", "mb_returns", "mb_dlogp", "mb_dentropy", "mb_dvalues"})
@@ -51,10 +55,11 @@ RegionSpec ExperienceBuffers::region(const PpoConfig& c, Precision p) {
 ExperienceBuffers::ExperienceBuffers(const PpoConfig& c, Precision p, const Arena& arena) {
   Carver carver = arena.carver("run", "experience");
   gen = GenerationBuffers::carve(carver, c.rollout_batch_size, c.prompt_length, c.sequence_length, p);
-  Tensor* slots[] = {&response_mask, &old_logp, &ref_logp, &values, &kl, &rewards, &advantages, &returns,
-                     &mb.tokens, &mb.pos, &mb.mask, &mb.targets, &mb_loss_mask,
-                     &mb_logp, &mb_entropy, &mb_values, &mb_old_logp, &mb_ref_logp, &mb_old_values,
-                     &mb_advantages, &mb_returns, &mb_dlogp, &mb_dentropy, &mb_dvalues, &mb_row_scale};
+  Tensor* slots[] = {&seq.tokens, &seq.pos,     &seq.mask,    &seq.targets, &response_mask, &old_logp,      &ref_logp,
+                     &values,     &kl,          &rewards,     &advantages,  &returns,       &row_scale,     &order,
+                     &sums,       &mb.tokens,   &mb.pos,      &mb.mask,     &mb.targets,    &mb_loss_mask,  &mb_logp,
+                     &mb_entropy, &mb_values,   &mb_old_logp, &mb_ref_logp, &mb_old_values, &mb_advantages, &mb_returns,
+                     &mb_dlogp,   &mb_dentropy, &mb_dvalues,  &mb_row_scale};
   static const std::vector<TensorSpec> names = specs(PpoConfig{}, Precision::F32);  // names outlive the views
   const std::vector<TensorSpec> table = specs(c, p);
   const size_t first = table.size() - std::size(slots);  // after the generation buffers
@@ -109,13 +114,14 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
   Tensor mask = buf.response_mask.slice0(0, B);
   be.from_host_ids(mask, exp.response_mask);
   const bool value_on_policy = models.value == models.policy;
+  const SequenceTensors seq = upload_sequences(be, exp.seq, row_range(0, B), buf.seq);  // once; the update reads it too
   // One pass of `model` over every micro-batch; `per_rows(start, n)` reads its heads.
   auto pass = [&](Transformer& model, auto&& per_rows) {
     for (int64_t start = 0; start < B; start += M) {
       const int64_t n = std::min(M, B - start);
-      const SequenceTensors in = upload_sequences(be, exp.seq, row_range(start, n), buf.mb);
-      model.forward(in.tokens, in.pos, in.mask);
-      per_rows(in.targets, start, n);
+      model.forward(seq.tokens.slice0(start, start + n), seq.pos.slice0(start, start + n),
+                    seq.mask.slice0(start, start + n));
+      per_rows(seq.targets.slice0(start, start + n), start, n);
     }
   };
   auto response_columns = [&](Tensor dst, Tensor src_T, int64_t start, int64_t n) {

@@ -53,13 +53,21 @@ struct Experience {
   bool finite() const;
 };
 
+// The sums the update reads once per minibatch (ppo/update.cpp): policy loss (5), value loss (3),
+// entropy (2), the gradients' sums of squares of the policy and the value model (2).
+inline constexpr int64_t kUpdateSums = 12;
+
 // Device tensors of the run (region ("run", "experience"), Phase::Always), sized for B rows of T
 // tokens, micro-batches of M rows, vocabulary-independent.
 struct ExperienceBuffers {
   GenerationBuffers gen;  // rollout: G = B rows
   // the whole batch
+  SequenceTensors seq;                                          // (B,T) i32, uploaded by score_experience
   Tensor response_mask;                                         // (B,R) i32
   Tensor old_logp, ref_logp, values, kl, rewards, advantages, returns;  // (B,R) stat
+  Tensor row_scale;                                                     // (B,1) stat: per-row loss weights
+  Tensor order;                                                         // (E,B) i32: each epoch's row order
+  Tensor sums;                                                          // (kUpdateSums) f64: a minibatch's sums
   // one micro-batch over all T columns (the update's per-token math runs on these)
   SequenceTensors mb;                                           // (M,T) i32
   Tensor mb_loss_mask;                                          // (M,T) i32

@@ -10,35 +10,38 @@ namespace ppo {
 
 namespace {
 
-// The micro-batch's inputs over all T columns, rows in `rows` order: the sequences
-// (ppo/sequences.h), and the per-token quantities of response token t at column P-1+t (0 and loss
-// mask 0 elsewhere).
-SequenceTensors upload_micro_batch(Backend& be, ExperienceBuffers& buf, const Experience& exp,
-                                   const std::vector<int32_t>& rows) {
-  const int64_t n = int64_t(rows.size()), P = exp.P, R = exp.R, T = exp.T();
-  std::vector<int32_t> loss_mask(size_t(n * T), 0);
-  std::vector<float> old_logp(size_t(n * T), 0), ref_logp(size_t(n * T), 0), old_values(size_t(n * T), 0),
-      advantages(size_t(n * T), 0), returns(size_t(n * T), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t b = rows[size_t(i)];
-    for (int64_t t = 0; t < R; ++t) {
-      const size_t src = size_t(b * R + t), dst = size_t(i * T + P - 1 + t);
-      loss_mask[dst] = exp.response_mask[src];
-      old_logp[dst] = exp.old_logp[src];
-      ref_logp[dst] = exp.ref_logp[src];
-      old_values[dst] = exp.values[src];
-      advantages[dst] = exp.advantages[src];
-      returns[dst] = exp.returns[src];
-    }
-  }
-  be.from_host_ids(buf.mb_loss_mask.slice0(0, n), loss_mask);
-  be.from_host(buf.mb_old_logp.slice0(0, n), old_logp);
-  be.from_host(buf.mb_ref_logp.slice0(0, n), ref_logp);
-  be.from_host(buf.mb_old_values.slice0(0, n), old_values);
-  be.from_host(buf.mb_advantages.slice0(0, n), advantages);
-  be.from_host(buf.mb_returns.slice0(0, n), returns);
-  return upload_sequences(be, exp.seq, rows, buf.mb);
+// The micro-batch's inputs over all T columns, gathered on the device from the whole batch's
+// tensors, rows `rows` (a slice of buf.order): the sequences (ppo/sequences.h), and the per-token
+// quantities of response token t at column P-1+t (0 and loss mask 0 elsewhere: prepare_micro_batches).
+SequenceTensors gather_micro_batch(Backend& be, ExperienceBuffers& buf, Tensor rows, int64_t P, int64_t T) {
+  const int64_t n = rows.numel();
+  SequenceTensors in = sequence_views(buf.mb, n, T);
+  for (auto [dst, src] : {std::pair{in.tokens, buf.seq.tokens}, std::pair{in.pos, buf.seq.pos},
+                          std::pair{in.mask, buf.seq.mask}, std::pair{in.targets, buf.seq.targets}})
+    be.gather_rows(dst, 0, src, rows);
+  for (auto [dst, src] : {std::pair{buf.mb_loss_mask, buf.response_mask}, std::pair{buf.mb_old_logp, buf.old_logp},
+                          std::pair{buf.mb_ref_logp, buf.ref_logp}, std::pair{buf.mb_old_values, buf.values},
+                          std::pair{buf.mb_advantages, buf.advantages}, std::pair{buf.mb_returns, buf.returns}})
+    be.gather_rows(dst.slice0(0, n), P - 1, src, rows);
+  return in;
 }
+
+// Once per update: every epoch's row order (E,B) and the per-row loss weights of every row go to
+// the device, and the columns no gather writes are 0 (loss mask 0).
+void prepare_micro_batches(Backend& be, ExperienceBuffers& buf, const Experience& exp, LossAggMode mode,
+                           const std::vector<std::vector<int32_t>>& orders) {
+  std::vector<int32_t> all;
+  for (const std::vector<int32_t>& o : orders) all.insert(all.end(), o.begin(), o.end());
+  be.from_host_ids(buf.order.reshape({buf.order.numel()}).slice0(0, int64_t(all.size())), all);
+  if (mode == LossAggMode::SeqMeanTokenMean)
+    be.from_host(buf.row_scale.slice0(0, exp.B), loss_weights(mode, exp.response_mask, exp.R, row_range(0, exp.B)).row);
+  for (Tensor t :
+       {buf.mb_loss_mask, buf.mb_old_logp, buf.mb_ref_logp, buf.mb_old_values, buf.mb_advantages, buf.mb_returns})
+    be.zero(t);
+}
+
+// Slots of buf.sums (kUpdateSums): what one minibatch adds up on the device and the host reads once.
+constexpr int64_t kPolicySums = 0, kValueSums = 5, kEntropySums = 8, kPolicyGradSumsq = 10, kValueGradSumsq = 11;
 
 bool finite(double x) { return std::isfinite(x); }
 
@@ -71,26 +74,33 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
   const bool entropy_bonus = cfg.entropy_coef > 0;
   UpdateStats st;
 
+  std::vector<std::vector<int32_t>> orders;
+  for (int64_t epoch = 0; epoch < cfg.ppo_epochs; ++epoch)
+    orders.push_back(philox_permutation(B, cfg.seed, kShuffleStream + uint64_t(step * cfg.ppo_epochs + epoch)));
+  prepare_micro_batches(be, buf, exp, cfg.loss_agg_mode, orders);
+  const Tensor sums = buf.sums;
+  auto sum_slots = [&](int64_t first, int64_t count) { return sums.slice0(first, first + count); };
+
   for (int64_t epoch = 0; epoch < cfg.ppo_epochs; ++epoch) {
-    const std::vector<int32_t> order =
-        philox_permutation(B, cfg.seed, kShuffleStream + uint64_t(step * cfg.ppo_epochs + epoch));
+    const std::vector<int32_t>& order = orders[size_t(epoch)];
+    const Tensor epoch_rows = buf.order.slice0(epoch, epoch + 1).reshape({B});
     for (int64_t k = 0; k < cfg.num_minibatches; ++k) {
       const std::vector<int32_t> rows(order.begin() + k * M, order.begin() + (k + 1) * M);
       const LossWeights w = loss_weights(cfg.loss_agg_mode, exp.response_mask, R, rows);
       const float policy_weight = float(1.0 / w.denominator), value_weight = float(cfg.value_loss_coef / w.denominator);
       const bool traced = trace && k == 0 && (epoch == 0 || trace->all_epochs);
       std::vector<float> traced_logp, traced_ratio;
-      double traced_pl = 0, traced_vl = 0, traced_tokens = 0;
-      bool ok = true;
+      be.zero(sums);
 
       for (int64_t start = 0; start < M; start += mbs) {
         const std::vector<int32_t> micro(rows.begin() + start, rows.begin() + start + mbs);
         const int64_t n = int64_t(micro.size());
-        const SequenceTensors in = upload_micro_batch(be, buf, exp, micro);
+        const Tensor micro_rows = epoch_rows.slice0(k * M + start, k * M + start + n);
+        const SequenceTensors in = gather_micro_batch(be, buf, micro_rows, P, T);
         Tensor row_scale;
         if (!w.row.empty()) {
           row_scale = buf.mb_row_scale.slice0(0, n);
-          be.from_host(row_scale, std::vector<float>(w.row.begin() + start, w.row.begin() + start + n));
+          be.gather_rows(row_scale.reshape({n, 1}), 0, buf.row_scale, micro_rows);
         }
         Tensor loss_mask = buf.mb_loss_mask.slice0(0, n), logp = buf.mb_logp.slice0(0, n);
         Tensor entropy = buf.mb_entropy.slice0(0, n), dlogp = buf.mb_dlogp.slice0(0, n);
@@ -99,13 +109,12 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         // policy: clipped surrogate (+ KL loss) (+ entropy bonus)
         policy.forward(in.tokens, in.pos, in.mask);
         policy.lm_logprobs(in.targets, inv_t, logp, entropy, P - 1);  // response positions only
-        const PolicyLossSums pl = be.ppo_policy_loss(dlogp, logp, buf.mb_old_logp.slice0(0, n),
-                                                     buf.mb_advantages.slice0(0, n), loss_mask, cfg.clip_eps,
-                                                     cfg.dual_clip, policy_weight);
+        be.ppo_policy_loss(dlogp, sum_slots(kPolicySums, 5), logp, buf.mb_old_logp.slice0(0, n),
+                           buf.mb_advantages.slice0(0, n), loss_mask, cfg.clip_eps, cfg.dual_clip, policy_weight);
         if (!cfg.kl_in_reward)
           be.kl_penalty_backward(dlogp, logp, buf.mb_ref_logp.slice0(0, n), loss_mask, cfg.kl_estimator,
                                  float(kl_coef) * policy_weight);
-        const MaskedMoments ent = be.masked_moments(entropy, loss_mask);
+        be.masked_sum(sum_slots(kEntropySums, 2), entropy, loss_mask);
         Tensor dentropy;
         if (entropy_bonus) {
           dentropy = buf.mb_dentropy.slice0(0, n);
@@ -119,24 +128,17 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         policy.lm_logprobs_backward(dlogp, dentropy, inv_t);
 
         // value: clipped value loss, on the policy trunk or the value model (none without a critic)
-        ValueLossSums vl;
         if (value || !critic) policy.backward();
         if (critic) {
           if (value) value->forward(in.tokens, in.pos, in.mask);
           critic->scalar(values);
-          vl = be.ppo_value_loss(dvalues, values, buf.mb_old_values.slice0(0, n), buf.mb_returns.slice0(0, n),
-                                 loss_mask, cfg.clip_value, value_weight);
+          be.ppo_value_loss(dvalues, sum_slots(kValueSums, 3), values, buf.mb_old_values.slice0(0, n),
+                            buf.mb_returns.slice0(0, n), loss_mask, cfg.clip_value, value_weight);
           if (!row_scale.empty()) be.scale_rows(dvalues, row_scale);
           critic->scalar_backward(dvalues);
           critic->backward();
         }
-
-        ok = ok && finite(pl.loss) && finite(pl.ratio) && finite(vl.loss) && finite(ent.mean);
-        st.policy_loss += pl.loss, st.clipped += pl.clipped, st.approx_kl += pl.approx_kl, st.ratio += pl.ratio;
-        st.entropy += ent.mean * ent.count, st.tokens += pl.count;
-        st.value_loss += vl.loss, st.value_clipped += vl.clipped;
         if (traced) {
-          traced_pl += pl.loss, traced_vl += vl.loss, traced_tokens += pl.count;
           const std::vector<float> lp = be.to_host(logp);
           for (int64_t i = 0; i < n; ++i) {
             const int32_t b = micro[size_t(i)];
@@ -151,13 +153,26 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         }
       }
 
+      // The minibatch's sums and the gradients' sums of squares, read once.
+      be.copy(sum_slots(kPolicyGradSumsq, 1), policy.grad_sum_squares());
+      if (value) be.copy(sum_slots(kValueGradSumsq, 1), value->grad_sum_squares());
+      const std::vector<double> s = be.to_host_f64(sums);
+      const PolicyLossSums pl{s[kPolicySums], s[kPolicySums + 1], s[kPolicySums + 2], s[kPolicySums + 3],
+                              s[kPolicySums + 4]};
+      const ValueLossSums vl{s[kValueSums], s[kValueSums + 1], s[kValueSums + 2]};
+      st.policy_loss += pl.loss, st.clipped += pl.clipped, st.approx_kl += pl.approx_kl, st.ratio += pl.ratio;
+      st.entropy += s[kEntropySums], st.tokens += pl.count;
+      st.value_loss += vl.loss, st.value_clipped += vl.clipped;
+      st.policy_grad_norm = std::sqrt(s[kPolicyGradSumsq]);
+      st.value_grad_norm = value ? std::sqrt(s[kValueGradSumsq]) : 0.0;
+
       if (traced) {
         if (epoch == 0) {
           trace->minibatch_indices = rows;
           trace->new_logp = traced_logp;
           trace->ratio = traced_ratio;
-          trace->policy_loss = traced_pl / traced_tokens;
-          trace->value_loss = traced_vl / traced_tokens;
+          trace->policy_loss = pl.loss / pl.count;
+          trace->value_loss = vl.loss / pl.count;
         }
         trace->epoch_indices.push_back(rows);
         trace->epoch_new_logp.push_back(traced_logp);
@@ -165,11 +180,8 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
       }
 
       // NaN/Inf anywhere: no optimizer step from here on (weights untouched), reported
-      if (ok) {
-        st.policy_grad_norm = policy.grad_norm();
-        st.value_grad_norm = value ? value->grad_norm() : 0.0;
-        ok = finite(st.policy_grad_norm) && finite(st.value_grad_norm);
-      }
+      const bool ok = finite(pl.loss) && finite(pl.ratio) && finite(vl.loss) && finite(s[kEntropySums]) &&
+                      finite(st.policy_grad_norm) && finite(st.value_grad_norm);
       if (!ok) {
         policy.zero_grad();
         if (value) value->zero_grad();

@@ -63,7 +63,9 @@ struct LossWeights {
 LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_mask, int64_t R,
                          const std::vector<int32_t>& rows);
 
-// Runs the update of one step. `optimizer_step` (the run's count so far) advances by the optimizer
+// Runs the update of one step on the experience make_experience left in `buf` (the sequences and
+// the per-token tensors stay on the device; micro-batches are gathered there); `exp` gives the
+// host-side response mask for the loss weights. `optimizer_step` (the run's count so far) advances by the optimizer
 // steps taken. `kl_coef`: beta of the KL loss term (kl_in_reward = false).
 UpdateStats ppo_update(Backend& backend, const PpoConfig& config, const UpdateModels& models, ExperienceBuffers& buf,
                        const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,

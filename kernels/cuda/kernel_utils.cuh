@@ -1,7 +1,6 @@
 // Small pieces shared by the CUDA op files: grid sizing, 16-byte bf16 vectors, fixed-order block
 // reductions (deterministic for a fixed blockDim), and a scratch frame over ctx.scratch.
 #pragma once
-#include <array>
 #include <cstdint>
 
 #include "engine/dtype.h"
@@ -79,7 +78,7 @@ __device__ __forceinline__ void store_bf16(bf16* p, const float (&in)[VEC]) {
 }
 
 // Codes of DeviceStatus: which check failed (Backend::check_device_errors names op and tensor).
-enum class RangeCheck : int32_t { None = 0, TokenIds = 1, Positions = 2, TargetIds = 3 };
+enum class RangeCheck : int32_t { None = 0, TokenIds = 1, Positions = 2, TargetIds = 3, GatherRows = 4 };
 
 // True when 0 <= value < bound; otherwise records the first such error (code, value, row) in the
 // device status and returns false: the caller then reads row 0 instead, never out of bounds.
@@ -129,10 +128,14 @@ __device__ __forceinline__ void block_sum(T (&x)[K]) {
   __syncthreads();  // the shared arrays may be reused by the next call
 }
 
+// How the second pass stores its totals.
+enum class Totals : uint8_t { Overwrite, Accumulate };
+
 // Second pass of a deterministic reduction: partials (blocks, K) in double, written by the first
-// pass one row per block, summed per column in a fixed order by one block; totals (K) on the device.
+// pass one row per block, summed per column in a fixed order by one block; totals (K) on the device,
+// overwritten or added to.
 template <int K>
-__global__ void sum_partials_kernel(double* totals, const double* partials, int blocks) {
+__global__ void sum_partials_kernel(double* totals, const double* partials, int blocks, Totals mode) {
   double acc[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) acc[k] = 0;
@@ -143,24 +146,15 @@ __global__ void sum_partials_kernel(double* totals, const double* partials, int 
   block_sum<K>(acc);
   if (threadIdx.x == 0) {
 #pragma unroll
-    for (int k = 0; k < K; ++k) totals[k] = acc[k];
+    for (int k = 0; k < K; ++k) totals[k] = mode == Totals::Accumulate ? totals[k] + acc[k] : acc[k];
   }
 }
 
-// Launches the second pass into `totals` (K doubles of scratch) without reading them back.
+// Launches the second pass into `totals` (K doubles on the device) without reading them back.
 template <int K>
-void sum_partials(CudaContext& ctx, double* totals, const double* partials, int blocks) {
-  PPO_LAUNCH(1, 256, 0, ctx.stream, sum_partials_kernel<K>, totals, partials, blocks);
-}
-
-// The same, then copied to the host (synchronizes ctx.stream).
-template <int K>
-std::array<double, K> sum_partials_to_host(CudaContext& ctx, double* totals, const double* partials, int blocks) {
-  sum_partials<K>(ctx, totals, partials, blocks);
-  std::array<double, K> host{};
-  PPO_CHECK_CUDA(cudaMemcpyAsync(host.data(), totals, sizeof(double) * K, cudaMemcpyDeviceToHost, ctx.stream));
-  PPO_CHECK_CUDA(cudaStreamSynchronize(ctx.stream));
-  return host;
+void sum_partials(CudaContext& ctx, double* totals, const double* partials, int blocks,
+                  Totals mode = Totals::Overwrite) {
+  PPO_LAUNCH(1, 256, 0, ctx.stream, sum_partials_kernel<K>, totals, partials, blocks, mode);
 }
 
 // Blocks of the first pass of a deterministic reduction over n items: a function of n only, so the

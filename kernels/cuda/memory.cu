@@ -31,6 +31,17 @@ __global__ void convert_kernel(D* dst, const S* src, int64_t n) {
     store_from_double(dst, i, load_as_double(src, i));
 }
 
+// One thread per destination element: dst[i, column + c] = src[rows[i], c].
+template <class E>
+__global__ void gather_rows_kernel(E* dst, int64_t Td, int64_t column, const E* src, int64_t B, int64_t Ts,
+                                   const int32_t* rows, int64_t n, DeviceStatus* status) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n * Ts; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = k / Ts, c = k % Ts;
+    const int32_t b = rows[i];
+    if (in_range(status, RangeCheck::GatherRows, b, B, i)) dst[i * Td + column + c] = src[int64_t(b) * Ts + c];
+  }
+}
+
 constexpr int kThreads = 256;
 
 template <class T>
@@ -77,6 +88,24 @@ void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DTyp
     case DType::I32: break;
   }
   PPO_FAIL("cuda convert: destination dtype ", dtype_name(dst_dtype), " is not a float type");
+}
+
+void gather_rows(CudaContext& ctx, void* dst, int64_t Td, int64_t column, const void* src, int64_t B, int64_t Ts,
+                 const int32_t* rows, int64_t n, size_t elem) {
+  if (n == 0 || Ts == 0) return;
+  const int blocks = grid_for(ctx, n * Ts, kThreads);
+  switch (elem) {
+    case 2:
+      return PPO_LAUNCH(blocks, kThreads, 0, ctx.stream, gather_rows_kernel<uint16_t>, static_cast<uint16_t*>(dst), Td,
+                        column, static_cast<const uint16_t*>(src), B, Ts, rows, n, ctx.status);
+    case 4:
+      return PPO_LAUNCH(blocks, kThreads, 0, ctx.stream, gather_rows_kernel<uint32_t>, static_cast<uint32_t*>(dst), Td,
+                        column, static_cast<const uint32_t*>(src), B, Ts, rows, n, ctx.status);
+    case 8:
+      return PPO_LAUNCH(blocks, kThreads, 0, ctx.stream, gather_rows_kernel<uint64_t>, static_cast<uint64_t*>(dst), Td,
+                        column, static_cast<const uint64_t*>(src), B, Ts, rows, n, ctx.status);
+  }
+  PPO_FAIL("cuda gather_rows: elements of ", elem, " bytes");
 }
 
 void copy_on_stream(CudaContext& ctx, void* dst, const void* src, size_t bytes) {

@@ -45,8 +45,13 @@ void kl_penalty_backward(CudaContext& ctx, float* dlogp, const float* logp, cons
 void gae_reverse_scan(CudaContext& ctx, float* advantages, float* returns, const float* rewards, const float* values, const int32_t* mask, int64_t B, int64_t T, float gamma, float lambda);
 MaskedMoments masked_moments(CudaContext& ctx, const float* x, const int32_t* mask, int64_t n);
 void masked_affine(CudaContext& ctx, float* x, const int32_t* mask, int64_t n, float shift, float scale);
-PolicyLossSums ppo_policy_loss(CudaContext& ctx, float* dlogp, const float* logp, const float* old_logp, const float* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip, float token_weight);
-ValueLossSums ppo_value_loss(CudaContext& ctx, float* dvalues, const float* values, const float* old_values, const float* returns, const int32_t* mask, int64_t n, float clip_value, float token_weight);
+// The sums (5 and 3 doubles, and 2 for masked_sum) accumulate on the device: no synchronization.
+void ppo_policy_loss(CudaContext& ctx, double* sums, float* dlogp, const float* logp, const float* old_logp,
+                     const float* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip,
+                     float token_weight);
+void ppo_value_loss(CudaContext& ctx, double* sums, float* dvalues, const float* values, const float* old_values,
+                    const float* returns, const int32_t* mask, int64_t n, float clip_value, float token_weight);
+void masked_sum(CudaContext& ctx, double* sums, const float* x, const int32_t* mask, int64_t n);
 
 // memory helpers
 void fill(CudaContext& ctx, void* data, DType dtype, int64_t n, float value);
@@ -54,6 +59,10 @@ void convert(CudaContext& ctx, void* dst, DType dst_dtype, const void* src, DTyp
 // `bytes` between the host and the device on ctx.stream, after its queued work; returns when the
 // host's bytes are safe to use or reuse (pageable host memory).
 void copy_on_stream(CudaContext& ctx, void* dst, const void* src, size_t bytes);
+// dst(n,Td)[i, column + c] = src(B,Ts)[rows[i], c], elements of `elem` bytes (2, 4 or 8); a row id
+// outside [0,B) is recorded in ctx.status and its row left as it was.
+void gather_rows(CudaContext& ctx, void* dst, int64_t Td, int64_t column, const void* src, int64_t B, int64_t Ts,
+                 const int32_t* rows, int64_t n, size_t elem);
 void copy_rows_2d(CudaContext& ctx, void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, int64_t rows);
 
 }  // namespace ppo::cuda

@@ -239,42 +239,36 @@ void masked_affine(CudaContext& ctx, float* x, const int32_t* mask, int64_t n, f
   PPO_LAUNCH(grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream, masked_affine_kernel, x, mask, n, shift, scale);
 }
 
-PolicyLossSums ppo_policy_loss(CudaContext& ctx, float* dlogp, const float* logp, const float* old_logp,
-                               const float* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip,
-                               float token_weight) {
-  if (n == 0) return {};
+void ppo_policy_loss(CudaContext& ctx, double* sums, float* dlogp, const float* logp, const float* old_logp,
+                     const float* advantages, const int32_t* mask, int64_t n, float clip_eps, float dual_clip,
+                     float token_weight) {
+  if (n == 0) return;
   const int blocks = reduce_blocks(n);
   ScratchFrame scratch(ctx, "ppo_policy_loss");
   double* partial = scratch.take<double>(int64_t(blocks) * 5, "policy loss partials");
-  double* totals = scratch.take<double>(5, "policy loss totals");
   PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, ppo_policy_loss_kernel, partial, dlogp, logp, old_logp, advantages,
              mask, n, clip_eps, dual_clip, token_weight);
-  const auto s = sum_partials_to_host<5>(ctx, totals, partial, blocks);
-  PolicyLossSums r;
-  r.loss = s[0];
-  r.clipped = s[1];
-  r.approx_kl = s[2];
-  r.ratio = s[3];
-  r.count = s[4];
-  return r;
+  sum_partials<5>(ctx, sums, partial, blocks, Totals::Accumulate);
 }
 
-ValueLossSums ppo_value_loss(CudaContext& ctx, float* dvalues, const float* values, const float* old_values,
-                             const float* returns, const int32_t* mask, int64_t n, float clip_value,
-                             float token_weight) {
-  if (n == 0) return {};
+void ppo_value_loss(CudaContext& ctx, double* sums, float* dvalues, const float* values, const float* old_values,
+                    const float* returns, const int32_t* mask, int64_t n, float clip_value, float token_weight) {
+  if (n == 0) return;
   const int blocks = reduce_blocks(n);
   ScratchFrame scratch(ctx, "ppo_value_loss");
   double* partial = scratch.take<double>(int64_t(blocks) * 3, "value loss partials");
-  double* totals = scratch.take<double>(3, "value loss totals");
   PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, ppo_value_loss_kernel, partial, dvalues, values, old_values,
              returns, mask, n, clip_value, token_weight);
-  const auto s = sum_partials_to_host<3>(ctx, totals, partial, blocks);
-  ValueLossSums r;
-  r.loss = s[0];
-  r.clipped = s[1];
-  r.count = s[2];
-  return r;
+  sum_partials<3>(ctx, sums, partial, blocks, Totals::Accumulate);
+}
+
+void masked_sum(CudaContext& ctx, double* sums, const float* x, const int32_t* mask, int64_t n) {
+  if (n == 0) return;
+  const int blocks = reduce_blocks(n);
+  ScratchFrame scratch(ctx, "masked_sum");
+  double* partial = scratch.take<double>(int64_t(blocks) * 2, "masked sum partials");
+  PPO_LAUNCH(blocks, kReduceThreads, 0, ctx.stream, masked_sum_kernel, partial, x, mask, n);
+  sum_partials<2>(ctx, sums, partial, blocks, Totals::Accumulate);
 }
 
 }  // namespace ppo::cuda

@@ -155,3 +155,43 @@ TEST_CASE("cuda copy_columns matches the cpu") {
         REQUIRE_MESSAGE(merged[size_t((b * T + t) * C + c)] == want, "copy_columns bf16 at (", b, ",", t, ",", c, ")");
       }
 }
+
+TEST_CASE("gather_rows: rows picked in order into a column range, the other columns kept; CUDA matches CPU") {
+  CpuSide cpu;
+  // src (3,2) i32, rows {2, 0, 2} into dst (3,4) at column 1
+  Tensor src = cpu.pool.take(DType::I32, {3, 2}, "src"), dst = cpu.pool.take(DType::I32, {3, 4}, "dst");
+  Tensor rows = cpu.pool.take(DType::I32, {3}, "rows");
+  cpu.backend.from_host_ids(src, {10, 11, 20, 21, 30, 31});
+  cpu.backend.from_host_ids(dst, std::vector<int32_t>(12, -1));
+  cpu.backend.from_host_ids(rows, {2, 0, 2});
+  cpu.backend.gather_rows(dst, 1, src, rows);
+  CHECK(cpu.backend.to_host_ids(dst) == std::vector<int32_t>{-1, 30, 31, -1, -1, 10, 11, -1, -1, 30, 31, -1});
+  cpu.backend.from_host_ids(rows, {2, 3, 0});
+  CHECK_THROWS_WITH_AS(cpu.backend.gather_rows(dst, 1, src, rows), doctest::Contains("row 3 in 'rows' outside [0,3)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(cpu.backend.gather_rows(dst, 3, src, rows), doctest::Contains("columns [3,5)"), Error);
+
+  auto gpu = test::cuda_backend_or_skip();
+  if (!gpu) return;
+  const int64_t B = 7, Ts = 5, n = 4, Td = 9;
+  const std::vector<float> s_h = test::randn(size_t(B * Ts), 61), d0 = test::randn(size_t(n * Td), 62);
+  const std::vector<int32_t> r_h = {6, 0, 3, 6};
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Tensor cs = cpu.upload(s_h, dt == DType::BF16 ? DType::F32 : dt, {B, Ts}, "src");
+    Tensor cd = cpu.upload(d0, dt == DType::BF16 ? DType::F32 : dt, {n, Td}, "dst");
+    Tensor cr = cpu.pool.take(DType::I32, {n}, "rows");
+    cpu.backend.from_host_ids(cr, r_h);
+    cpu.backend.gather_rows(cd, 2, cs, cr);
+    Tensor gs = gpu->upload(s_h, dt, {B, Ts}, "src"), gd = gpu->upload(d0, dt, {n, Td}, "dst");
+    Tensor gr = gpu->upload_ids(r_h, {n}, "rows");
+    gpu->backend->gather_rows(gd, 2, gs, gr);
+    std::vector<float> want = cpu.backend.to_host(cd);
+    if (dt == DType::BF16)
+      for (float& v : want) v = f32_from_bf16(bf16_from_f32(v));
+    test::check_close(gpu->backend->to_host(gd), want, 0, 0, std::string("gather_rows ") + dtype_name(dt));
+  }
+  Tensor gs = gpu->upload(s_h, DType::F32, {B, Ts}, "src"), gd = gpu->upload(d0, DType::F32, {n, Td}, "dst");
+  gpu->backend->gather_rows(gd, 2, gs, gpu->upload_ids({0, 9, 1, 2}, {n}, "rows"));
+  CHECK_THROWS_WITH_AS(gpu->backend->synchronize(),
+                       doctest::Contains("gather_rows: row 9 in 'rows' (row 1) is outside [0,7)"), Error);
+}

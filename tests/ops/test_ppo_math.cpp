@@ -14,6 +14,26 @@ namespace {
 
 const float kNaN = std::nanf("");
 
+// The loss ops' sums, accumulated from zero into f64 tensors of the fixture and read back.
+template <class Fixture>
+PolicyLossSums policy_loss(Fixture& fx, Tensor dlogp, Tensor logp, Tensor old, Tensor adv, Tensor mask, float clip_eps,
+                           float dual_clip, float weight) {
+  Tensor sums = fx.pool->take(DType::F64, {5}, "policy_sums");
+  fx.backend->zero(sums);
+  fx.backend->ppo_policy_loss(dlogp, sums, logp, old, adv, mask, clip_eps, dual_clip, weight);
+  const std::vector<double> s = fx.backend->to_host_f64(sums);
+  return {s[0], s[1], s[2], s[3], s[4]};
+}
+template <class Fixture>
+ValueLossSums value_loss(Fixture& fx, Tensor dv, Tensor values, Tensor old, Tensor returns, Tensor mask,
+                         float clip_value, float weight) {
+  Tensor sums = fx.pool->take(DType::F64, {3}, "value_sums");
+  fx.backend->zero(sums);
+  fx.backend->ppo_value_loss(dv, sums, values, old, returns, mask, clip_value, weight);
+  const std::vector<double> s = fx.backend->to_host_f64(sums);
+  return {s[0], s[1], s[2]};
+}
+
 // Uniform-ish values in [lo, hi) from a seed.
 std::vector<float> uniform(size_t n, uint64_t seed, float lo, float hi) {
   std::vector<int32_t> k = randint(n, seed, 0, 1 << 20);
@@ -166,7 +186,7 @@ TEST_CASE("ppo_policy_loss: every clip regime by hand") {
     kl += lr * lr / 2;
     ratio_sum += std::exp(lr);
   }
-  PolicyLossSums s = f.backend->ppo_policy_loss(dlogp, logp, old, adv, mask, eps, 0.0f, weight);
+  PolicyLossSums s = policy_loss(f, dlogp, logp, old, adv, mask, eps, 0.0f, weight);
   CHECK(s.loss == doctest::Approx(-1.1 - 1.2 - 0.5 + 0.8 + 1.5 + 1.8 + 4.0).epsilon(tol));
   CHECK(s.clipped == 2);
   CHECK(s.count == 7);
@@ -176,7 +196,7 @@ TEST_CASE("ppo_policy_loss: every clip regime by hand") {
 
   // Dual clip 3 for A < 0: token 7 becomes min(4, 3) = 3 with zero gradient (not counted as
   // clipped: the standard clip does not bind there); token 4 (1.5 < 3) and A > 0 are unchanged.
-  s = f.backend->ppo_policy_loss(dlogp, logp, old, adv, mask, eps, 3.0f, weight);
+  s = policy_loss(f, dlogp, logp, old, adv, mask, eps, 3.0f, weight);
   CHECK(s.loss == doctest::Approx(-1.1 - 1.2 - 0.5 + 0.8 + 1.5 + 1.8 + 3.0).epsilon(tol));
   CHECK(s.clipped == 2);
   check_close(f64_values(dlogp), {-0.55f, 0, -0.25f, 0, 0.75f, 0.9f, 0, 0}, tol, tol, "dlogp (dual clip)");
@@ -196,7 +216,7 @@ TEST_CASE("ppo_value_loss: every clip regime by hand") {
   Tensor R = f.upload({1, 1, 0, 2, 0, 1}, DType::F64, {2, 3}, "returns");
   Tensor mask = f.upload_ids({1, 1, 1, 1, 0, 1}, {2, 3}, "mask");
   Tensor dv = f.poisoned(DType::F64, {2, 3}, "dvalues");
-  const ValueLossSums s = f.backend->ppo_value_loss(dv, v, old, R, mask, 0.2f, 2.0f);
+  const ValueLossSums s = value_loss(f, dv, v, old, R, mask, 0.2f, 2.0f);
   CHECK(s.loss == doctest::Approx(0.005 + 0.125 + 0.32 + 0.32 + 2).epsilon(1e-6));
   CHECK(s.clipped == 2);
   CHECK(s.count == 5);
@@ -222,10 +242,10 @@ TEST_CASE("policy and value loss gradients match finite differences in f64") {
     Tensor dlogp = f.pool->take(DType::F64, {B, T}, "dlogp");
     for (float dual : {0.0f, 1.3f}) {
       CAPTURE(dual);
-      auto loss = [&] { return f.backend->ppo_policy_loss(dlogp, logp, old, adv, mask, 0.2f, dual, weight).loss; };
+      auto loss = [&] { return policy_loss(f, dlogp, logp, old, adv, mask, 0.2f, dual, weight).loss; };
       std::vector<float> fd = central_diff(logp, loss);
       for (float& g : fd) g *= weight;
-      const PolicyLossSums s = f.backend->ppo_policy_loss(dlogp, logp, old, adv, mask, 0.2f, dual, weight);
+      const PolicyLossSums s = policy_loss(f, dlogp, logp, old, adv, mask, 0.2f, dual, weight);
       CHECK(s.clipped > 0);  // the data reaches the clipped regime
       check_close(f64_values(dlogp), fd, 1e-7, 1e-6, "dlogp");
     }
@@ -235,10 +255,10 @@ TEST_CASE("policy and value loss gradients match finite differences in f64") {
     Tensor values = f.upload(randn(B * T, 62), DType::F64, {B, T}, "values");
     Tensor R = f.upload(randn(B * T, 63), DType::F64, {B, T}, "returns");
     Tensor dv = f.pool->take(DType::F64, {B, T}, "dvalues");
-    auto loss = [&] { return f.backend->ppo_value_loss(dv, values, old, R, mask, 0.3f, weight).loss; };
+    auto loss = [&] { return value_loss(f, dv, values, old, R, mask, 0.3f, weight).loss; };
     std::vector<float> fd = central_diff(values, loss);
     for (float& g : fd) g *= weight;
-    const ValueLossSums s = f.backend->ppo_value_loss(dv, values, old, R, mask, 0.3f, weight);
+    const ValueLossSums s = value_loss(f, dv, values, old, R, mask, 0.3f, weight);
     CHECK(s.clipped > 0);
     check_close(f64_values(dv), fd, 1e-7, 1e-6, "dvalues");
   }
@@ -256,9 +276,8 @@ TEST_CASE("PPO math rejects bad inputs, naming the argument") {
   CHECK_THROWS_WITH_AS(f.backend->masked_moments(a, flat), doctest::Contains("must be (B,T)"), Error);
   Tensor a64 = f.pool->take(DType::F64, {2, 3}, "a64");
   CHECK_THROWS_WITH_AS(f.backend->gae_reverse_scan(out, a64, a, b, mask, 1, 1), doctest::Contains("'returns'"), Error);
-  CHECK_THROWS_WITH_AS(f.backend->ppo_policy_loss(out, a, b, wide, mask, 0.2f, 0, 1), doctest::Contains("'advantages'"),
-                       Error);
-  CHECK_THROWS_WITH_AS(f.backend->ppo_value_loss(out, a, b, a64, mask, 0.2f, 1), doctest::Contains("'returns'"), Error);
+  CHECK_THROWS_WITH_AS(policy_loss(f, out, a, b, wide, mask, 0.2f, 0, 1), doctest::Contains("'advantages'"), Error);
+  CHECK_THROWS_WITH_AS(value_loss(f, out, a, b, a64, mask, 0.2f, 1), doctest::Contains("'returns'"), Error);
 }
 
 TEST_CASE("PPO math: CUDA matches CPU") {
@@ -297,8 +316,8 @@ TEST_CASE("PPO math: CUDA matches CPU") {
     be.masked_affine(x, mask, float(o.mm.mean), float(1 / std::sqrt(o.mm.var + 1e-8)));
     o.white = be.to_host(x);
     Tensor dlogp = fx->poisoned(st, {B, T}, "dlogp"), dv = fx->poisoned(st, {B, T}, "dvalues");
-    o.pl = be.ppo_policy_loss(dlogp, logp, old, ret, mask, 0.2f, 3.0f, 0.01f);
-    o.vl = be.ppo_value_loss(dv, values, old_v, ret, mask, 0.2f, 0.01f);
+    o.pl = policy_loss(*fx, dlogp, logp, old, ret, mask, 0.2f, 3.0f, 0.01f);
+    o.vl = value_loss(*fx, dv, values, old_v, ret, mask, 0.2f, 0.01f);
     o.dlogp = be.to_host(dlogp);
     o.dv = be.to_host(dv);
   };
@@ -323,4 +342,55 @@ TEST_CASE("PPO math: CUDA matches CPU") {
   CHECK(res[0].vl.loss == doctest::Approx(res[1].vl.loss).epsilon(1e-4));
   CHECK(std::fabs(res[0].vl.clipped - res[1].vl.clipped) <= 1);
   CHECK(res[0].vl.count == res[1].vl.count);
+}
+
+TEST_CASE("the loss ops and masked_sum add into their sums: two calls, twice the sums") {
+  BackendFixture f(DeviceKind::CPU, Precision::F32);
+  constexpr int64_t B = 3, T = 5;
+  const std::vector<int32_t> mask_h = prefix_mask(B, T, 91);
+  Tensor mask = f.upload_ids(mask_h, {B, T}, "mask");
+  Tensor x = f.upload(randn(B * T, 92), DType::F32, {B, T}, "x");
+  Tensor sums = f.pool->take(DType::F64, {2}, "sums");
+  f.backend->zero(sums);
+  f.backend->masked_sum(sums, x, mask);
+  const MaskedMoments m = f.backend->masked_moments(x, mask);
+  const std::vector<double> once = f.backend->to_host_f64(sums);
+  CHECK(once[1] == m.count);
+  CHECK(once[0] == doctest::Approx(m.mean * m.count).epsilon(1e-12));
+  f.backend->masked_sum(sums, x, mask);
+  const std::vector<double> twice = f.backend->to_host_f64(sums);
+  CHECK(twice[0] == 2 * once[0]);
+  CHECK(twice[1] == 2 * once[1]);
+  Tensor sums5 = f.pool->take(DType::F64, {5}, "sums5");
+  f.backend->zero(sums5);
+  Tensor dlogp = f.pool->take(DType::F32, {B, T}, "dlogp"), adv = f.upload(randn(B * T, 93), DType::F32, {B, T}, "adv");
+  Tensor lp = f.upload(uniform(B * T, 94, -3, -0.1f), DType::F32, {B, T}, "logp");
+  Tensor old = f.upload(uniform(B * T, 95, -3, -0.1f), DType::F32, {B, T}, "old");
+  for (int k = 0; k < 2; ++k) f.backend->ppo_policy_loss(dlogp, sums5, lp, old, adv, mask, 0.2f, 0.0f, 1.0f);
+  const PolicyLossSums one = policy_loss(f, dlogp, lp, old, adv, mask, 0.2f, 0.0f, 1.0f);
+  const std::vector<double> two = f.backend->to_host_f64(sums5);
+  CHECK(two[0] == doctest::Approx(2 * one.loss).epsilon(1e-12));
+  CHECK(two[4] == 2 * one.count);
+  CHECK_THROWS_WITH_AS(f.backend->masked_sum(sums5, x, mask), doctest::Contains("'sums'"), Error);
+}
+
+TEST_CASE("masked_sum: CUDA matches CPU") {
+  auto gpu = cuda_backend_or_skip();
+  if (!gpu) return;
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  constexpr int64_t B = 5, T = 300;
+  const std::vector<int32_t> mask_h = prefix_mask(B, T, 96);
+  const std::vector<float> x_h = randn(B * T, 97);
+  std::vector<double> got[2];
+  auto run = [&](auto& fx, std::vector<double>& out) {
+    Tensor sums = fx.pool->take(DType::F64, {2}, "sums");
+    fx.backend->zero(sums);
+    fx.backend->masked_sum(sums, fx.upload(x_h, fx.backend->stat_dtype(), {B, T}, "x"),
+                           fx.upload_ids(mask_h, {B, T}, "mask"));
+    out = fx.backend->to_host_f64(sums);
+  };
+  run(*gpu, got[0]);
+  run(cpu, got[1]);
+  CHECK(got[0][1] == got[1][1]);
+  CHECK(got[0][0] == doctest::Approx(got[1][0]).epsilon(1e-9));
 }

@@ -1,7 +1,8 @@
 // The GPU step's host round trips, counted on the emulated device (engine/device_memory.h
 // counters, per phase: PhaseCost): no device allocation once the arena is built; at most one
-// synchronization per kStopCheckTokens decoded tokens; a constant number per optimizer step,
-// whatever the number of parameter tensors. A GPU build counts nothing: these cases then skip.
+// synchronization per kStopCheckTokens decoded tokens; one per minibatch of the update (its loss
+// sums and gradient norms, read once), whatever the micro-batches and the parameter tensors; none
+// in the reference and value passes. A GPU build counts nothing: these cases then skip.
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -21,7 +22,7 @@ bool counted() {
 }
 
 // A tiny PPO run on the CUDA device, every response R tokens long.
-PpoConfig budget_config(int64_t n_layer, int64_t response_length) {
+PpoConfig budget_config(int64_t n_layer, int64_t response_length, int64_t micro_batch_size) {
   PpoConfig c;
   c.device = DeviceChoice::CUDA;
   c.policy = {{"arch", "gpt2"}, {"n_layer", n_layer}, {"n_head", 2}, {"d_model", 32}, {"d_ff", 64},
@@ -29,7 +30,7 @@ PpoConfig budget_config(int64_t n_layer, int64_t response_length) {
   c.rollout_batch_size = 4;
   c.prompt_length = 8;  // the demo task's prompts: up to 7 tokens
   c.response_length = response_length;
-  c.micro_batch_size = 2;
+  c.micro_batch_size = micro_batch_size;
   c.ppo_epochs = 1;
   c.num_minibatches = 2;
   c.total_steps = 4;
@@ -38,11 +39,11 @@ PpoConfig budget_config(int64_t n_layer, int64_t response_length) {
 }
 
 // The cost of one step's phases (after a first step: shapes seen, plans cached).
-PhaseTimes second_step(int64_t n_layer, int64_t response_length) {
+PhaseTimes second_step(int64_t n_layer, int64_t response_length, int64_t micro_batch_size = 2) {
   TrainerOptions o;
   o.print_plan = false;
   o.fixed_response_length = true;
-  PpoTrainer trainer(budget_config(n_layer, response_length), o);
+  PpoTrainer trainer(budget_config(n_layer, response_length, micro_batch_size), o);
   trainer.step();
   reset_cuda_counters();
   trainer.step();
@@ -66,4 +67,18 @@ TEST_CASE("device budget: no allocation in a step; decode syncs once per chunk o
   CHECK(deeper.train.work.syncs == short_run.train.work.syncs);
   MESSAGE("per step, R = 16: sampling ", short_run.sampling.work.syncs, " syncs, ", short_run.sampling.work.launches,
           " launches; train ", short_run.train.work.syncs, " syncs, ", short_run.train.work.launches, " launches");
+}
+
+TEST_CASE(
+    "device budget: the update reads the device once per minibatch, whatever the micro-batches; scoring waits for "
+    "nothing") {
+  if (!cuda_compiled() || cuda_device_count() == 0 || !counted()) return;
+  const PpoConfig c = budget_config(2, kStopCheckTokens, 2);
+  const int64_t minibatches = c.ppo_epochs * c.num_minibatches;
+  const PhaseTimes one_micro = second_step(2, kStopCheckTokens, 2), two_micro = second_step(2, kStopCheckTokens, 1);
+  CHECK(one_micro.train.work.syncs == minibatches);
+  CHECK(two_micro.train.work.syncs == minibatches);
+  CHECK(two_micro.train.work.launches > one_micro.train.work.launches);  // twice the micro-batches did run
+  CHECK(one_micro.reference.work.syncs == 0);
+  CHECK(one_micro.value.work.syncs == 0);
 }

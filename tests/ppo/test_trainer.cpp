@@ -317,11 +317,12 @@ TEST_CASE("NaN: a NaN score skips the step and is reported; a NaN in a loss leav
   for (int b = 0; b < 4; ++b) prompts.push_back(task.prompt(uint64_t(b)));
   Experience e = clean.make_experience(prompts);
   e.advantages[2 * size_t(e.R)] = NAN;  // row 2, its first response token (always valid)
+  const auto row2 = e.advantages.begin() + 2 * e.R;
+  clean.backend().from_host(clean.buffers().advantages.slice0(2, 3), std::vector<float>(row2, row2 + e.R));
   const std::vector<float> p0 = all_weights(clean.policy()), v0 = all_weights(clean.value_model());
   int64_t opt_step = 0;
   const UpdateStats st = ppo_update(clean.backend(), clean.config(), {&clean.policy(), &clean.value_model()},
-                                    clean.buffers(),
-                                    e, 0, 0.05, opt_step, nullptr);
+                                    clean.buffers(), e, 0, 0.05, opt_step, nullptr);
   CHECK(st.skipped);
   CHECK(opt_step == 0);
   CHECK(same_bits(p0, all_weights(clean.policy())));
