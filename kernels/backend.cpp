@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <omp.h>
 #include "engine/device_memory.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 
 #ifdef PPO_HAS_CUDA
@@ -73,8 +73,7 @@ bool is_float(DType t) { return t == DType::F32 || t == DType::F64 || t == DType
 
 void set_cpu_threads(int threads) {
   PPO_ASSERT(threads >= 1, "set_cpu_threads: ", threads, " threads; expected at least 1");
-  omp_set_num_threads(threads);
-  cpu::set_blas_threads(threads);
+  cpu::set_threads(threads);
 }
 
 // ---- construction ---------------------------------------------------------------------------------
@@ -82,6 +81,7 @@ void set_cpu_threads(int threads) {
 Backend::Backend(DeviceKind device, Precision precision) : device_(device), precision_(precision) {
   if (device == DeviceKind::CPU) {
     PPO_ASSERT(precision != Precision::BF16, "the CPU backend computes in f32 or f64, not bf16");
+    cpu::set_threads(0);  // BLAS on OpenMP's threads (kernels/cpu/blas.h); OpenMP's count unchanged
     return;
   }
   PPO_ASSERT(precision == Precision::BF16, "the CUDA backend computes in bf16 (f32 accumulation)");

@@ -54,9 +54,10 @@ struct MaskedMoments {
 
 struct CudaContext;  // kernels/cuda/context.h: stream, cuBLAS/cuBLASLt handles
 
-// Threads of every CPU backend in the process: OpenMP and OpenBLAS's own pool (which ignores
-// OpenMP's setting). Tiny models run fastest, and deterministically across machines with a
-// different core count, on one. The BLAS thread count changes its blocking and so the last bits.
+// Threads of every CPU backend in the process: OpenMP's pool, which also runs the BLAS calls
+// (kernels/cpu/blas.h; BLAS itself stays single-threaded). Without a call, OpenMP's count:
+// OMP_NUM_THREADS, else every core. Matrix products are cut into one block per thread, so the
+// thread count can change the last bits of their results (and of what is computed from them).
 void set_cpu_threads(int threads);
 
 class Backend {
