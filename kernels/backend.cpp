@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <unistd.h>
 #include "engine/device_memory.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
@@ -74,6 +76,12 @@ bool is_float(DType t) { return t == DType::F32 || t == DType::F64 || t == DType
 void set_cpu_threads(int threads) {
   PPO_ASSERT(threads >= 1, "set_cpu_threads: ", threads, " threads; expected at least 1");
   cpu::set_threads(threads);
+}
+
+void use_passive_cpu_threads(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then this process goes on as it is
 }
 
 // ---- construction ---------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 // BLAS itself is kept single-threaded (OpenBLAS's own pthread pool would spin beside OpenMP's and
 // fight it for the cores); gemm() below cuts a product into one block per OpenMP thread and makes
 // one single-threaded BLAS call per block. The thread count is OpenMP's: OMP_NUM_THREADS, else
-// every core, or set_cpu_threads(n).
+// every core, or set_cpu_threads(n). Idle threads should sleep rather than spin, so that a busy
+// machine's cores go to threads with work: see use_passive_cpu_threads (kernels/backend.h).
 #pragma once
 #include <cblas.h>
 #include <cstdint>

@@ -68,6 +68,19 @@ void check_lse(const std::vector<float>& got, const std::vector<float>& want, do
   check_close(g, w, tol, tol, what);
 }
 
+// The CPU forward (f32) on qkv x and mask m against attention_reference, out and lse within tol.
+void check_forward(const Shape& s, const std::vector<float>& x, const std::vector<int32_t>& m, double tol) {
+  BackendFixture fx(DeviceKind::CPU, Precision::F32);
+  Tensor out = fx.poisoned(DType::F32, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
+  Tensor lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
+  fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv"),
+                                fx.upload_ids(m, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
+  std::vector<float> out_ref, lse_ref;
+  attention_reference(x, m, s, out_ref, lse_ref);
+  check_close(fx.backend->to_host(out), out_ref, tol, tol, "attention out");
+  check_lse(fx.backend->to_host(lse), lse_ref, tol, "attention lse");
+}
+
 }  // namespace
 
 TEST_CASE("attention_forward matches a naive TxT softmax (GQA, left padding, odd sizes)") {
@@ -76,18 +89,8 @@ TEST_CASE("attention_forward matches a naive TxT softmax (GQA, left padding, odd
     CAPTURE(s.NH);
     CAPTURE(s.NKV);
     CAPTURE(s.HS);
-    BackendFixture fx(DeviceKind::CPU, Precision::F32);
-    const auto x = randn(size_t(s.qkv_numel()), 101);
-    const auto m = left_padded_mask(s, {0, 3, 7});
-    Tensor out = fx.poisoned(DType::F32, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
-    Tensor lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
-    fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv"),
-                                  fx.upload_ids(m, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
-    std::vector<float> out_ref, lse_ref;
-    attention_reference(x, m, s, out_ref, lse_ref);
     // f32 dot products and exp over <= 7 keys: relative error ~ 1e-6; tolerance 1e-5.
-    check_close(fx.backend->to_host(out), out_ref, 1e-5, 1e-5, "attention out");
-    check_lse(fx.backend->to_host(lse), lse_ref, 1e-5, "attention lse");
+    check_forward(s, randn(size_t(s.qkv_numel()), 101), left_padded_mask(s, {0, 3, 7}), 1e-5);
   }
 }
 
@@ -96,19 +99,10 @@ TEST_CASE("attention_forward across tiles (T > 2 tiles of 64) matches the naive 
   // unpadded (tiles 0-63, 64-127, 128-149), row 1 left-padded by 70 (tiles 70-133, 134-149),
   // row 2 with holes in the mask after its first real token.
   const Shape s{3, 150, 4, 2, 16};
-  BackendFixture fx(DeviceKind::CPU, Precision::F32);
-  const auto x = randn(size_t(s.qkv_numel()), 111);
   auto m = left_padded_mask(s, {0, 70, 3});
   for (int64_t t : {10, 11, 64, 65, 100}) m[size_t(2 * s.T + t)] = 0;
-  Tensor out = fx.poisoned(DType::F32, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
-  Tensor lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
-  fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv"),
-                                fx.upload_ids(m, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
-  std::vector<float> out_ref, lse_ref;
-  attention_reference(x, m, s, out_ref, lse_ref);
   // f32 scores and exp over up to 150 keys, rescaled once per key tile: ~1e-6 relative.
-  check_close(fx.backend->to_host(out), out_ref, 2e-5, 2e-5, "attention out");
-  check_lse(fx.backend->to_host(lse), lse_ref, 2e-5, "attention lse");
+  check_forward(s, randn(size_t(s.qkv_numel()), 111), m, 2e-5);
 }
 
 TEST_CASE("attention: a left-padded sequence gives exactly the outputs and gradients of the unpadded one") {
