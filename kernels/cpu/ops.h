@@ -8,9 +8,9 @@
 namespace ppo::cpu {
 
 // Whether a loop of `work` element-operations is worth OpenMP threads: below ~256k the fork/join
-// costs more than the loop, and on a busy machine a descheduled thread holds every barrier for a
-// scheduler tick (tiny models, decode steps: measured 20x slower with 2 threads than with 1 on a
-// loaded 2-core machine). Loops say `#pragma omp parallel for if(worth_threads(work))`.
+// (waking sleeping threads, kernels/cpu/blas.h) costs more than the loop, and on a busy machine a
+// descheduled thread holds the closing barrier (tiny models, decode steps). Loops say
+// `#pragma omp parallel for if(worth_threads(work))`.
 inline bool worth_threads(int64_t work) { return work >= (int64_t(1) << 18); }
 
 // Sums over the rows of an (N,C) array, one per column: threads split the columns into chunks of
