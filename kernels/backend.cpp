@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
 #include <omp.h>
+#include <unistd.h>
 #include "engine/device_memory.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 
 #ifdef PPO_HAS_CUDA
@@ -74,8 +77,13 @@ bool is_float(DType t) { return t == DType::F32 || t == DType::F64 || t == DType
 
 void set_cpu_threads(int threads) {
   PPO_ASSERT(threads >= 1, "set_cpu_threads: ", threads, " threads; expected at least 1");
-  omp_set_num_threads(threads);
-  cpu::set_blas_threads(threads);
+  cpu::set_threads(threads);
+}
+
+void use_passive_cpu_threads(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then this process goes on as it is
 }
 
 // ---- construction ---------------------------------------------------------------------------------
@@ -83,6 +91,7 @@ void set_cpu_threads(int threads) {
 Backend::Backend(DeviceKind device, Precision precision) : device_(device), precision_(precision) {
   if (device == DeviceKind::CPU) {
     PPO_ASSERT(precision != Precision::BF16, "the CPU backend computes in f32 or f64, not bf16");
+    cpu::set_threads(0);  // BLAS on OpenMP's threads (kernels/cpu/blas.h); OpenMP's count unchanged
     return;
   }
   PPO_ASSERT(precision == Precision::BF16, "the CUDA backend computes in bf16 (f32 accumulation)");

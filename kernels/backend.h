@@ -55,10 +55,20 @@ struct MaskedMoments {
 
 struct CudaContext;  // kernels/cuda/context.h: stream, cuBLAS/cuBLASLt handles
 
-// Threads of every CPU backend in the process: OpenMP and OpenBLAS's own pool (which ignores
-// OpenMP's setting). Tiny models run fastest, and deterministically across machines with a
-// different core count, on one. The BLAS thread count changes its blocking and so the last bits.
+// Threads of every CPU backend in the process: OpenMP's pool, which also runs the BLAS calls
+// (kernels/cpu/blas.h; BLAS itself stays single-threaded). Without a call, OpenMP's count:
+// OMP_NUM_THREADS, else every core. Matrix products are cut into one block per thread, so the
+// thread count can change the last bits of their results (and of what is computed from them).
 void set_cpu_threads(int threads);
+// OpenMP's idle threads sleep at once instead of spinning: libgomp's default spins ~300k turns at
+// the end of every parallel region, and on a machine busy with other work the spinning threads take
+// the cores from the threads with work (measured: a tiny-model step 40x slower with 2 threads on a
+// loaded 2-core machine; with idle threads asleep, faster than with 1 thread). libgomp reads
+// OMP_WAIT_POLICY only once, before main(), so a program asks for it by starting again: when
+// OMP_WAIT_POLICY is unset this sets it to "passive" and re-executes the program (/proc/self/exe
+// with the same argv); it returns when the variable was set already (by the user: theirs wins) or
+// the exec failed. Call it first in main(), before any other thread exists; `ppo` does.
+void use_passive_cpu_threads(char** argv);
 
 class Backend {
  public:

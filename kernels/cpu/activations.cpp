@@ -1,6 +1,7 @@
 // GELU (tanh approximation, GPT-2) and SwiGLU (Llama/Qwen2), forward and backward. All "=".
-#include <cmath>
+// tanh and sigmoid are vec_math.h's (vectorized in float).
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace ppo::cpu {
 
@@ -15,7 +16,7 @@ template <class T> void gelu_forward(T* out, const T* inp, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const T x = inp[i];
     const T u = T(kGeluScale) * (x + T(kGeluCubic) * x * x * x);
-    out[i] = T(0.5) * x * (T(1) + std::tanh(u));
+    out[i] = T(0.5) * x * (T(1) + tanh_of(u));
   }
 }
 
@@ -26,7 +27,7 @@ template <class T> void gelu_backward(T* dinp, const T* dout, const T* inp, int6
   for (int64_t i = 0; i < n; ++i) {
     const T x = inp[i];
     const T u = T(kGeluScale) * (x + T(kGeluCubic) * x * x * x);
-    const T t = std::tanh(u);
+    const T t = tanh_of(u);
     const T du_dx = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * x * x);
     dinp[i] = dout[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du_dx);
   }
@@ -39,8 +40,7 @@ template <class T> void swiglu_forward(T* out, const T* inp, int64_t N, int64_t 
     const T* gate = inp + n * 2 * F;
     const T* up = gate + F;
     for (int64_t f = 0; f < F; ++f) {
-      const T sig = T(1) / (T(1) + std::exp(-gate[f]));
-      out[n * F + f] = gate[f] * sig * up[f];
+      out[n * F + f] = gate[f] * sigmoid_of(gate[f]) * up[f];
     }
   }
 }
@@ -55,7 +55,7 @@ template <class T> void swiglu_backward(T* dinp, const T* dout, const T* inp, in
     T* dgate = dinp + n * 2 * F;
     T* dup = dgate + F;
     for (int64_t f = 0; f < F; ++f) {
-      const T g = gate[f], s = T(1) / (T(1) + std::exp(-g)), d = dout[n * F + f];
+      const T g = gate[f], s = sigmoid_of(g), d = dout[n * F + f];
       dgate[f] = d * up[f] * s * (T(1) + g * (T(1) - s));
       dup[f] = d * g * s;
     }

@@ -45,7 +45,9 @@ template <class T> double sum_squares(const T* x, int64_t n) {
 #pragma omp parallel for if(worth_threads(n))
   for (int64_t k = 0; k < chunks; ++k) {
     double s = 0;
-    for (int64_t i = k * kChunk; i < std::min(n, (k + 1) * kChunk); ++i) s += double(x[i]) * double(x[i]);
+    const int64_t end = std::min(n, (k + 1) * kChunk);
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = k * kChunk; i < end; ++i) s += double(x[i]) * double(x[i]);
     partial[size_t(k)] = s;
   }
   double total = 0;

@@ -3,9 +3,15 @@
 // Decode: one query per sequence; keys are cache positions s < length with mask[b,s] == 1 (the
 // new token's own k, v must already be written at length-1). Same math as attention_forward:
 //   out = sum_s softmax_s(q.k_s / sqrt(HS)) v_s;   out = 0 when no key is visible.
+// Per (b, h), from the row's first visible position f (as attention_forward):
+//   scores(f..length-1) = K q / sqrt(HS)  (a BLAS gemv);  p = exp(scores - max) (masked: 0);
+//   out = V^T p / sum p  (a gemv)
 #include <cmath>
 #include <limits>
+#include <vector>
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace ppo::cpu {
 
@@ -26,35 +32,39 @@ template <class T> void kv_cache_write(T* kcache, T* vcache, const T* qkv, int64
 template <class T> void attention_decode(T* out, const T* qkv, const T* kcache, const T* vcache, const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS) {
   const int64_t W = int64_t(NH + 2 * NKV) * HS, KW = int64_t(NKV) * HS;
   const int group = NH / NKV;
-  const double scale = 1.0 / std::sqrt(double(HS));
-  auto score = [&](const T* q, const T* k) {
-    double s = 0;
-    for (int i = 0; i < HS; ++i) s += double(q[i]) * double(k[i]);
-    return s * scale;
-  };
-#pragma omp parallel for collapse(2) if(worth_threads(B * NH * length * HS))
-  for (int64_t b = 0; b < B; ++b)
-    for (int h = 0; h < NH; ++h) {
-      const T* q = qkv + b * W + int64_t(h) * HS;
-      const int64_t kv_off = int64_t(h / group) * HS;
-      T* o = out + (b * NH + h) * int64_t(HS);
-      // pass 1: the largest visible score
-      double max_score = -std::numeric_limits<double>::infinity();
-      for (int64_t s = 0; s < length; ++s)
-        if (mask[b * S + s] == 1) max_score = std::max(max_score, score(q, kcache + (b * S + s) * KW + kv_off));
-      for (int i = 0; i < HS; ++i) o[i] = T(0);
-      if (max_score == -std::numeric_limits<double>::infinity()) continue;  // no visible key
-      // pass 2: softmax weights and the weighted sum of values
-      double sum = 0;
-      for (int64_t s = 0; s < length; ++s) {
-        if (mask[b * S + s] != 1) continue;
-        const double e = std::exp(score(q, kcache + (b * S + s) * KW + kv_off) - max_score);
-        const T* v = vcache + (b * S + s) * KW + kv_off;
-        sum += e;
-        for (int i = 0; i < HS; ++i) o[i] += T(e * double(v[i]));
+  const T scale = T(1.0 / std::sqrt(double(HS)));
+#pragma omp parallel if(worth_threads(B * NH * length * HS))
+  {
+    std::vector<T> p(length);  // this thread's scores, then weights
+#pragma omp for collapse(2)
+    for (int64_t b = 0; b < B; ++b)
+      for (int h = 0; h < NH; ++h) {
+        const int32_t* mask_b = mask + b * S;
+        const T* q = qkv + b * W + int64_t(h) * HS;
+        const int64_t kv_off = int64_t(h / group) * HS;
+        T* o = out + (b * NH + h) * int64_t(HS);
+        int64_t f = 0;
+        while (f < length && mask_b[f] != 1) ++f;
+        if (f == length) {  // no visible key
+          for (int i = 0; i < HS; ++i) o[i] = T(0);
+          continue;
+        }
+        const int64_t n = length - f;
+        gemv(CblasNoTrans, n, HS, scale, kcache + (b * S + f) * KW + kv_off, KW, q, T(0), p.data());
+        T max_score = -std::numeric_limits<T>::infinity();
+        for (int64_t s = 0; s < n; ++s) {
+          if (mask_b[f + s] != 1) p[size_t(s)] = -std::numeric_limits<T>::infinity();
+          max_score = std::max(max_score, p[size_t(s)]);
+        }
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t s = 0; s < n; ++s) {
+          p[size_t(s)] = exp_of(p[size_t(s)] - max_score);
+          sum += p[size_t(s)];
+        }
+        gemv(CblasTrans, n, HS, T(1) / sum, vcache + (b * S + f) * KW + kv_off, KW, p.data(), T(0), o);
       }
-      for (int i = 0; i < HS; ++i) o[i] = T(double(o[i]) / sum);
-    }
+  }
 }
 
 PPO_CPU_INSTANTIATE(kv_cache_write)

@@ -20,17 +20,20 @@ template <class T> void embedding_forward(T* out, const int32_t* tokens, const i
 }
 
 // dwte[tokens[n],:] += dout[n,:];  dwpe[pos[n],:] += dout[n,:]   (dwpe may be null)
-// Rows that share a token add into the same dwte row, so threads split the channels and each walks
-// the rows in order n = 0..N-1: no races, and the same summation order on every run.
+// Rows that share a token add into the same dwte row, so threads split the channels
+// (for_column_chunks) and each walks the rows in order n = 0..N-1: no races, and the same
+// summation order on every run.
 template <class T> void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C) {
-#pragma omp parallel for if(worth_threads(N * C))
-  for (int64_t c = 0; c < C; ++c) {
+  for_column_chunks(N, C, [&](int64_t c0, int64_t c1) {
     for (int64_t n = 0; n < N; ++n) {
-      const T g = dout[n * C + c];
-      dwte[int64_t(tokens[n]) * C + c] += g;
-      if (dwpe) dwpe[int64_t(pos[n]) * C + c] += g;
+      const T* g = dout + n * C;
+      T* wte_row = dwte + int64_t(tokens[n]) * C;
+      for (int64_t c = c0; c < c1; ++c) wte_row[c] += g[c];
+      if (!dwpe) continue;
+      T* wpe_row = dwpe + int64_t(pos[n]) * C;
+      for (int64_t c = c0; c < c1; ++c) wpe_row[c] += g[c];
     }
-  }
+  });
 }
 
 PPO_CPU_INSTANTIATE(embedding_forward)

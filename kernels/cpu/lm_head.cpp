@@ -10,11 +10,13 @@
 //   dhidden(R,C) += inv_temperature dz(R,W) @ wte[v0:v0+W]  (= on the first chunk)
 //   dwte[v0:v0+W](W,C) += inv_temperature dz^T @ hidden(R,C)
 // Matrix products go through BLAS (sgemm/dgemm): a block of rows makes each product large enough
-// to run near peak, and wte is read once per block instead of once per few rows.
-#include <cblas.h>
+// to run near peak, and wte is read once per block instead of once per few rows. exp runs in the
+// float type (exp_of, vectorized); the row sums accumulate in double.
 #include <algorithm>
 #include <cmath>
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace ppo::cpu {
 
@@ -22,16 +24,6 @@ namespace {
 
 constexpr int64_t kBlockRows = 256;   // rows sharing each pass over wte
 constexpr int64_t kChunkVocab = 1024;  // vocabulary columns of z held in scratch at once
-
-// Row-major C(M,N) = alpha op(A) op(B) + beta C.
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
-}
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-          int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
-}
 
 // z(R,W) = hidden rows [n0, n0+R) @ wte rows [v0, v0+W)^T * inv_temperature
 template <class T>
@@ -62,19 +54,25 @@ template <class T> void lm_logprob_entropy_forward(T* logp, T* entropy, T* lse, 
       for (int64_t r = 0; r < R; ++r) {
         const T* z = scratch + r * W;
         RowStats& st = stats[r];
-        double chunk_max = z[0];
-        for (int64_t v = 1; v < W; ++v) chunk_max = std::max(chunk_max, double(z[v]));
+        T chunk_max = z[0];
+#pragma omp simd reduction(max : chunk_max)
+        for (int64_t v = 1; v < W; ++v) chunk_max = std::max(chunk_max, z[v]);
         if (chunk_max > st.max_z) {
           const double rescale = std::exp(st.max_z - chunk_max);
           st.sum_e *= rescale;
           st.sum_ez *= rescale;
           st.max_z = chunk_max;
         }
+        const T m = T(st.max_z);  // a z value: exact in T
+        double sum_e = 0, sum_ez = 0;
+#pragma omp simd reduction(+ : sum_e, sum_ez)
         for (int64_t v = 0; v < W; ++v) {
-          const double e = std::exp(double(z[v]) - st.max_z);
-          st.sum_e += e;
-          st.sum_ez += e * double(z[v]);
+          const T e = exp_of(z[v] - m);
+          sum_e += e;
+          sum_ez += double(e) * double(z[v]);
         }
+        st.sum_e += sum_e;
+        st.sum_ez += sum_ez;
         const int64_t t = targets[n0 + r] - v0;
         if (t >= 0 && t < W) st.z_target = z[t];
       }
@@ -101,11 +99,12 @@ template <class T> void lm_logprob_entropy_backward(T* dhidden, T* dwte, const T
       for (int64_t r = 0; r < R; ++r) {
         T* z = scratch + r * W;
         const int64_t n = n0 + r, t = targets[n] - v0;
-        const double gl = g_logp ? double(g_logp[n]) : 0.0, ge = g_entropy ? double(g_entropy[n]) : 0.0;
-        const double lse_n = lse[n], ent_n = entropy[n];
+        const T gl = g_logp ? g_logp[n] : T(0), ge = g_entropy ? g_entropy[n] : T(0);
+        const T lse_n = lse[n], ent_n = entropy[n];
+#pragma omp simd
         for (int64_t v = 0; v < W; ++v) {
-          const double log_p = double(z[v]) - lse_n, p = std::exp(log_p);
-          z[v] = T(gl * ((v == t ? 1.0 : 0.0) - p) - ge * p * (log_p + ent_n));
+          const T log_p = z[v] - lse_n, p = exp_of(log_p);
+          z[v] = gl * ((v == t ? T(1) : T(0)) - p) - ge * p * (log_p + ent_n);
         }
       }
       // dhidden(R,C) (=, then +=) inv_temperature dz(R,W) @ wte(W,C);  dwte(W,C) += inv_temperature dz^T @ hidden(R,C)

@@ -16,10 +16,12 @@ template <class T> void norm_forward(NormKind kind, T* out, T* mean, T* rstd, co
     const T* x = inp + n * C;
     double m = 0;
     if (layer_norm) {
+#pragma omp simd reduction(+ : m)
       for (int64_t c = 0; c < C; ++c) m += x[c];
       m /= double(C);
     }
     double var = 0;  // LayerNorm: variance about the mean; RMSNorm: mean square (m = 0)
+#pragma omp simd reduction(+ : var)
     for (int64_t c = 0; c < C; ++c) var += (x[c] - m) * (x[c] - m);
     var /= double(C);
     const double s = 1.0 / std::sqrt(var + double(eps));
@@ -46,6 +48,7 @@ template <class T> void norm_backward(NormKind kind, T* dinp, T* dweight, T* dbi
     const T* g = dout + n * C;
     const double m = layer_norm ? double(mean[n]) : 0.0, s = rstd[n];
     double avg_dxhat = 0, avg_dxhat_xhat = 0;
+#pragma omp simd reduction(+ : avg_dxhat, avg_dxhat_xhat)
     for (int64_t c = 0; c < C; ++c) {
       const double dxhat = double(g[c]) * weight[c];
       avg_dxhat += dxhat;
@@ -61,20 +64,17 @@ template <class T> void norm_backward(NormKind kind, T* dinp, T* dweight, T* dbi
       dx[c] += T(s * (dxhat - avg_dxhat - xhat * avg_dxhat_xhat));
     }
   }
-  // dweight, dbias: threads split the channels and sum the rows in order (deterministic).
-  if (!dweight && !dbias) return;
-#pragma omp parallel for if(worth_threads(N * C))
-  for (int64_t c = 0; c < C; ++c) {
-    double dw = 0, db = 0;
+  // dweight += sum_n dout*xhat, dbias += sum_n dout: sums over rows, per channel (for_column_chunks).
+  if (dbias) sum_rows(dbias, dout, N, C);
+  if (!dweight) return;
+  for_column_chunks(N, C, [&](int64_t c0, int64_t c1) {
+    double dw[kColumnChunk] = {};
     for (int64_t n = 0; n < N; ++n) {
-      const double m = layer_norm ? double(mean[n]) : 0.0;
-      const double g = dout[n * C + c];
-      dw += g * (inp[n * C + c] - m) * rstd[n];
-      db += g;
+      const double m = layer_norm ? double(mean[n]) : 0.0, s = rstd[n];
+      for (int64_t c = c0; c < c1; ++c) dw[c - c0] += double(dout[n * C + c]) * (inp[n * C + c] - m) * s;
     }
-    if (dweight) dweight[c] += T(dw);
-    if (dbias) dbias[c] += T(db);
-  }
+    for (int64_t c = c0; c < c1; ++c) dweight[c] += T(dw[c - c0]);
+  });
 }
 
 // out = a + b   (n elements)

@@ -7,13 +7,24 @@
 
 namespace ppo::cpu {
 
-void set_blas_threads(int threads);
-
 // Whether a loop of `work` element-operations is worth OpenMP threads: below ~256k the fork/join
-// costs more than the loop, and on a busy machine a descheduled thread holds every barrier for a
-// scheduler tick (tiny models, decode steps: measured 20x slower with 2 threads than with 1 on a
-// loaded 2-core machine). Loops say `#pragma omp parallel for if(worth_threads(work))`.
+// (waking sleeping threads, kernels/cpu/blas.h) costs more than the loop, and on a busy machine a
+// descheduled thread holds the closing barrier (tiny models, decode steps). Loops say
+// `#pragma omp parallel for if(worth_threads(work))`.
 inline bool worth_threads(int64_t work) { return work >= (int64_t(1) << 18); }
+
+// Sums over the rows of an (N,C) array, one per column: threads split the columns into chunks of
+// kColumnChunk and each chunk walks the rows n = 0..N-1 in order (contiguous loads, the same
+// summation order whatever the thread count). chunk(c0, c1) handles columns [c0, c1).
+constexpr int64_t kColumnChunk = 64;
+template <class F>
+void for_column_chunks(int64_t N, int64_t C, F&& chunk) {
+#pragma omp parallel for if(worth_threads(N * C))
+  for (int64_t c0 = 0; c0 < C; c0 += kColumnChunk) chunk(c0, c0 + kColumnChunk < C ? c0 + kColumnChunk : C);
+}
+
+// acc(C) += sum_n x[n,:] for x (N,C), in double (matmul's dbias, norm's dbias).
+template <class T> void sum_rows(T* acc, const T* x, int64_t N, int64_t C);
 
 template <class T> void embedding_forward(T* out, const int32_t* tokens, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int64_t C);
 template <class T> void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* pos, int64_t N, int64_t C);

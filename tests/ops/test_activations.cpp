@@ -3,8 +3,10 @@
 #include "helpers.h"
 
 #include <cmath>
+#include <limits>
 #include "engine/dtype.h"
 #include "fd_check.h"
+#include "kernels/cpu/vec_math.h"
 
 using namespace ppo;
 using namespace ppo::test;
@@ -17,6 +19,28 @@ double gelu(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x
 double silu(double g) { return g / (1 + std::exp(-g)); }
 
 }  // namespace
+
+TEST_CASE("vec_math: float exp and tanh against the double library functions; limits, -inf and NaN") {
+  // exp: relative error < 2e-7 over the normal range; tanh: absolute error < 2e-7.
+  double exp_err = 0, tanh_err = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const float x = -87.0f + 175.0f * float(i) / 200000.0f;
+    exp_err = std::max(exp_err, std::fabs(double(cpu::exp_of(x)) / std::exp(double(x)) - 1));
+    const float u = -12.0f + 24.0f * float(i) / 200000.0f;
+    tanh_err = std::max(tanh_err, std::fabs(double(cpu::tanh_of(u)) - std::tanh(double(u))));
+  }
+  CHECK(exp_err < 2e-7);
+  CHECK(tanh_err < 2e-7);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  CHECK(cpu::exp_of(-inf) == 0.0f);
+  CHECK(cpu::exp_of(-100.0f) == 0.0f);
+  CHECK(cpu::exp_of(0.0f) == 1.0f);
+  CHECK(cpu::exp_of(100.0f) == inf);
+  CHECK(std::isnan(cpu::exp_of(nan)));
+  CHECK(cpu::tanh_of(50.0f) == 1.0f);
+  CHECK(cpu::tanh_of(-50.0f) == -1.0f);
+  CHECK(std::isnan(cpu::tanh_of(nan)));
+}
 
 TEST_CASE("gelu_forward and swiglu_forward match the formulas in double") {
   BackendFixture f(DeviceKind::CPU, Precision::F32);

@@ -68,6 +68,19 @@ void check_lse(const std::vector<float>& got, const std::vector<float>& want, do
   check_close(g, w, tol, tol, what);
 }
 
+// The CPU forward (f32) on qkv x and mask m against attention_reference, out and lse within tol.
+void check_forward(const Shape& s, const std::vector<float>& x, const std::vector<int32_t>& m, double tol) {
+  BackendFixture fx(DeviceKind::CPU, Precision::F32);
+  Tensor out = fx.poisoned(DType::F32, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
+  Tensor lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
+  fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv"),
+                                fx.upload_ids(m, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
+  std::vector<float> out_ref, lse_ref;
+  attention_reference(x, m, s, out_ref, lse_ref);
+  check_close(fx.backend->to_host(out), out_ref, tol, tol, "attention out");
+  check_lse(fx.backend->to_host(lse), lse_ref, tol, "attention lse");
+}
+
 }  // namespace
 
 TEST_CASE("attention_forward matches a naive TxT softmax (GQA, left padding, odd sizes)") {
@@ -76,74 +89,82 @@ TEST_CASE("attention_forward matches a naive TxT softmax (GQA, left padding, odd
     CAPTURE(s.NH);
     CAPTURE(s.NKV);
     CAPTURE(s.HS);
-    BackendFixture fx(DeviceKind::CPU, Precision::F32);
-    const auto x = randn(size_t(s.qkv_numel()), 101);
-    const auto m = left_padded_mask(s, {0, 3, 7});
-    Tensor out = fx.poisoned(DType::F32, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");
-    Tensor lse = fx.poisoned(DType::F32, {s.B, s.NH, s.T}, "lse");
-    fx.backend->attention_forward(out, lse, fx.upload(x, DType::F32, {s.B, s.T, s.width()}, "qkv"),
-                                  fx.upload_ids(m, {s.B, s.T}, "mask"), s.NH, s.NKV, s.HS);
-    std::vector<float> out_ref, lse_ref;
-    attention_reference(x, m, s, out_ref, lse_ref);
     // f32 dot products and exp over <= 7 keys: relative error ~ 1e-6; tolerance 1e-5.
-    check_close(fx.backend->to_host(out), out_ref, 1e-5, 1e-5, "attention out");
-    check_lse(fx.backend->to_host(lse), lse_ref, 1e-5, "attention lse");
+    check_forward(s, randn(size_t(s.qkv_numel()), 101), left_padded_mask(s, {0, 3, 7}), 1e-5);
   }
 }
 
-TEST_CASE("attention: a left-padded sequence gives exactly the outputs and gradients of the unpadded one") {
-  // RoPE, then attention, forward and backward. Padded: 3 junk positions (random, not zeros) with
-  // mask 0, then the same 4 real positions with positions 0..3 counted from the first real token.
-  const int NH = 4, NKV = 2, HS = 8, P = 3, R = 4;
-  const Shape sp{1, P + R, NH, NKV, HS}, su{1, R, NH, NKV, HS};
-  const int64_t W = sp.width(), OW = int64_t(NH) * HS;
-  BackendFixture fx(DeviceKind::CPU, Precision::F32);
-  const auto xp = randn(size_t(sp.qkv_numel()), 201);
-  const std::vector<float> xu(xp.begin() + P * W, xp.end());
-  const auto doutp = randn(size_t(sp.out_numel()), 202);
-  const std::vector<float> doutu(doutp.begin() + P * OW, doutp.end());
+TEST_CASE("attention_forward across tiles (T > 2 tiles of 64) matches the naive TxT softmax") {
+  // Queries and keys run in tiles of 64 positions from each row's first visible one: row 0
+  // unpadded (tiles 0-63, 64-127, 128-149), row 1 left-padded by 70 (tiles 70-133, 134-149),
+  // row 2 with holes in the mask after its first real token.
+  const Shape s{3, 150, 4, 2, 16};
+  auto m = left_padded_mask(s, {0, 70, 3});
+  for (int64_t t : {10, 11, 64, 65, 100}) m[size_t(2 * s.T + t)] = 0;
+  // f32 scores and exp over up to 150 keys, rescaled once per key tile: ~1e-6 relative.
+  check_forward(s, randn(size_t(s.qkv_numel()), 111), m, 2e-5);
+}
 
-  struct Result { std::vector<float> out, lse, dqkv; };
-  auto run = [&](const Shape& s, const std::vector<float>& x, const std::vector<float>& dout, int pads) {
-    std::vector<int32_t> pos(size_t(s.T)), mask(size_t(s.T));
-    for (int64_t t = 0; t < s.T; ++t) {
-      mask[size_t(t)] = t >= pads;
-      pos[size_t(t)] = int32_t(std::max<int64_t>(t - pads, 0));
-    }
-    Tensor qkv = fx.upload(x, DType::F32, {1, s.T, W}, "qkv");
-    Tensor p = fx.upload_ids(pos, {1, s.T}, "pos"), m = fx.upload_ids(mask, {1, s.T}, "mask");
-    Tensor out = fx.poisoned(DType::F32, {1, s.T, OW}, "out"), lse = fx.poisoned(DType::F32, {1, NH, s.T}, "lse");
-    Tensor dqkv = fx.poisoned(DType::F32, {1, s.T, W}, "dqkv");
-    fx.backend->rope_forward(qkv, p, NH, NKV, HS, 10000.0f);
-    fx.backend->attention_forward(out, lse, qkv, m, NH, NKV, HS);
-    fx.backend->attention_backward(dqkv, fx.upload(dout, DType::F32, {1, s.T, OW}, "dout"), qkv, out, lse, m, NH, NKV, HS);
-    fx.backend->rope_backward(dqkv, p, NH, NKV, HS, 10000.0f);
-    return Result{fx.backend->to_host(out), fx.backend->to_host(lse), fx.backend->to_host(dqkv)};
-  };
-  const Result u = run(su, xu, doutu, 0), p = run(sp, xp, doutp, P);
-  check_close(std::vector<float>(p.out.begin() + P * OW, p.out.end()), u.out, 0, 0, "out, real positions");
-  check_close(std::vector<float>(p.dqkv.begin() + P * W, p.dqkv.end()), u.dqkv, 0, 0, "dqkv, real positions");
-  check_close(std::vector<float>(p.out.begin(), p.out.begin() + P * OW), std::vector<float>(size_t(P * OW), 0.f), 0, 0, "out at padding");
-  check_close(std::vector<float>(p.dqkv.begin(), p.dqkv.begin() + P * W), std::vector<float>(size_t(P * W), 0.f), 0, 0, "dqkv at padding");
-  for (int h = 0; h < NH; ++h)
-    for (int t = 0; t < P + R; ++t) {
-      const float got = p.lse[size_t(h * (P + R) + t)];
-      if (t < P) CHECK((std::isinf(got) && got < 0));
-      else CHECK(got == u.lse[size_t(h * R + t - P)]);
-    }
+TEST_CASE("attention: a left-padded sequence gives exactly the outputs and gradients of the unpadded one") {
+  // RoPE, then attention, forward and backward. Padded: P junk positions (random, not zeros) with
+  // mask 0, then the same R real positions with positions 0..R-1 counted from the first real token.
+  // (3, 4): one tile; (67, 70): two tiles of 64 real positions, after more than a tile of padding.
+  for (const auto& [p_len, r_len] : {std::pair<int, int>{3, 4}, std::pair<int, int>{67, 70}}) {
+    const int P = p_len, R = r_len;
+    CAPTURE(P);
+    const int NH = 4, NKV = 2, HS = 8;
+    const Shape sp{1, P + R, NH, NKV, HS}, su{1, R, NH, NKV, HS};
+    const int64_t W = sp.width(), OW = int64_t(NH) * HS;
+    BackendFixture fx(DeviceKind::CPU, Precision::F32);
+    const auto xp = randn(size_t(sp.qkv_numel()), 201);
+    const std::vector<float> xu(xp.begin() + P * W, xp.end());
+    const auto doutp = randn(size_t(sp.out_numel()), 202);
+    const std::vector<float> doutu(doutp.begin() + P * OW, doutp.end());
+
+    struct Result { std::vector<float> out, lse, dqkv; };
+    auto run = [&](const Shape& s, const std::vector<float>& x, const std::vector<float>& dout, int pads) {
+      std::vector<int32_t> pos(size_t(s.T)), mask(size_t(s.T));
+      for (int64_t t = 0; t < s.T; ++t) {
+        mask[size_t(t)] = t >= pads;
+        pos[size_t(t)] = int32_t(std::max<int64_t>(t - pads, 0));
+      }
+      Tensor qkv = fx.upload(x, DType::F32, {1, s.T, W}, "qkv");
+      Tensor p = fx.upload_ids(pos, {1, s.T}, "pos"), m = fx.upload_ids(mask, {1, s.T}, "mask");
+      Tensor out = fx.poisoned(DType::F32, {1, s.T, OW}, "out"), lse = fx.poisoned(DType::F32, {1, NH, s.T}, "lse");
+      Tensor dqkv = fx.poisoned(DType::F32, {1, s.T, W}, "dqkv");
+      fx.backend->rope_forward(qkv, p, NH, NKV, HS, 10000.0f);
+      fx.backend->attention_forward(out, lse, qkv, m, NH, NKV, HS);
+      fx.backend->attention_backward(dqkv, fx.upload(dout, DType::F32, {1, s.T, OW}, "dout"), qkv, out, lse, m, NH, NKV, HS);
+      fx.backend->rope_backward(dqkv, p, NH, NKV, HS, 10000.0f);
+      return Result{fx.backend->to_host(out), fx.backend->to_host(lse), fx.backend->to_host(dqkv)};
+    };
+    const Result u = run(su, xu, doutu, 0), p = run(sp, xp, doutp, P);
+    check_close(std::vector<float>(p.out.begin() + P * OW, p.out.end()), u.out, 0, 0, "out, real positions");
+    check_close(std::vector<float>(p.dqkv.begin() + P * W, p.dqkv.end()), u.dqkv, 0, 0, "dqkv, real positions");
+    check_close(std::vector<float>(p.out.begin(), p.out.begin() + P * OW), std::vector<float>(size_t(P * OW), 0.f), 0, 0, "out at padding");
+    check_close(std::vector<float>(p.dqkv.begin(), p.dqkv.begin() + P * W), std::vector<float>(size_t(P * W), 0.f), 0, 0, "dqkv at padding");
+    for (int h = 0; h < NH; ++h)
+      for (int t = 0; t < P + R; ++t) {
+        const float got = p.lse[size_t(h * (P + R) + t)];
+        if (t < P) CHECK((std::isinf(got) && got < 0));
+        else CHECK(got == u.lse[size_t(h * R + t - P)]);
+      }
+  }
 }
 
 TEST_CASE("attention_backward matches float64 finite differences") {
   // L = sum(w * out). Central differences with eps = 1e-5: truncation ~ eps^2 |L'''| ~ 1e-10,
   // rounding ~ 1e-16 |L| / eps ~ 1e-10; tolerance 1e-7 + 1e-6 |ref| leaves a wide margin while a
   // wrong term (O(0.01..1)) fails. Includes a left-padded row and a fully padded row (zero gradient).
-  for (Shape s : {Shape{3, 7, 4, 2, 6}, Shape{2, 5, 2, 2, 8}}) {
+  // The third shape crosses tiles (T = 100: query and key tiles of 64 from positions 0 and 9).
+  for (Shape s : {Shape{3, 7, 4, 2, 6}, Shape{2, 5, 2, 2, 8}, Shape{2, 100, 2, 1, 4}}) {
     CAPTURE(s.NH);
     CAPTURE(s.NKV);
+    CAPTURE(s.T);
     BackendFixture fx(DeviceKind::CPU, Precision::F64);
     const auto x = randn(size_t(s.qkv_numel()), 301);
     const auto w = randn(size_t(s.out_numel()), 302);
-    const std::vector<int> pads = s.B == 3 ? std::vector<int>{0, 2, int(s.T)} : std::vector<int>{1, 0};
+    const std::vector<int> pads = s.B == 3 ? std::vector<int>{0, 2, int(s.T)} : std::vector<int>{s.T > 64 ? 9 : 1, 0};
     Tensor qkv = fx.upload(x, DType::F64, {s.B, s.T, s.width()}, "qkv");
     Tensor m = fx.upload_ids(left_padded_mask(s, pads), {s.B, s.T}, "mask");
     Tensor out = fx.poisoned(DType::F64, {s.B, s.T, int64_t(s.NH) * s.HS}, "out");

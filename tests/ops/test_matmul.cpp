@@ -2,8 +2,11 @@
 // "=" / "+=" rule and optional arguments, input validation, and CUDA against CPU.
 #include "helpers.h"
 
+#include <omp.h>
+#include <array>
 #include "engine/dtype.h"
 #include "fd_check.h"
+#include "kernels/cpu/blas.h"
 
 using namespace ppo;
 using namespace ppo::test;
@@ -78,6 +81,50 @@ TEST_CASE("matmul_backward matches finite differences in f64: dinp =, dweight an
   f.backend->matmul_backward(Tensor{}, Tensor{}, dbias2, dout, inp, weight);
   check_close(f64_values(dweight2), f64_values(dweight), 0, 0, "dweight alone");
   check_close(f64_values(dbias2), f64_values(dbias), 0, 0, "dbias alone");
+}
+
+TEST_CASE("matmul split over threads (blocks of rows or of columns) matches the double loops") {
+  // Products above kGemmThreadWork are cut into one block per OpenMP thread; 3 threads and odd
+  // extents leave a ragged last block. forward: by columns (OC > N) or by rows (N > OC); dinp and
+  // dweight the same way.
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(3);
+  for (auto [n, c, oc] : {std::array<int64_t, 3>{37, 211, 301}, std::array<int64_t, 3>{301, 157, 53}}) {
+    CAPTURE(n);
+    REQUIRE(n * c * oc >= cpu::kGemmThreadWork);
+    BackendFixture f(DeviceKind::CPU, Precision::F32);
+    const std::vector<float> x = randn(size_t(n * c), 31), w = randn(size_t(oc * c), 32, 0.3f), g = randn(size_t(n * oc), 33);
+    Tensor inp = f.upload(x, DType::F32, {n, c}, "inp"), weight = f.upload(w, DType::F32, {oc, c}, "weight");
+    Tensor dout = f.upload(g, DType::F32, {n, oc}, "dout");
+    Tensor out = f.poisoned(DType::F32, {n, oc}, "out"), dinp = f.poisoned(DType::F32, {n, c}, "dinp");
+    Tensor dweight = f.upload(std::vector<float>(size_t(oc * c), 0.0f), DType::F32, {oc, c}, "dweight");
+    f.backend->matmul_forward(out, inp, weight, Tensor{});
+    f.backend->matmul_backward(dinp, dweight, Tensor{}, dout, inp, weight);
+    std::vector<float> out_ref(size_t(n * oc)), dinp_ref(size_t(n * c)), dw_ref(size_t(oc * c));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < oc; ++o) {
+        double acc = 0;
+        for (int64_t k = 0; k < c; ++k) acc += double(x[size_t(i * c + k)]) * w[size_t(o * c + k)];
+        out_ref[size_t(i * oc + o)] = float(acc);
+      }
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < c; ++k) {
+        double acc = 0;
+        for (int64_t o = 0; o < oc; ++o) acc += double(g[size_t(i * oc + o)]) * w[size_t(o * c + k)];
+        dinp_ref[size_t(i * c + k)] = float(acc);
+      }
+    for (int64_t o = 0; o < oc; ++o)
+      for (int64_t k = 0; k < c; ++k) {
+        double acc = 0;
+        for (int64_t i = 0; i < n; ++i) acc += double(g[size_t(i * oc + o)]) * x[size_t(i * c + k)];
+        dw_ref[size_t(o * c + k)] = float(acc);
+      }
+    // f32 sums of up to 301 products of O(1) values: ~1e-6 relative each, ~1e-5 absolute.
+    check_close(f.backend->to_host(out), out_ref, 1e-4, 1e-4, "out");
+    check_close(f.backend->to_host(dinp), dinp_ref, 1e-4, 1e-4, "dinp");
+    check_close(f.backend->to_host(dweight), dw_ref, 1e-4, 1e-4, "dweight");
+  }
+  omp_set_num_threads(threads);
 }
 
 TEST_CASE("matmul rejects bad inputs, naming the argument") {

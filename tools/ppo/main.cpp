@@ -3,9 +3,12 @@
 #include <cstdio>
 
 #include "engine/device_memory.h"
+#include "engine/error.h"
+#include "kernels/backend.h"
 #include "tools/ppo/commands.h"
 
 int main(int argc, char** argv) {
+  ppo::use_passive_cpu_threads(argv);  // idle OpenMP threads sleep (kernels/backend.h)
   CLI::App app{"ppo: PPO for RLHF on language models, in C++/CUDA with no deep-learning framework"};
   app.require_subcommand(1);
   ppo::tools::add_version_command(app);
