@@ -58,8 +58,8 @@ LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_
 }
 
 UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& models, ExperienceBuffers& buf,
-                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
-                       UpdateTrace* trace) {
+                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step, UpdateTrace* trace,
+                       const Communicator& ranks) {
   const int64_t B = exp.B, P = exp.P, R = exp.R, T = exp.T();
   const int64_t M = cfg.minibatch_size, mbs = cfg.micro_batch_size;
   PPO_ASSERT(B == cfg.rollout_batch_size, "update: ", B, " rollouts, the config's rollout_batch_size is ",
@@ -69,6 +69,9 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
   Transformer* value = critic == &policy ? nullptr : critic;  // a separate value model
   const float inv_t = 1.0f / cfg.temperature;
   const bool entropy_bonus = cfg.entropy_coef > 0;
+  PPO_ASSERT(!trace || ranks.size() == 1, "update: the trace is written by a one-rank run");
+  // this rank's micro-batches of every minibatch (the ranks split each minibatch; the minibatch is global)
+  const Share micro_batches = ranks.share(M / mbs);
   UpdateStats st;
 
   for (int64_t epoch = 0; epoch < cfg.ppo_epochs; ++epoch) {
@@ -83,7 +86,7 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
       double traced_pl = 0, traced_vl = 0, traced_tokens = 0;
       bool ok = true;
 
-      for (int64_t start = 0; start < M; start += mbs) {
+      for (int64_t start = micro_batches.begin * mbs; start < micro_batches.end * mbs; start += mbs) {
         const std::vector<int32_t> micro(rows.begin() + start, rows.begin() + start + mbs);
         const int64_t n = int64_t(micro.size());
         const SequenceTensors in = upload_micro_batch(be, buf, exp, micro);
@@ -164,8 +167,12 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         trace->epoch_ratio.push_back(traced_ratio);
       }
 
-      // NaN/Inf anywhere: no optimizer step from here on (weights untouched), reported
+      // NaN/Inf anywhere: no optimizer step from here on (weights untouched), reported. Ranks meet:
+      // the decision is every rank's; the gradients are summed into each rank's shard (ZeRO-1)
+      ok = ranks.host_all(ok);
       if (ok) {
+        policy.reduce_gradients();
+        if (value) value->reduce_gradients();
         st.policy_grad_norm = policy.grad_norm();
         st.value_grad_norm = value ? value->grad_norm() : 0.0;
         ok = finite(st.policy_grad_norm) && finite(st.value_grad_norm);
@@ -194,6 +201,14 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
     }
   }
   return st;
+}
+
+void sum_over_ranks(const Communicator& ranks, UpdateStats& st) {
+  double sums[] = {st.policy_loss, st.clipped, st.approx_kl,  st.ratio,
+                   st.entropy,     st.tokens,  st.value_loss, st.value_clipped};
+  ranks.host_sum(sums, std::size(sums));
+  st.policy_loss = sums[0], st.clipped = sums[1], st.approx_kl = sums[2], st.ratio = sums[3];
+  st.entropy = sums[4], st.tokens = sums[5], st.value_loss = sums[6], st.value_clipped = sums[7];
 }
 
 }  // namespace ppo

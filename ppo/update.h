@@ -17,6 +17,13 @@
 // trained model: a non-finite loss sum or gradient norm skips the optimizer step (weights
 // untouched; the step's remaining minibatches are skipped too, `skipped` reported); else
 // adamw_step at lr * lr_factor(optimizer step) with max_grad_norm clipping; then zero_grad.
+//
+// Data parallel (engine/communicator.h): every rank holds the whole batch (the minibatches and
+// their loss weights are global) and runs its share of each minibatch's micro-batches; ranks meet
+// at each optimizer step: the NaN/Inf skip decided by all (host_all), the gradients summed into
+// each rank's shard (Transformer::reduce_gradients), the norm over all shards, AdamW on the shard
+// and the weights all-gathered (Transformer::adamw_step). The loss sums of UpdateStats are this
+// rank's; sum_over_ranks adds them up.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -66,7 +73,10 @@ LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_
 // Runs the update of one step. `optimizer_step` (the run's count so far) advances by the optimizer
 // steps taken. `kl_coef`: beta of the KL loss term (kl_in_reward = false).
 UpdateStats ppo_update(Backend& backend, const PpoConfig& config, const UpdateModels& models, ExperienceBuffers& buf,
-                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
-                       UpdateTrace* trace);
+                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step, UpdateTrace* trace,
+                       const Communicator& ranks);
+// The loss sums of every rank's micro-batches (policy, value, clip counts, KL, ratio, entropy,
+// tokens), on every rank; the grad norms and the skip are global already.
+void sum_over_ranks(const Communicator& ranks, UpdateStats& stats);
 
 }  // namespace ppo
