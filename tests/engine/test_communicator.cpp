@@ -4,8 +4,10 @@
 // the NCCL shim over MPI). Every collective in f32, f64 and bf16 with rank-dependent values whose
 // sums are exact in each dtype, so results compare exactly; the ZeRO-1 pattern (reduce-scatter
 // then all-gather) gives the all-reduce; the host collectives; the argument errors.
+#include <chrono>
 #include <cstdlib>
 #include <numeric>
+#include <thread>
 
 #include "engine/communicator.h"
 #include "helpers.h"
@@ -206,3 +208,15 @@ TEST_CASE("emulated NCCL: the shim refuses what NCCL refuses") {
   ncclCommDestroy(comm);
 }
 #endif
+
+// Run by tests/tools/rank_failure.sh (hang) under mpirun with PPO_COMM_TIMEOUT_S=2: the last rank
+// never enters the barrier, the others wait in it until their watchdog ends them (exit code 124).
+TEST_CASE("a rank that never enters a collective: the watchdog ends the others" * doctest::skip()) {
+  const ProcessGroup group = ProcessGroup::world();
+  BackendFixture fx(DeviceKind::CPU, Precision::F32, size_t(1) << 16);
+  std::unique_ptr<Communicator> comm = Communicator::create(group, *fx.backend);
+  REQUIRE(comm->size() > 1);
+  if (comm->rank() == comm->size() - 1) std::this_thread::sleep_for(std::chrono::seconds(120));  // hangs
+  comm->barrier();
+  FAIL("the barrier returned although rank ", comm->size() - 1, " never entered it");
+}
