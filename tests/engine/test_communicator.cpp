@@ -188,8 +188,12 @@ TEST_CASE("emulated NCCL: the shim refuses what NCCL refuses") {
   std::vector<float> host(static_cast<size_t>(n));
   CHECK(ncclAllReduce(host.data(), host.data(), size_t(n), ncclFloat32, ncclSum, comm, stream) == ncclInvalidArgument);
   CHECK(std::string(ncclGetLastError(comm)).find("not inside one device allocation") != std::string::npos);
-  // past the allocation's end
-  CHECK(ncclAllReduce(p, p, size_t(n) + 1, ncclFloat32, ncclSum, comm, stream) == ncclInvalidArgument);
+  // past the end of an allocation of n floats (x lies inside the test pool's larger one)
+  float* exact = static_cast<float*>(device_alloc(DeviceKind::CUDA, size_t(n) * sizeof(float)));
+  CHECK(ncclAllReduce(exact, exact, size_t(n), ncclFloat32, ncclSum, comm, stream) == ncclSuccess);
+  CHECK(ncclAllReduce(exact, exact, size_t(n) + 1, ncclFloat32, ncclSum, comm, stream) == ncclInvalidArgument);
+  CHECK(std::string(ncclGetLastError(comm)).find("not inside one device allocation") != std::string::npos);
+  device_free(DeviceKind::CUDA, exact);
   // an overlapping reduce-scatter that is not the in-place layout (recvbuff = sendbuff + rank * recvcount)
   if (group.size > 1) {
     float* wrong = p + (group.rank == 0 ? 1 : 0) * part + 1;

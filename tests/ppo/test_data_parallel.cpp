@@ -170,6 +170,31 @@ TEST_CASE("PPO steps on N ranks equal the one-rank steps up to reduction order")
   CHECK(std::memcmp(mine.data(), rank0.data(), mine.size() * sizeof(float)) == 0);
 }
 
+// The same on CUDA ranks: NCCL (on the emulated device the shim over MPI, so the NCCL path's
+// counts, offsets and in-place layouts run in CI). The compared weights are the f32 master copies
+// (read_weights gathers their shards); the bf16 forwards see the same rows in smaller batches.
+TEST_CASE("CUDA ranks (NCCL): PPO steps on N ranks equal the one-rank steps up to reduction order") {
+  if (!cuda_backend_or_skip()) return;
+  if (!nccl_compiled()) {
+    std::printf("SKIP NCCL cases: built without NCCL\n");
+    return;
+  }
+  PpoConfig c = tiny_config("");
+  c.device = DeviceChoice::CUDA;
+  c.derive();
+  PpoTrainer many(c, options(Ranks::World));
+  const int N = many.ranks().size();
+  CHECK(many.ranks().kind() == (N == 1 ? CommKind::Single : CommKind::Nccl));
+  PpoTrainer one(c, options(Ranks::Self));
+  for (int step = 1; step <= 2; ++step) {
+    const MetricsRow a = many.step(), b = one.step();
+    CHECK(a.get(metric::kSkipped) == 0.0);
+    check_rows(a, b, N, step);
+  }
+  check_weights(many.policy(), one.policy(), N);
+  check_weights(many.value_model(), one.value_model(), N);
+}
+
 TEST_CASE("a row samples the same tokens on any number of ranks (Philox streams by global row)") {
   PpoTrainer many(tiny_config(""), options(Ranks::World));
   PpoTrainer one(tiny_config(""), options(Ranks::Self));
