@@ -10,3 +10,15 @@ pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 if(PPO_HAS_CUDA)
   find_package(CUDAToolkit REQUIRED)
 endif()
+# MPI (Open MPI: libopenmpi-dev) for data-parallel ranks; optional: without it the engine runs one rank.
+# The installed package needs it exactly when the engine was built with it. The C API from C++ (no
+# C++ bindings; a project that embeds the engine need not enable C).
+set(MPI_CXX_SKIP_MPICXX ON)
+if(DEFINED PPO_HAS_MPI_INSTALLED)
+  if(PPO_HAS_MPI_INSTALLED)
+    find_package(MPI REQUIRED COMPONENTS CXX)
+  endif()
+else()
+  find_package(MPI COMPONENTS CXX)
+  set(PPO_HAS_MPI ${MPI_CXX_FOUND})
+endif()

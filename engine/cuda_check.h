@@ -1,4 +1,4 @@
-// Error checks for CUDA runtime, cuBLAS and kernel launches (PPO_LAUNCH, kernels/cuda/launch.cuh).
+// Error checks for CUDA runtime, cuBLAS, NCCL and kernel launches (PPO_LAUNCH, kernels/cuda/launch.cuh).
 // Each failure throws ppo::Error naming the statement, the library's error string and file:line.
 // With PPO_SYNC_LAUNCHES=1 in the environment every launch is followed by a device synchronisation,
 // so an asynchronous fault is reported at the launch that caused it.
@@ -22,6 +22,15 @@ const char* cublas_status_name(cublasStatus_t s);
   do {                                                                                \
     cudaError_t ppo_err_ = (stmt);                                                    \
     if (ppo_err_ != cudaSuccess) ::ppo::cuda_fail(cudaGetErrorString(ppo_err_), #stmt, __FILE__, __LINE__); \
+  } while (0)
+
+// NCCL (include <nccl.h> first): the result's string and ncclGetLastError's detail.
+#define PPO_CHECK_NCCL(stmt)                                                                                        \
+  do {                                                                                                              \
+    ncclResult_t ppo_nr_ = (stmt);                                                                                  \
+    if (ppo_nr_ != ncclSuccess)                                                                                     \
+      ::ppo::cuda_fail((std::string(ncclGetErrorString(ppo_nr_)) + " (" + ncclGetLastError(nullptr) + ")").c_str(), \
+                       #stmt, __FILE__, __LINE__);                                                                  \
   } while (0)
 
 #define PPO_CHECK_CUBLAS(stmt)                                                        \

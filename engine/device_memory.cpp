@@ -23,6 +23,7 @@ int cuda_device_count() { return 0; }
 size_t cuda_free_bytes() { return 0; }
 std::string cuda_device_name() { return "none"; }
 bool cuda_emulated() { return false; }
+void cuda_set_device(int) { PPO_FAIL("this build has no CUDA backend"); }
 DeviceCounters cuda_counters() { return {}; }
 void reset_cuda_counters() {}
 static void* cuda_alloc(size_t) { PPO_FAIL("this build has no CUDA backend (configure with nvcc found and PPO_CUDA=ON)"); }

@@ -11,6 +11,7 @@ int cuda_device_count();        // 0 when not compiled or no GPU answers
 size_t cuda_free_bytes();       // free memory of the current device
 std::string cuda_device_name(); // e.g. "NVIDIA H100 80GB HBM3"
 bool cuda_emulated();           // the CUDA backend runs on the emulated device (kernels/cuda/emu)
+void cuda_set_device(int ordinal);  // the current device of this process (a rank's GPU)
 
 // Work the host asked of the CUDA device, counted by the emulated device since the process started
 // or the last reset (a GPU build counts nothing: all zero). A synchronization is any call that

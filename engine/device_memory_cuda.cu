@@ -62,6 +62,8 @@ int cuda_device_count() {
   return n;
 }
 
+void cuda_set_device(int ordinal) { PPO_CHECK_CUDA(cudaSetDevice(ordinal)); }
+
 size_t cuda_free_bytes() {
   size_t free_b = 0, total_b = 0;
   PPO_CHECK_CUDA(cudaMemGetInfo(&free_b, &total_b));

@@ -78,23 +78,46 @@ HostCopy host_copy(const std::string& name, const Tensor& t) {
   return h;
 }
 
-// The tensors of one model's file: name in the file -> the model's tensor.
-std::vector<std::pair<std::string, Tensor>> model_tensors(const Transformer& m) {
-  std::vector<std::pair<std::string, Tensor>> out;
+// The training-state regions a trained model's file holds, "<region>.<parameter>" each.
+constexpr const char* kStateRegions[] = {"master", "adam_m", "adam_v"};
+
+// Host copies of one model's tensors as its file names them, in file order: per parameter its
+// weight ("weight.<name>", whole on every rank), then when trained its master weight (where there is
+// one) and AdamW moments, cut from each region's shards gathered from every rank onto rank 0 (a
+// collective: every rank calls it; only rank 0's copies hold the training state).
+std::vector<HostCopy> model_copies(Transformer& m) {
   const bool trained = m.spec().training == Training::Trained;
+  std::map<std::string, std::pair<std::vector<uint8_t>, DType>> whole;  // region -> the layout (rank 0)
+  for (const char* region : kStateRegions) {
+    const Tensor shard = trained ? m.state_shard(region) : Tensor{};
+    if (shard.empty()) continue;
+    const HostCopy mine = host_copy(region, shard);
+    whole[region] = {m.ranks().host_gather_to_root(mine.bytes.data(), mine.bytes.size()), shard.dtype};
+  }
+  std::vector<HostCopy> out;
+  if (!m.ranks().is_root()) return out;
   for (const std::string& n : m.parameter_names()) {
-    out.emplace_back("weight." + n, m.parameter(n));
-    if (!trained) continue;
-    if (!m.master_parameter(n).empty()) out.emplace_back("master." + n, m.master_parameter(n));
-    out.emplace_back("adam_m." + n, m.adam_m(n));
-    out.emplace_back("adam_v." + n, m.adam_v(n));
+    const Tensor w = m.parameter(n);
+    out.push_back(host_copy("weight." + n, w));
+    for (const auto& [region, layout] : whole) {
+      const size_t size = dtype_size(layout.second), first = size_t(m.parameter_offset(n)) * size;
+      HostCopy h{
+          region + "." + n,
+          std::vector<uint8_t>(layout.first.begin() + first, layout.first.begin() + first + size_t(w.numel()) * size),
+          w};
+      h.view.data = h.bytes.data();
+      h.view.dtype = layout.second;
+      h.view.device = DeviceKind::CPU;
+      out.push_back(std::move(h));
+    }
   }
   return out;
 }
 
-void save_model(const std::string& path, const Transformer& m) {
-  std::vector<HostCopy> copies;
-  for (const auto& [name, t] : model_tensors(m)) copies.push_back(host_copy(name, t));
+// Every rank calls it; rank 0 writes the file.
+void save_model(const std::string& path, Transformer& m) {
+  const std::vector<HostCopy> copies = model_copies(m);
+  if (!m.ranks().is_root()) return;
   std::vector<NamedTensor> tensors;
   for (const HostCopy& c : copies) tensors.push_back({c.name, c.view});
   write_safetensors(path, tensors, {{"config", m.config().to_json().dump()}, {"heads", heads_name(m.spec().heads)}});
@@ -133,6 +156,7 @@ std::string model_file(const std::string& step_dir, const std::string& owner) {
   return path;
 }
 
+// Every rank reads the file: the weights whole, the training state's part in its shard.
 void load_model(const std::string& path, Transformer& m) {
   const SafetensorsFile f(path);
   auto meta = [&](const char* key) { return metadata(f, key); };
@@ -141,20 +165,37 @@ void load_model(const std::string& path, Transformer& m) {
              " is not model '", m.owner(), "''s ", m.config().to_json().dump());
   PPO_ASSERT(heads_from_name(meta("heads"), path + ": metadata 'heads'") == m.spec().heads, path, ": heads '",
              meta("heads"), "' differ from model '", m.owner(), "''s '", heads_name(m.spec().heads), "'");
-  const auto tensors = model_tensors(m);
-  for (const auto& [name, t] : tensors) {
+  const bool trained = m.spec().training == Training::Trained;
+  size_t expected = 0;
+  // `name` from the file into `t`, checked; elements [first, first + t.numel()) of it
+  auto load_into = [&](const std::string& name, const Tensor& whole, const Tensor& t, int64_t first) {
     PPO_ASSERT(f.contains(name), path, ": missing tensor '", name, "'");
     const SafetensorsEntry& e = f.entry(name);
-    PPO_ASSERT(e.shape == std::vector<int64_t>(t.shape, t.shape + t.ndim), path, ": tensor '", name,
-               "' has the wrong shape for ", t.shape_str());
+    PPO_ASSERT(e.shape == std::vector<int64_t>(whole.shape, whole.shape + whole.ndim), path, ": tensor '", name,
+               "' has the wrong shape for ", whole.shape_str());
     PPO_ASSERT(default_engine_dtype(e.dtype) == t.dtype, path, ": tensor '", name, "' has dtype ", e.dtype,
-               ", the model needs ", t.shape_str(), " (resume with the precision that saved it)");
+               ", the model needs ", dtype_name(t.dtype), " (resume with the precision that saved it)");
+    ++expected;
+    if (t.empty()) return;  // another rank's part
     HostTensor h = f.load(name);
     check_finite(h, path);
-    copy_tensor(t, h.view());
+    const Tensor part(h.bytes.data() + size_t(first) * dtype_size(t.dtype), t.dtype, DeviceKind::CPU, {t.numel()},
+                      t.name);
+    copy_tensor(t, part);
+  };
+  for (const std::string& n : m.parameter_names()) {
+    const Tensor w = m.parameter(n);
+    load_into("weight." + n, w, w, 0);
+    for (const char* region : kStateRegions) {
+      const Tensor shard = trained ? m.state_shard(region) : Tensor{};
+      if (shard.empty()) continue;
+      Transformer::StateSlice s = m.state_slice(region, n);
+      if (s.view.empty()) s.view.dtype = shard.dtype;  // none of it here: checked, not loaded
+      load_into(std::string(region) + "." + n, w, s.view, s.first);
+    }
   }
-  PPO_ASSERT(f.entries().size() == tensors.size(), path, ": holds ", f.entries().size(), " tensors, model '",
-             m.owner(), "' has ", tensors.size());
+  PPO_ASSERT(f.entries().size() == expected, path, ": holds ", f.entries().size(), " tensors, model '", m.owner(),
+             "' has ", expected);
 }
 
 }  // namespace
@@ -177,6 +218,14 @@ Heads heads_from_name(const std::string& name, const std::string& where) {
 void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<std::string, Transformer*>& models,
                      const nlohmann::json& state) {
   PPO_ASSERT(step >= 0, run_dir, ": checkpoint step ", step, " must be >= 0");
+  PPO_ASSERT(!models.empty(), run_dir, ": a checkpoint of no models");
+  // Every rank gathers its shards to rank 0, which writes; the others wait until it is complete.
+  Communicator& ranks = models.begin()->second->ranks();
+  if (!ranks.is_root()) {
+    for (const auto& entry : models) save_model("", *entry.second);
+    ranks.barrier();
+    return;
+  }
   const std::string name = "step_" + std::to_string(step), final_dir = run_dir + "/" + name;
   const std::string tmp = run_dir + "/.tmp_" + name;
   std::error_code ec;
@@ -204,6 +253,7 @@ void save_checkpoint(const std::string& run_dir, int64_t step, const std::map<st
   PPO_ASSERT(!ec, final_dir, ": rename from ", tmp, " failed: ", ec.message());
   sync_directory(run_dir);
   point_latest(run_dir, name);
+  ranks.barrier();
 }
 
 void check_no_checkpoints(const std::string& run_dir, const std::string& who) {

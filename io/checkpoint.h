@@ -11,6 +11,10 @@
 // is ignored by load and removed by the next save). Loading restores every tensor bit-exactly
 // (same precision) and returns the state JSON; missing or corrupt files, a config that is not the
 // model's, and missing or misshapen tensors are errors naming the file (and tensor).
+// Data-parallel runs: every rank calls both. Saving gathers each model's optimizer shards (ZeRO-1)
+// onto rank 0, which writes the same files as one rank would (the others wait until `latest`
+// moved); loading has every rank read the files (a directory every rank sees) and keep its shard.
+// So a checkpoint resumes on any number of ranks.
 #pragma once
 #include <map>
 #include <string>

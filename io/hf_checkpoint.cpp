@@ -207,8 +207,11 @@ void write_hf_checkpoint(const std::string& dir, const ModelConfig& config, Head
 void export_hf_checkpoint(const std::string& dir, Transformer& model, Heads heads, int64_t pad_token_id) {
   PPO_ASSERT((heads != Heads::Scalar || model.spec().has_scalar()) && (heads != Heads::LM || model.spec().has_lm()),
              model.owner(), ": export: the model has no ", heads == Heads::LM ? "LM" : "scalar", " head");
-  write_hf_checkpoint(dir, model.config(), heads, [&](const std::string& name) { return model.get_parameter(name); },
-                      pad_token_id);
+  // every rank reads (the master copy may be sharded over the ranks); rank 0 writes
+  const HostWeights weights = read_weights(model);
+  if (!model.ranks().is_root()) return;
+  write_hf_checkpoint(
+      dir, model.config(), heads, [&](const std::string& name) { return weights.at(name); }, pad_token_id);
 }
 
 }  // namespace ppo::io

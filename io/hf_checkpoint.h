@@ -59,7 +59,8 @@ void write_hf_checkpoint(const std::string& dir, const ModelConfig& config, Head
                          const std::function<std::vector<float>(const std::string&)>& values,
                          int64_t pad_token_id = -1);
 // The same for a Transformer (its f32 master values when it has them). A model with both heads
-// exports as its causal LM or its sequence classifier, chosen by `heads`.
+// exports as its causal LM or its sequence classifier, chosen by `heads`. Every rank of a
+// data-parallel run calls it; rank 0 writes.
 void export_hf_checkpoint(const std::string& dir, Transformer& model, Heads heads, int64_t pad_token_id = -1);
 
 }  // namespace ppo::io

@@ -39,6 +39,8 @@ struct AdamWParams {
   float weight_decay = 0.0f;
   int64_t step = 1;         // 1-based step count for bias correction
   float grad_scale = 1.0f;  // gradients are multiplied by this (and by the clipping factor) first
+  int64_t first_element = 0;  // element 0's index in the whole parameter set (a ZeRO-1 shard's begin,
+                              // a multiple of 4): the stochastic-rounding bits are those of that index
 };
 
 // The sums over valid tokens (mask == 1) the fused PPO loss ops accumulate, in this order; means
@@ -224,7 +226,7 @@ class Backend {
   //   w = w - lr (mhat / (sqrt(vhat) + eps) + wd_i w),  wd_i = weight_decay if i < decayed, else 0
   // A non-finite grad_sumsq changes nothing: the step is skipped. grad, m, v grad dtype. On the CPU
   // `master` is empty and `param` is updated in place; on CUDA `master` (f32) is updated and param
-  // (bf16) = stochastic_round(master) with bits philox_draw(seed, 0, i / 4).v[i % 4].
+  // (bf16) = stochastic_round(master) with bits philox_draw(seed, 0, j / 4).v[j % 4], j = first_element + i.
   void adamw_update(Tensor param, Tensor master, Tensor grad, Tensor m, Tensor v, int64_t decayed, Tensor grad_sumsq,
                     float max_grad_norm, const AdamWParams& hp, uint64_t seed);
   // out (1) f64 = sum of x^2 over every element of x (grad dtype), in a fixed order; on the device.

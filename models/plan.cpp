@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/error.h"
+
 namespace ppo {
 
 std::vector<PlannedModel> ppo_models(const ModelConfig& policy, const ModelConfig& reward, ValueModelKind value_model,
@@ -40,8 +42,12 @@ std::vector<PlannedModel> ppo_models(const PpoConfig& config, const std::string&
   return ppo_models(policy, reward, config.value_model, config.value_init, scoring);
 }
 
-RunShape run_shape(const PpoConfig& config) {
-  return {config.rollout_batch_size, config.prompt_length, config.response_length, config.micro_batch_size};
+RunShape run_shape(const PpoConfig& config, int64_t ranks) {
+  PPO_ASSERT(ranks >= 1 && config.rollout_batch_size % ranks == 0,
+             "config rollout_batch_size = ", config.rollout_batch_size, " must be a multiple of the ", ranks,
+             " ranks (each generates and scores rollout_batch_size / ranks rows)");
+  return {config.rollout_batch_size / ranks, config.prompt_length, config.response_length, config.micro_batch_size,
+          ranks};
 }
 
 }  // namespace ppo

@@ -35,9 +35,10 @@ RegionSpec scratch_region(const std::vector<PlannedModel>& models, const RunShap
 std::vector<RegionSpec> ppo_regions(const std::vector<PlannedModel>& models, const RunShape& shape, Precision p);
 
 // From a PPO run config: its model configs (parsed and checked; reward defaults to the policy's)
-// and shape.
+// and one rank's shape among `ranks` data-parallel ranks (its rollout share: rollout_batch_size /
+// ranks rows, which must divide evenly).
 std::vector<PlannedModel> ppo_models(const PpoConfig& config, const std::string& where,
                                      Scoring scoring = Scoring::RewardModel);
-RunShape run_shape(const PpoConfig& config);
+RunShape run_shape(const PpoConfig& config, int64_t ranks = 1);
 
 }  // namespace ppo

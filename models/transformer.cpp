@@ -1,6 +1,8 @@
 #include "models/transformer.h"
 
+#include <algorithm>
 #include <cmath>
+
 #include "engine/device_memory.h"
 #include "engine/philox.h"
 
@@ -110,6 +112,15 @@ ParamLayout param_layout(const std::vector<ParamEntry>& table) {
       if (pass == 0) l.decayed = l.total;
     }
   return l;
+}
+
+// The layout's elements: a trained model's padded to a multiple of ranks x kParamGranule, so that
+// every rank's shard is the same whole number of granules (ZeRO-1); a frozen model's as they are.
+int64_t layout_total(const ModelSpec& spec, int64_t ranks) {
+  const int64_t total = param_layout(parameter_table(spec)).total;
+  if (spec.training != Training::Trained) return total;
+  const int64_t unit = ranks * kParamGranule;
+  return (total + unit - 1) / unit * unit;
 }
 
 // Activations of the block trunk over (B,T): the embedding output x0, `stored` sets of block
@@ -283,15 +294,17 @@ std::vector<RegionSpec> model_regions(const std::string& owner, const ModelSpec&
   PPO_ASSERT(shape.seq_len() <= c.max_seq_len, owner, ": prompt_length + response_length = ", shape.seq_len(),
              " exceeds the model's max_seq_len ", c.max_seq_len);
   PPO_ASSERT(spec.generation == Generation::None || spec.has_lm(), owner, ": a model that generates needs an LM head");
+  PPO_ASSERT(shape.ranks >= 1, owner, ": ranks = ", shape.ranks, " must be positive");
   std::vector<RegionSpec> r;
-  const size_t elements = size_t(param_layout(parameter_table(spec)).total);
+  const size_t elements = size_t(layout_total(spec, shape.ranks)), shard = elements / size_t(shape.ranks);
   r.push_back({owner, "weights", elements * dtype_size(act_dtype_of(p)), Phase::Always});
   if (spec.training == Training::Trained) {
-    const size_t grad_bytes = elements * dtype_size(grad_dtype_of(p));
-    if (p == Precision::BF16) r.push_back({owner, "master", elements * dtype_size(DType::F32), Phase::Always});
+    const size_t grad_bytes = elements * dtype_size(grad_dtype_of(p)),
+                 shard_bytes = shard * dtype_size(grad_dtype_of(p));
+    if (p == Precision::BF16) r.push_back({owner, "master", shard * dtype_size(DType::F32), Phase::Always});
     r.push_back({owner, "grads", grad_bytes + kArenaAlignment, Phase::Always});  // + the sum of squares (f64)
-    r.push_back({owner, "adam_m", grad_bytes, Phase::Always});
-    r.push_back({owner, "adam_v", grad_bytes, Phase::Always});
+    r.push_back({owner, "adam_m", shard_bytes, Phase::Always});
+    r.push_back({owner, "adam_v", shard_bytes, Phase::Always});
   }
   r.push_back({owner, "activations", packed_bytes(activation_specs(spec, p, shape.micro_batch, shape.seq_len())), Phase::Train});
   if (spec.generation == Generation::KVCache) {
@@ -304,11 +317,21 @@ std::vector<RegionSpec> model_regions(const std::string& owner, const ModelSpec&
 // ---- construction -----------------------------------------------------------------------------------
 
 Transformer::Transformer(Backend& backend, const ModelSpec& spec, const RunShape& shape, const Arena& arena,
-                         std::string owner)
-    : be_(backend), spec_(spec), shape_(shape), owner_(std::move(owner)),
-      norm_(spec.config.arch == Arch::GPT2 ? NormKind::LayerNorm : NormKind::RMSNorm) {
+                         std::string owner, Communicator* ranks)
+    : be_(backend),
+      spec_(spec),
+      shape_(shape),
+      owner_(std::move(owner)),
+      norm_(spec.config.arch == Arch::GPT2 ? NormKind::LayerNorm : NormKind::RMSNorm),
+      ranks_(ranks) {
   const Precision p = be_.precision();
   const bool trained = spec_.training == Training::Trained;
+  if (!ranks_) {
+    own_ranks_ = Communicator::single();
+    ranks_ = own_ranks_.get();
+  }
+  PPO_ASSERT(ranks_->size() == shape_.ranks, owner_, ": planned for ", shape_.ranks, " ranks, the communicator has ",
+             ranks_->size());
   // The same checks as the planner, and the plan must be this model's.
   for (const RegionSpec& want : model_regions(owner_, spec_, shape_, p)) {
     const Region* have = arena.plan().find(owner_, want.name);
@@ -326,34 +349,48 @@ Transformer::Transformer(Backend& backend, const ModelSpec& spec, const RunShape
   for (const ParamEntry& e : table) names_.push_back(e.name);
   for (size_t i = 0; i < names_.size(); ++i) index_[names_[i]] = i;
   decayed_ = layout.decayed;
+  offsets_.assign(table.size(), 0);
+  int64_t at = 0;
+  for (size_t i : layout.order) offsets_[i] = at, at += layout.padded[i];
+  const int64_t total = layout_total(spec_, shape_.ranks), shard = total / shape_.ranks;
+  shard_ = {shard * ranks_->rank(), shard * (ranks_->rank() + 1), total};
   w_.layers.resize(size_t(config().n_layer));
   gr_.layers.resize(size_t(config().n_layer));
+  // weights and grads: every parameter (views by name) and the padding to `total`
   auto carve_params = [&](const char* region, DType dtype, std::vector<Tensor>& flat, Params* structured) {
     Carver carver = arena.carver(owner_, region);
     flat.assign(table.size(), Tensor{});
     Tensor all;
     for (size_t i : layout.order) {
       Tensor t = carver.take(dtype, {layout.padded[i]}, names_[i].c_str());
-      if (all.empty()) all = Tensor(t.data, dtype, t.device, {layout.total}, region);
+      if (all.empty()) all = Tensor(t.data, dtype, t.device, {total}, region);
       t.ndim = int(table[i].shape.size());
       for (int d = 0; d < t.ndim; ++d) t.shape[d] = table[i].shape[size_t(d)];
       flat[i] = t;
-      if (!structured) continue;
       const ParamEntry& e = table[i];
       if (e.layer >= 0) structured->layers[size_t(e.layer)].*e.layer_slot = t;
       else structured->g.*e.global_slot = t;
     }
+    if (total > layout.total) carver.take(dtype, {total - layout.total}, "shard padding");
     if (std::string(region) == "grads") grad_sumsq_ = carver.take(DType::F64, {1}, "grad_sumsq");
     finish(region, carver);
     be_.zero(all);  // the padding stays 0: it adds nothing to a norm and AdamW keeps it 0
     return all;
   };
+  // master, adam_m, adam_v: this rank's shard of the layout, flat
+  auto carve_shard = [&](const char* region, DType dtype) {
+    Carver carver = arena.carver(owner_, region);
+    Tensor all = carver.take(dtype, {shard}, region);
+    finish(region, carver);
+    be_.zero(all);  // AdamW starts from m = v = 0
+    return all;
+  };
   all_weights_ = carve_params("weights", be_.act_dtype(), weights_, &w_);
   if (trained) {
-    if (p == Precision::BF16) all_master_ = carve_params("master", DType::F32, master_, nullptr);
+    if (p == Precision::BF16) all_master_ = carve_shard("master", DType::F32);
     all_grads_ = carve_params("grads", be_.grad_dtype(), grads_, &gr_);
-    all_adam_m_ = carve_params("adam_m", be_.grad_dtype(), adam_m_, nullptr);  // AdamW starts from m = v = 0
-    all_adam_v_ = carve_params("adam_v", be_.grad_dtype(), adam_v_, nullptr);
+    all_adam_m_ = carve_shard("adam_m", be_.grad_dtype());
+    all_adam_v_ = carve_shard("adam_v", be_.grad_dtype());
   }
 
   Carver acts = arena.carver(owner_, "activations");
@@ -390,33 +427,65 @@ Tensor Transformer::gradient(const std::string& name) const {
   return grads_[it->second];
 }
 
-// gradient(name) checks that the model is trained and has the parameter.
-Tensor Transformer::master_parameter(const std::string& name) const {
-  gradient(name);
-  return master_.empty() ? Tensor{} : master_[index_.at(name)];
+int64_t Transformer::parameter_offset(const std::string& name) const {
+  auto it = index_.find(name);
+  PPO_ASSERT(it != index_.end(), owner_, ": no parameter named '", name, "'");
+  return offsets_[it->second];
 }
 
-Tensor Transformer::adam_m(const std::string& name) const {
-  gradient(name);
-  return adam_m_[index_.at(name)];
+Tensor Transformer::state_shard(const std::string& region) const {
+  require_trained("state_shard");
+  if (region == "master") return all_master_;
+  if (region == "adam_m") return all_adam_m_;
+  PPO_ASSERT(region == "adam_v", owner_, ": no training-state region '", region, "' (master, adam_m, adam_v)");
+  return all_adam_v_;
 }
 
-Tensor Transformer::adam_v(const std::string& name) const {
-  gradient(name);
-  return adam_v_[index_.at(name)];
+Transformer::StateSlice Transformer::state_slice(const std::string& region, const std::string& name) const {
+  const Tensor all = state_shard(region);
+  const int64_t at = parameter_offset(name), n = weights_[index_.at(name)].numel();
+  const int64_t lo = std::max(at, shard_.begin), hi = std::min(at + n, shard_.end);
+  if (all.empty() || lo >= hi) return {};
+  return {lo - at, all.slice0(lo - shard_.begin, hi - shard_.begin)};
 }
+
+namespace {
+// The whole of parameter `name` in one rank's training-state region, viewed in its shape.
+Tensor whole_state(const Transformer& m, const std::string& region, const std::string& name) {
+  m.gradient(name);  // checks that the model is trained and has the parameter
+  const Transformer::StateSlice s = m.state_slice(region, name);
+  const Tensor w = m.parameter(name);
+  if (s.view.empty() && m.state_shard(region).empty()) return {};
+  PPO_ASSERT(s.first == 0 && s.view.numel() == w.numel(), m.owner(), ": ", region, " of '", name,
+             "' is split between ranks (ZeRO-1); read it with state_slice");
+  Tensor t = s.view;
+  t.ndim = w.ndim;
+  for (int d = 0; d < w.ndim; ++d) t.shape[d] = w.shape[d];
+  return t;
+}
+}  // namespace
+
+Tensor Transformer::master_parameter(const std::string& name) const { return whole_state(*this, "master", name); }
+Tensor Transformer::adam_m(const std::string& name) const { return whole_state(*this, "adam_m", name); }
+Tensor Transformer::adam_v(const std::string& name) const { return whole_state(*this, "adam_v", name); }
 
 void Transformer::set_parameter(const std::string& name, const std::vector<float>& values) {
   const size_t i = index_.count(name) ? index_.at(name) : size_t(-1);
   PPO_ASSERT(i != size_t(-1), owner_, ": no parameter named '", name, "'");
   be_.from_host(weights_[i], values);
-  if (!master_.empty()) be_.from_host(master_[i], values);
+  if (all_master_.empty()) return;
+  const StateSlice s = state_slice("master", name);  // this rank's part of the master copy
+  if (!s.view.empty())
+    be_.from_host(s.view, std::vector<float>(values.begin() + s.first, values.begin() + s.first + s.view.numel()));
 }
 
 std::vector<float> Transformer::get_parameter(const std::string& name) {
   const size_t i = index_.count(name) ? index_.at(name) : size_t(-1);
   PPO_ASSERT(i != size_t(-1), owner_, ": no parameter named '", name, "'");
-  return be_.to_host(master_.empty() ? weights_[i] : master_[i]);
+  if (all_master_.empty()) return be_.to_host(weights_[i]);
+  const StateSlice s = state_slice("master", name);
+  const std::vector<float> mine = s.view.empty() ? std::vector<float>{} : be_.to_host(s.view);
+  return ranks_->host_gather(mine);  // the ranks' parts, in rank order: the whole parameter
 }
 
 void Transformer::init_random(uint64_t seed) {
@@ -593,6 +662,7 @@ void Transformer::scalar_backward(Tensor g_values) {
 }
 
 void Transformer::backward() {
+  PPO_ASSERT(!grads_reduced_ || ranks_->size() == 1, owner_, ": backward after reduce_gradients: zero_grad first");
   require_trained("backward");
   grad_sumsq_current_ = false;
   PPO_ASSERT(lm_ready_ || scalar_ready_, owner_, ": backward without a head after the last forward");
@@ -633,11 +703,24 @@ void Transformer::zero_grad() {
   require_trained("zero_grad");
   be_.zero(all_grads_);
   grad_sumsq_current_ = false;
+  grads_reduced_ = false;
 }
 
+void Transformer::reduce_gradients() {
+  require_trained("reduce_gradients");
+  PPO_ASSERT(!grads_reduced_, owner_, ": reduce_gradients twice without zero_grad");
+  ranks_->reduce_scatter(all_grads_);
+  grads_reduced_ = true;
+  grad_sumsq_current_ = false;
+}
+
+// The sum of squares of the shard's gradients, added over ranks (on the device).
 Tensor Transformer::grad_sum_squares() {
   require_trained("grad_sum_squares");
-  be_.sum_squares(grad_sumsq_, all_grads_);
+  PPO_ASSERT(grads_reduced_ || ranks_->size() == 1, owner_,
+             ": call reduce_gradients (ranks meet) before grad_norm and adamw_step");
+  be_.sum_squares(grad_sumsq_, all_grads_.slice0(shard_.begin, shard_.end));
+  ranks_->all_reduce(grad_sumsq_);
   grad_sumsq_current_ = true;
   return grad_sumsq_;
 }
@@ -647,8 +730,13 @@ double Transformer::grad_norm() { return std::sqrt(be_.to_host_f64(grad_sum_squa
 void Transformer::adamw_step(const AdamWParams& hp, float max_grad_norm, uint64_t seed) {
   require_trained("adamw_step");
   if (!grad_sumsq_current_) grad_sum_squares();
-  be_.adamw_update(all_weights_, all_master_, all_grads_, all_adam_m_, all_adam_v_, decayed_, grad_sumsq_,
-                   max_grad_norm, hp, seed);
+  AdamWParams shard_hp = hp;
+  shard_hp.first_element = shard_.begin;  // the rounding bits of the whole layout's elements
+  const int64_t decayed = std::clamp(decayed_ - shard_.begin, int64_t(0), shard_.end - shard_.begin);
+  auto mine = [&](const Tensor& t) { return t.slice0(shard_.begin, shard_.end); };
+  be_.adamw_update(mine(all_weights_), all_master_, mine(all_grads_), all_adam_m_, all_adam_v_, decayed, grad_sumsq_,
+                   max_grad_norm, shard_hp, seed);
+  ranks_->all_gather(all_weights_);  // ranks meet: every rank's updated shard, everywhere
 }
 
 // ---- generation ---------------------------------------------------------------------------------------------

@@ -14,10 +14,13 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
 #include "engine/arena.h"
+#include "engine/communicator.h"
 #include "kernels/backend.h"
 #include "models/config.h"
 
@@ -38,9 +41,12 @@ struct ModelSpec {
 };
 
 // Batch sizes of a run: rollouts of `rollout_batch` sequences of prompt_len + response_len tokens;
-// training forwards over micro-batches of `micro_batch` sequences of that length.
+// training forwards over micro-batches of `micro_batch` sequences of that length. `ranks`: the
+// data-parallel ranks the run is one of (ZeRO-1: a trained model's master weights and AdamW moments
+// are sharded over them; per rank, rollout_batch is its share of the rows).
 struct RunShape {
   int64_t rollout_batch = 0, prompt_len = 0, response_len = 0, micro_batch = 0;
+  int64_t ranks = 1;
   int64_t seq_len() const { return prompt_len + response_len; }
 };
 
@@ -56,7 +62,9 @@ std::vector<TensorSpec> decode_specs(const ModelSpec& spec, Precision p, int64_t
 
 // The arena regions of one model: weights (+ master on BF16, grads, adam_m, adam_v when trained)
 // Always; activations (micro_batch x seq_len) Train; kv_cache (rollout_batch x seq_len) and
-// decode (rollout_batch x prompt_len) Rollout when it generates.
+// decode (rollout_batch x prompt_len) Rollout when it generates. With shape.ranks = N > 1 a trained
+// model's layout is padded to a multiple of N x 128 elements (weights and grads hold all of it) and
+// master, adam_m and adam_v hold one N-th: the rank's shard (ZeRO-1).
 std::vector<RegionSpec> model_regions(const std::string& owner, const ModelSpec& spec, const RunShape& shape,
                                       Precision p);
 
@@ -64,8 +72,10 @@ class Transformer {
  public:
   // Carves the model's regions (model_regions(owner, spec, shape, backend.precision())) out of the
   // arena; each region is used to its last byte. Gradients and AdamW moments start at zero;
-  // weights are uninitialized: call init_random or set_parameter.
-  Transformer(Backend& backend, const ModelSpec& spec, const RunShape& shape, const Arena& arena, std::string owner);
+  // weights are uninitialized: call init_random or set_parameter. `ranks`: the data-parallel ranks
+  // (size shape.ranks; outlives the model); null: one rank.
+  Transformer(Backend& backend, const ModelSpec& spec, const RunShape& shape, const Arena& arena, std::string owner,
+              Communicator* ranks = nullptr);
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
@@ -87,12 +97,15 @@ class Transformer {
   const std::vector<std::string>& parameter_names() const { return names_; }
   Tensor parameter(const std::string& name) const;
   Tensor gradient(const std::string& name) const;  // trained models only
-  // Training state, for checkpoints (trained models only): the f32 master copy (empty when the
-  // weights are their own master, as on the CPU) and the AdamW moments m, v (grad dtype).
+  // Training state (trained models only): the f32 master copy (empty when the weights are their own
+  // master, as on the CPU) and the AdamW moments m, v (grad dtype), of one rank (an error when the
+  // parameter is split between ranks: see state_slice).
   Tensor master_parameter(const std::string& name) const;
   Tensor adam_m(const std::string& name) const;
   Tensor adam_v(const std::string& name) const;
-  // Host values (f32) in and out; set_parameter also sets the f32 master copy when there is one.
+  // Host values (f32) in and out; set_parameter also sets (this rank's part of) the f32 master copy
+  // when there is one. get_parameter reads the master copy where there is one: on several CUDA
+  // ranks its parts are gathered, so every rank must call it (in the same order).
   void set_parameter(const std::string& name, const std::vector<float>& values);
   std::vector<float> get_parameter(const std::string& name);
   // Matrices ~ Normal(0, 0.02) (Philox stream = parameter index), norm weights 1, biases 0.
@@ -120,17 +133,44 @@ class Transformer {
   // Backward through the trunk from the heads' gradients: parameter grads += (across micro-batches).
   void backward();
   void zero_grad();
-  // The sum of squares of all gradients, (1) f64 where the model lives: one pass over the gradient
-  // region (Backend::sum_squares), no synchronization.
+  // Ranks meet: the gradients of every rank summed into this rank's shard (reduce-scatter; on one
+  // rank nothing). The rest of the gradient region is undefined until zero_grad. Call once per
+  // optimizer step, after the last backward, before grad_sum_squares, grad_norm and adamw_step.
+  void reduce_gradients();
+  // The sum of squares of all gradients, (1) f64 where the model lives: one pass over the shard's
+  // gradients (Backend::sum_squares), added over ranks; no synchronization.
   Tensor grad_sum_squares();
   // Global L2 norm of all gradients: grad_sum_squares() read on the host (one synchronization).
   double grad_norm();
-  // AdamW on every parameter in one pass over the parameter regions; weight decay on matrices only
-  // (not biases, not norm weights), as HF Trainer. max_grad_norm > 0 scales the gradients by
-  // min(1, max_grad_norm / (norm + 1e-6)); a non-finite norm leaves the weights untouched. The norm
-  // is used where it was computed (by grad_sum_squares since the last backward, or here): no
-  // synchronization.
+  // AdamW on every parameter of the shard in one pass over the parameter regions; weight decay on
+  // matrices only (not biases, not norm weights), as HF Trainer. max_grad_norm > 0 scales the
+  // gradients by min(1, max_grad_norm / (norm + 1e-6)) with the global norm; a non-finite norm
+  // leaves the weights untouched. The norm is used where it was computed (by grad_sum_squares since
+  // the last backward, or here): no synchronization. Then ranks meet: every rank's updated shard of
+  // the weights reaches every rank (all-gather).
   void adamw_step(const AdamWParams& hp, float max_grad_norm, uint64_t seed);
+
+  // ---- data parallel (ZeRO-1, engine/communicator.h) -----------------------------------------------
+  // A trained model's flat parameter layout (every parameter region's element order, matrices
+  // first) is `total` elements, padded to a multiple of ranks x 128; this rank keeps the master
+  // weights and AdamW moments of elements [begin, end) and updates them. One rank: all of them.
+  struct Shard {
+    int64_t begin = 0, end = 0, total = 0;
+  };
+  const Shard& shard() const { return shard_; }
+  Communicator& ranks() const { return *ranks_; }
+  // Where parameter `name` starts in the layout (elements).
+  int64_t parameter_offset(const std::string& name) const;
+  // This rank's shard of region "master", "adam_m" or "adam_v" (flat, end - begin elements; empty
+  // when the model has no such region).
+  Tensor state_shard(const std::string& region) const;
+  // The part of parameter `name` inside this rank's shard of `region`: the parameter's elements
+  // [first, first + view.numel()) (a flat view; empty when none are this rank's).
+  struct StateSlice {
+    int64_t first = 0;
+    Tensor view;
+  };
+  StateSlice state_slice(const std::string& region, const std::string& name) const;
 
   // ---- generation (Generation::KVCache, LM head) ------------------------------------------------
   // tokens, pos (B,P) i32 with B <= rollout_batch, P <= prompt_len; mask (B,S) i32 with S =
@@ -178,10 +218,16 @@ class Transformer {
 
   std::vector<std::string> names_;       // parameter names, parameter_table order
   std::map<std::string, size_t> index_;  // name -> position in names_
-  std::vector<Tensor> weights_, master_, grads_, adam_m_, adam_v_;  // per parameter, names_ order
-  // The same regions whole (one element layout, matrices first: the first decayed_ elements decay)
+  std::vector<Tensor> weights_, grads_;  // per parameter, names_ order
+  std::vector<int64_t> offsets_;         // per parameter: its first element in the layout
+  // The regions whole (one element layout, matrices first: the first decayed_ elements decay);
+  // master, adam_m and adam_v hold this rank's shard of it
   Tensor all_weights_, all_master_, all_grads_, all_adam_m_, all_adam_v_;
   int64_t decayed_ = 0;
+  Communicator* ranks_ = nullptr;
+  std::unique_ptr<Communicator> own_ranks_;  // one rank, when none was given
+  Shard shard_;
+  bool grads_reduced_ = false;           // reduce_gradients ran since the last backward
   Tensor grad_sumsq_;                    // (1) f64, sum_squares of all_grads_
   bool grad_sumsq_current_ = false;      // it is of the gradients as they are now
   Params w_, gr_;                        // structured views of weights_ and grads_

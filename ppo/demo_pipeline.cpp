@@ -358,8 +358,10 @@ Stage dpo_stage(const PpoConfig& config, const DemoSettings& settings, const Dem
 DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoFiles files,
                     const std::function<void(const std::string&)>& log) {
   const auto start = std::chrono::steady_clock::now();
+  const int ranks = ProcessGroup::world().size;
+  const bool root = ProcessGroup::world().rank == 0;  // data parallel: rank 0 reports and writes the files
   auto say = [&](const std::string& line) {
-    if (log) log(line);
+    if (log && root) log(line);
   };
   auto fmt = [](const char* format, auto... args) {
     char buf[512];
@@ -385,12 +387,13 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   sampling.stop_token_ids = {DemoTask::kEos};
   sampling.seed = config.seed + 0x5eed;
   // the PPO run's plan first: a device too small stops here, before SFT and the reward model
-  check_fits(ArenaPlan::make(run_regions(config, precision_of(device))),
-             device, device_capacity(device));
-  const bool write = files == DemoFiles::Write;
-  if (write) std::filesystem::create_directories(config.output_dir);
+  use_local_device(ProcessGroup::world(), device);
+  check_fits(ArenaPlan::make(run_regions(config, precision_of(device), Scoring::RewardModel, ranks)), device,
+             device_capacity(device));
+  const bool write = files == DemoFiles::Write, write_here = write && root;
+  if (write_here) std::filesystem::create_directories(config.output_dir);
   auto logger = [&](const char* name) {
-    return write ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, LogMode::Truncate) : nullptr;
+    return write_here ? std::make_unique<MetricsLogger>(config.output_dir + "/" + name, LogMode::Truncate) : nullptr;
   };
   // The policy used for generation outside PPO: the held-out evaluations.
   SingleModel policy(device, {result.policy_config, Heads::LM, Training::Trained, Generation::KVCache},
@@ -450,7 +453,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
     say(fmt("reward model: %lld steps, loss %.3f; held-out accuracy %.3f (noisy labels), %.3f (gold order)",
             (long long)rm_rows.size(), rm_rows.back().get(metric::kRmLoss), result.rm_accuracy, result.rm_gold_accuracy));
     result.sft_proxy = evaluate_heldout(policy, task, kDemoEvalFirst, settings.eval_prompts, sampling, rm.get()).proxy;
-    if (write) save_stages(config.output_dir, result);
+    if (write_here) save_stages(config.output_dir, result);
   }
 
   // ---- 3. the algorithm ---------------------------------------------------------------------------
@@ -472,7 +475,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
           "KL to the SFT policy %.3f",
           (long long)settings.eval_prompts, result.sft_gold, to_string(config.algorithm), result.final_gold,
           result.sft_proxy, result.final_proxy, result.final_kl));
-  if (write) {
+  if (write_here) {
     const std::string title = std::string("ppo train (demo task, ") + to_string(config.algorithm) +
                               (config.algorithm == Algorithm::Dpo
                                    ? "): gold reward of samples, loss, reward margin and accuracy, chosen log-prob"
@@ -487,7 +490,7 @@ DemoResult run_demo(const PpoConfig& config, const DemoSettings& settings, DemoF
   }
 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (write) save_result(config, result);
+  if (write_here) save_result(config, result);
   return result;
 }
 

@@ -43,8 +43,10 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
   Transformer& m = model.model();
   DpoSums sums;
   sums.pairs = double(pairs.size());
-  for (size_t first = 0; first < pairs.size(); first += size_t(micro_pairs)) {
-    const size_t n = std::min(pairs.size() - first, size_t(micro_pairs));
+  const Share mine = micro_batch_share(model.ranks(), int64_t(pairs.size()), micro_pairs);  // this rank's micro-batches
+  std::vector<double> my_logps;  // chosen, rejected per pair of this rank's
+  for (size_t first = size_t(mine.begin); first < size_t(mine.end); first += size_t(micro_pairs)) {
+    const size_t n = std::min(size_t(mine.end) - first, size_t(micro_pairs));
     const SequenceBatch rows = pack_pairs(pairs, first, n, pad);  // rows [0,n) chosen, [n,2n) rejected
     const int64_t P = rows.P, T = rows.T();
     SingleModel::Batch in;
@@ -52,7 +54,7 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
     std::vector<float> grad(size_t(rows.rows * T), 0.0f);
     for (size_t i = 0; i < n; ++i) {
       const PairLogps pl{summed[i], summed[n + i]};
-      if (logps) logps->push_back(pl);
+      my_logps.insert(my_logps.end(), {pl.chosen, pl.rejected});
       if (!reference) continue;
       const PairLogps& ref = (*reference)[first + i];
       const double chosen = pl.chosen - ref.chosen, rejected = pl.rejected - ref.rejected;
@@ -72,6 +74,16 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
     m.lm_logprobs_backward(in.grad, Tensor{}, 1.0f);
     m.backward();
   }
+  // ranks meet: every rank's micro-batches (their sums; their pairs' log-probs in pair order)
+  double all[] = {sums.loss,       sums.chosen_rewards, sums.rejected_rewards,
+                  sums.accuracies, sums.chosen_logps,   sums.rejected_logps};
+  model.ranks().host_sum(all, std::size(all));
+  sums.loss = all[0], sums.chosen_rewards = all[1], sums.rejected_rewards = all[2], sums.accuracies = all[3];
+  sums.chosen_logps = all[4], sums.rejected_logps = all[5];
+  if (logps) {
+    const std::vector<double> every = model.ranks().host_gather(my_logps);
+    for (size_t i = 0; i + 1 < every.size(); i += 2) logps->push_back({every[i], every[i + 1]});
+  }
   return sums;
 }
 
@@ -79,7 +91,9 @@ ModelSpec dpo_policy_spec(const PpoConfig& c) {
   return {ModelConfig::from_json(c.policy, "config: policy"), Heads::LM, Training::Trained, Generation::None};
 }
 
-RunShape dpo_shape(const PpoConfig& c) { return {1, c.prompt_length, c.response_length, 2 * c.micro_batch_size}; }
+RunShape dpo_shape(const PpoConfig& c, int64_t ranks) {
+  return {1, c.prompt_length, c.response_length, 2 * c.micro_batch_size, ranks};
+}
 
 // ---- the trainer --------------------------------------------------------------------------------------
 
@@ -125,6 +139,7 @@ MetricsRow DpoTrainer::step() {
   m.zero_grad();
   const DpoSums s = dpo_pass(model_, batch, &reference, DpoSettings::from_config(cfg_), cfg_.micro_batch_size, pad_,
                              Gradients::Accumulate);
+  m.reduce_gradients();  // ranks meet: the gradients summed into each rank's shard
   const double norm = m.grad_norm();
   const bool skipped = !std::isfinite(s.loss) || !std::isfinite(norm);  // weights untouched
   const float lr = float(cfg_.learning_rate * cfg_.lr_factor(progress_.optimizer_steps_done));
@@ -193,7 +208,7 @@ void DpoTrainer::load_checkpoint(const std::string& path) {
   io::load_checkpoint(dir, {{"policy", &model_.model()}});
   progress_ = progress;
   reference_ = std::move(reference);
-  io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
+  if (model_.ranks().is_root()) io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // later steps may be redone
 }
 
 }  // namespace ppo

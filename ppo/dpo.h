@@ -71,7 +71,7 @@ DpoSums dpo_pass(SingleModel& model, const std::vector<PreferenceExample>& pairs
 // micro_batch_size pairs, 2x rows of prompt_length + response_length tokens. Its arena is the
 // whole run's: no reference, reward or value model.
 ModelSpec dpo_policy_spec(const PpoConfig& config);
-RunShape dpo_shape(const PpoConfig& config);
+RunShape dpo_shape(const PpoConfig& config, int64_t ranks = 1);
 
 class DpoTrainer : public StepTrainer {
  public:
@@ -85,6 +85,7 @@ class DpoTrainer : public StepTrainer {
   MetricsRow step() override;
   int64_t steps_done() const override { return progress_.steps_done; }
   const PpoConfig& config() const override { return cfg_; }
+  Communicator& ranks() override { return model_.ranks(); }
   // step_<n>/policy.safetensors (+ AdamW state) and state.json (run_state.h, data key "next_pair",
   // plus "reference_logps": [[chosen, rejected], ...]).
   void save_checkpoint(const std::string& run_dir) override;

@@ -1,7 +1,9 @@
 #include "ppo/experience.h"
 
 #include <cmath>
+
 #include "engine/error.h"
+#include "models/plan.h"
 #include "models/transformer.h"
 
 namespace ppo {
@@ -30,10 +32,10 @@ std::vector<int32_t> Experience::response(int64_t b) const {
 
 // ---- buffers ----------------------------------------------------------------------------------------
 
-std::vector<TensorSpec> ExperienceBuffers::specs(const PpoConfig& c, Precision p) {
+std::vector<TensorSpec> ExperienceBuffers::specs(const PpoConfig& c, Precision p, int64_t ranks) {
   const DType stat = grad_dtype_of(p), ids = DType::I32;
   const int64_t B = c.rollout_batch_size, P = c.prompt_length, R = c.response_length, T = P + R, M = c.micro_batch_size;
-  std::vector<TensorSpec> t = GenerationBuffers::specs(B, P, T, p);
+  std::vector<TensorSpec> t = GenerationBuffers::specs(run_shape(c, ranks).rollout_batch, P, T, p);
   for (const char* n : {"seq_tokens", "seq_pos", "seq_mask", "seq_targets"}) t.push_back({n, ids, {B, T}});
   t.push_back({"response_mask", ids, {B, R}});
   for (const char* n : {"old_logp", "ref_logp", "values", "kl", "rewards", "advantages", "returns"}) t.push_back({n, stat, {B, R}});
@@ -48,20 +50,20 @@ std::vector<TensorSpec> ExperienceBuffers::specs(const PpoConfig& c, Precision p
   return t;
 }
 
-RegionSpec ExperienceBuffers::region(const PpoConfig& c, Precision p) {
-  return {"run", "experience", packed_bytes(specs(c, p)), Phase::Always};
+RegionSpec ExperienceBuffers::region(const PpoConfig& c, Precision p, int64_t ranks) {
+  return {"run", "experience", packed_bytes(specs(c, p, ranks)), Phase::Always};
 }
 
-ExperienceBuffers::ExperienceBuffers(const PpoConfig& c, Precision p, const Arena& arena) {
+ExperienceBuffers::ExperienceBuffers(const PpoConfig& c, Precision p, const Arena& arena, int64_t ranks) {
   Carver carver = arena.carver("run", "experience");
-  gen = GenerationBuffers::carve(carver, c.rollout_batch_size, c.prompt_length, c.sequence_length, p);
+  gen = GenerationBuffers::carve(carver, run_shape(c, ranks).rollout_batch, c.prompt_length, c.sequence_length, p);
   Tensor* slots[] = {&seq.tokens, &seq.pos,     &seq.mask,    &seq.targets, &response_mask, &old_logp,      &ref_logp,
                      &values,     &kl,          &rewards,     &advantages,  &returns,       &row_scale,     &order,
                      &sums,       &mb.tokens,   &mb.pos,      &mb.mask,     &mb.targets,    &mb_loss_mask,  &mb_logp,
                      &mb_entropy, &mb_values,   &mb_old_logp, &mb_ref_logp, &mb_old_values, &mb_advantages, &mb_returns,
                      &mb_dlogp,   &mb_dentropy, &mb_dvalues,  &mb_row_scale};
   static const std::vector<TensorSpec> names = specs(PpoConfig{}, Precision::F32);  // names outlive the views
-  const std::vector<TensorSpec> table = specs(c, p);
+  const std::vector<TensorSpec> table = specs(c, p, ranks);
   const size_t first = table.size() - std::size(slots);  // after the generation buffers
   for (size_t i = first; i < table.size(); ++i) *slots[i - first] = carver.take(table[i], names[i].name.c_str());
   PPO_ASSERT(carver.used() == carver.capacity(), "run/experience: carved ", carver.used(), " of ", carver.capacity(), " bytes");
@@ -107,18 +109,22 @@ Experience experience_of(const std::vector<std::vector<int32_t>>& prompts, const
 // ---- scoring ----------------------------------------------------------------------------------------
 
 void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& models, ExperienceBuffers& buf,
-                      Experience& exp, PhaseCost* old_logp_s, PhaseCost* reference_s, PhaseCost* reward_s, PhaseCost* value_s) {
+                      Experience& exp, Share rows, PhaseCost* old_logp_s, PhaseCost* reference_s, PhaseCost* reward_s,
+                      PhaseCost* value_s) {
   const int64_t B = exp.B, P = exp.P, R = exp.R, T = exp.T(), M = cfg.micro_batch_size;
+  PPO_ASSERT(rows.begin >= 0 && rows.begin <= rows.end && rows.end <= B, "score: rows [", rows.begin, ",", rows.end,
+             ") of ", B);
   PPO_ASSERT(B <= buf.old_logp.dim(0), "score: ", B, " rows exceed the planned rollout batch ", buf.old_logp.dim(0));
   const float inv_t = 1.0f / cfg.temperature;
   Tensor mask = buf.response_mask.slice0(0, B);
   be.from_host_ids(mask, exp.response_mask);
   const bool value_on_policy = models.value == models.policy;
-  const SequenceTensors seq = upload_sequences(be, exp.seq, row_range(0, B), buf.seq);  // once; the update reads it too
-  // One pass of `model` over every micro-batch; `per_rows(start, n)` reads its heads.
+  // every row's sequences, once (the update reads them too); this rank scores `rows`
+  const SequenceTensors seq = upload_sequences(be, exp.seq, row_range(0, B), buf.seq);
+  // One pass of `model` over the micro-batches of `rows`; `per_rows(start, n)` reads its heads.
   auto pass = [&](Transformer& model, auto&& per_rows) {
-    for (int64_t start = 0; start < B; start += M) {
-      const int64_t n = std::min(M, B - start);
+    for (int64_t start = rows.begin; start < rows.end; start += M) {
+      const int64_t n = std::min(M, rows.end - start);
       model.forward(seq.tokens.slice0(start, start + n), seq.pos.slice0(start, start + n),
                     seq.mask.slice0(start, start + n));
       per_rows(seq.targets.slice0(start, start + n), start, n);
@@ -172,10 +178,45 @@ void score_experience(Backend& be, const PpoConfig& cfg, const ScoringModels& mo
     });
   }  // else: computed with the old log-probs
   // 0 on padding, as the trace and the peer
-  for (Tensor t : {buf.old_logp, buf.ref_logp, buf.values}) be.masked_affine(t.slice0(0, B), mask, 0.0f, 1.0f);
+  for (Tensor t : {buf.old_logp, buf.ref_logp, buf.values})
+    be.masked_affine(t.slice0(rows.begin, rows.end), mask.slice0(rows.begin, rows.end), 0.0f, 1.0f);
+}
+
+void gather_scored(Communicator& ranks, Backend& be, ExperienceBuffers& buf, Experience& exp) {
+  const int64_t B = exp.B;
+  PPO_ASSERT(B % ranks.size() == 0, "score: ", B, " rows do not split evenly over ", ranks.size(), " ranks");
+  const Share mine = ranks.share(B);
+  for (Tensor t : {buf.old_logp, buf.ref_logp, buf.values}) ranks.all_gather(t.slice0(0, B));
+  auto rows_of = [&](const std::vector<float>& v) {
+    return ranks.host_gather(std::vector<float>(v.begin() + mine.begin, v.begin() + mine.end));
+  };
+  exp.entropy = rows_of(exp.entropy);
+  if (!exp.scores.empty()) exp.scores = rows_of(exp.scores);
   exp.old_logp = be.to_host(buf.old_logp.slice0(0, B));
   exp.ref_logp = be.to_host(buf.ref_logp.slice0(0, B));
   exp.values = be.to_host(buf.values.slice0(0, B));
+}
+
+SampledResponses gather_sampled(const Communicator& ranks, const SampledResponses& mine) {
+  if (ranks.size() == 1) return mine;
+  // flat: per row its length, then the tokens and log-probs of every row
+  std::vector<int32_t> lengths, ids;
+  std::vector<float> logp;
+  for (size_t b = 0; b < mine.responses.size(); ++b) {
+    lengths.push_back(int32_t(mine.responses[b].size()));
+    ids.insert(ids.end(), mine.responses[b].begin(), mine.responses[b].end());
+    if (!mine.logp.empty()) logp.insert(logp.end(), mine.logp[b].begin(), mine.logp[b].end());
+  }
+  const std::vector<int32_t> all_lengths = ranks.host_gather(lengths), all_ids = ranks.host_gather(ids);
+  const std::vector<float> all_logp = ranks.host_gather(logp);
+  SampledResponses all;
+  size_t at = 0;
+  for (int32_t n : all_lengths) {
+    all.responses.emplace_back(all_ids.begin() + at, all_ids.begin() + at + size_t(n));
+    if (!all_logp.empty()) all.logp.emplace_back(all_logp.begin() + at, all_logp.begin() + at + size_t(n));
+    at += size_t(n);
+  }
+  return all;
 }
 
 void reward_experience(Backend& be, const RewardSettings& settings, ExperienceBuffers& buf, Experience& exp) {

@@ -16,7 +16,9 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
 #include "engine/arena.h"
+#include "engine/communicator.h"
 #include "kernels/backend.h"
 #include "ppo/advantages.h"
 #include "ppo/config.h"
@@ -58,9 +60,10 @@ struct Experience {
 inline constexpr int64_t kUpdateSums = 12;
 
 // Device tensors of the run (region ("run", "experience"), Phase::Always), sized for B rows of T
-// tokens, micro-batches of M rows, vocabulary-independent.
+// tokens, micro-batches of M rows, vocabulary-independent. Data parallel over `ranks`: generation
+// for this rank's B / ranks rows, the (B,R) tensors for the whole batch.
 struct ExperienceBuffers {
-  GenerationBuffers gen;  // rollout: G = B rows
+  GenerationBuffers gen;  // rollout: G = B / ranks rows
   // the whole batch
   SequenceTensors seq;                                          // (B,T) i32, uploaded by score_experience
   Tensor response_mask;                                         // (B,R) i32
@@ -76,9 +79,9 @@ struct ExperienceBuffers {
   Tensor mb_dlogp, mb_dentropy, mb_dvalues;                     // (M,T) stat
   Tensor mb_row_scale;                                          // (M) stat: per-row loss weights
 
-  static std::vector<TensorSpec> specs(const PpoConfig& config, Precision precision);
-  static RegionSpec region(const PpoConfig& config, Precision precision);  // ("run", "experience")
-  ExperienceBuffers(const PpoConfig& config, Precision precision, const Arena& arena);
+  static std::vector<TensorSpec> specs(const PpoConfig& config, Precision precision, int64_t ranks = 1);
+  static RegionSpec region(const PpoConfig& config, Precision precision, int64_t ranks = 1);  // ("run", "experience")
+  ExperienceBuffers(const PpoConfig& config, Precision precision, const Arena& arena, int64_t ranks = 1);
 };
 
 // The rollout batch of `prompts` and their responses (generated, or forced with no log-probs):
@@ -96,11 +99,19 @@ struct ScoringModels {
                                   // critic: values are 0)
 };
 
-// Fills old_logp, ref_logp, values, entropy and (with a reward model) scores of `exp` from its
-// tokens; leaves the device copies in `buf`. The cost of each model's pass is added to the four
-// outputs (may be null).
+// Rows `rows` of `exp` (a rank's share; all of them on one rank): the device copies of old_logp,
+// ref_logp and values in `buf` (0 on padding), and exp.entropy and (with a reward model) exp.scores
+// (sized B, 0 on the other rows). The cost of each model's pass is added to the four outputs (may be
+// null). gather_scored then brings every row to every rank and to exp.
 void score_experience(Backend& backend, const PpoConfig& config, const ScoringModels& models, ExperienceBuffers& buf,
-                      Experience& exp, PhaseCost* old_logp, PhaseCost* reference, PhaseCost* reward, PhaseCost* value);
+                      Experience& exp, Share rows, PhaseCost* old_logp, PhaseCost* reference, PhaseCost* reward,
+                      PhaseCost* value);
+// Ranks meet: every rank's rows of old_logp, ref_logp, values (device all-gather in `buf`; ranks
+// take equal shares, in rank order), of exp.scores and exp.entropy (host); then exp.old_logp,
+// ref_logp and values are read from `buf`: every rank holds the whole scored batch.
+void gather_scored(Communicator& ranks, Backend& backend, ExperienceBuffers& buf, Experience& exp);
+// Ranks meet: every rank's sampled responses (its rows of the batch, in rank order), on every rank.
+SampledResponses gather_sampled(const Communicator& ranks, const SampledResponses& mine);
 
 // Step 4 on the device copies of `buf`: the KL and the shaped rewards of `exp` (its scores set);
 // host copies into exp.kl, exp.rewards, exp.reward_stats.

@@ -85,8 +85,9 @@ SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuff
     int64_t steps = R;
     for (int64_t t = 0; t < R; ++t) {
       if (t < s.min_new_tokens) be.mask_token_logits(logits, s.stop_token_ids);
-      be.sample_tokens(step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
-                       (s.stream + uint64_t(chunk * R + t)) * uint64_t(G));
+      be.sample_tokens(
+          step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
+          (s.stream + uint64_t(chunk * R + t)) * (s.row_stride ? s.row_stride : uint64_t(G)) + s.first_row);
       be.append_sampled(sampled, sampled_logp, done, step_pos, step_tokens, step_logp, t, s.stop_token_ids, pad);
       if (t + 1 == R) break;
       if ((t + 1) % kStopCheckTokens == 0) {

@@ -34,6 +34,10 @@ struct SamplingSettings {
   std::vector<int32_t> stop_token_ids;  // tokens that end a response (the EOS first)
   uint64_t seed = 0;
   uint64_t stream = 0;  // first Philox stream (see above)
+  // Data parallel: the prompts are rows [first_row, ...) of a batch of row_stride rows (0: the
+  // buffers' G), and the Philox streams those of the batch's rows: (stream + c*R + t)*row_stride +
+  // first_row + b. So a row samples the same tokens on any number of ranks.
+  uint64_t first_row = 0, row_stride = 0;
 
   // The run's sampling; fixed_response_length: stopping off (every response has R tokens).
   static SamplingSettings from_config(const PpoConfig& config, std::vector<int32_t> stop_token_ids, uint64_t stream,

@@ -34,9 +34,10 @@ PreferenceEval RewardTrainer::accumulate(const std::vector<PreferenceExample>& b
   Backend& be = model_.backend();
   Transformer& m = model_.model();
   const double pairs = double(batch.size());
+  const Share mine = micro_batch_share(m.ranks(), int64_t(batch.size()), cfg_.micro_batch_size);
   PreferenceEval sums;
-  for (size_t first = 0; first < batch.size(); first += size_t(cfg_.micro_batch_size)) {
-    const size_t n = std::min(batch.size() - first, size_t(cfg_.micro_batch_size));
+  for (size_t first = size_t(mine.begin); first < size_t(mine.end); first += size_t(cfg_.micro_batch_size)) {
+    const size_t n = std::min(size_t(mine.end) - first, size_t(cfg_.micro_batch_size));
     const SequenceBatch rows = pack_pairs(batch, first, n, cfg_.pad_token_id);  // rows [0,n) chosen, [n,2n) rejected
     const int64_t T = rows.T();
     const SingleModel::Batch in = model_.upload(rows, 0, rows.rows);
@@ -59,13 +60,16 @@ PreferenceEval RewardTrainer::accumulate(const std::vector<PreferenceExample>& b
     m.scalar_backward(in.grad);
     m.backward();
   }
-  return sums;
+  double all[] = {sums.loss, sums.accuracy, sums.margin};
+  m.ranks().host_sum(all, 3);  // ranks meet: every rank's micro-batches
+  return {all[0], all[1], all[2]};
 }
 
 MetricsRow RewardTrainer::train_step(const std::vector<PreferenceExample>& batch) {
   Transformer& m = model_.model();
   m.zero_grad();
   const PreferenceEval sums = accumulate(batch, true);
+  m.reduce_gradients();  // ranks meet: the gradients summed into each rank's shard
   const double norm = m.grad_norm();
   trainer_adamw_step(m, cfg_, cfg_.learning_rate, step_);
   ++step_;

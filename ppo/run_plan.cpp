@@ -18,17 +18,39 @@ DeviceKind resolve_device(DeviceChoice choice) {
 
 Precision precision_of(DeviceKind device) { return device == DeviceKind::CUDA ? Precision::BF16 : Precision::F32; }
 
-std::vector<RegionSpec> run_regions(const PpoConfig& cfg, Precision precision, Scoring scoring) {
-  if (cfg.algorithm == Algorithm::Dpo) return single_model_regions("policy", dpo_policy_spec(cfg), dpo_shape(cfg), precision);
-  std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config", scoring), run_shape(cfg), precision);
-  r.push_back(ExperienceBuffers::region(cfg, precision));
+std::vector<RegionSpec> run_regions(const PpoConfig& cfg, Precision precision, Scoring scoring, int64_t ranks) {
+  if (cfg.algorithm == Algorithm::Dpo)
+    return single_model_regions("policy", dpo_policy_spec(cfg), dpo_shape(cfg, ranks), precision);
+  std::vector<RegionSpec> r = ppo_regions(ppo_models(cfg, "config", scoring), run_shape(cfg, ranks), precision);
+  r.push_back(ExperienceBuffers::region(cfg, precision, ranks));
   return r;
 }
 
+namespace {
+// What one of several data-parallel ranks holds (ZeRO-1), and what one rank alone would need.
+std::string ranks_line(const PpoConfig& cfg, DeviceKind device, Scoring scoring, const ArenaPlan& plan, int64_t ranks) {
+  const size_t one_rank = ArenaPlan::make(run_regions(cfg, precision_of(device), scoring, 1)).total_bytes;
+  const long long B = (long long)cfg.rollout_batch_size;
+  char work[128], line[768];
+  if (cfg.algorithm == Algorithm::Dpo)
+    std::snprintf(work, sizeof work, "its share of the %lld pairs a step", B);
+  else
+    std::snprintf(work, sizeof work, "its %lld of the %lld rollouts a step", B / (long long)ranks, B);
+  std::snprintf(line, sizeof line,
+                "data parallel: %lld ranks, each with this arena (%s): %s; the trained models' weights and gradients "
+                "whole, their %s a 1/%lld shard (ZeRO-1); one rank alone: %s\n",
+                (long long)ranks, format_bytes(plan.total_bytes).c_str(), work,
+                device == DeviceKind::CUDA ? "f32 master weights and AdamW moments" : "AdamW moments", (long long)ranks,
+                format_bytes(one_rank).c_str());
+  return line;
+}
+}  // namespace
+
 std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring, const ArenaPlan& plan,
-                        std::optional<size_t> capacity) {
+                        std::optional<size_t> capacity, int64_t ranks) {
   const bool cuda = device == DeviceKind::CUDA;
-  const RunShape shape = run_shape(cfg);
+  const RunShape shape = run_shape(cfg, ranks);
+  const std::string parallel = ranks > 1 ? ranks_line(cfg, device, scoring, plan, ranks) : "";
   char line[512];
   if (cfg.algorithm == Algorithm::Dpo) {
     std::snprintf(line, sizeof line,
@@ -37,7 +59,7 @@ std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring
                   device_name(device), cuda ? "bf16 weights/activations, f32 master/grads/AdamW" : "f32",
                   (long long)cfg.rollout_batch_size, (long long)cfg.micro_batch_size, (long long)dpo_shape(cfg).micro_batch,
                   (long long)shape.prompt_len, (long long)shape.response_len);
-    return line + plan.table(capacity);
+    return line + parallel + plan.table(capacity);
   }
   std::snprintf(line, sizeof line,
                 "arena plan for %s (%s): rollout %lld x (%lld prompt + %lld response) tokens, micro-batch %lld, value: %s\n",
@@ -58,13 +80,14 @@ std::string plan_report(const PpoConfig& cfg, DeviceKind device, Scoring scoring
     PpoConfig with_critic = cfg;
     with_critic.advantage_estimator = AdvantageEstimator::Gae;
     with_critic.value_model = ValueModelKind::Separate;
-    const size_t ppo_total = ArenaPlan::make(run_regions(with_critic, precision_of(device), scoring)).total_bytes;
+    const size_t ppo_total =
+        ArenaPlan::make(run_regions(with_critic, precision_of(device), scoring, ranks)).total_bytes;
     std::snprintf(line, sizeof line, "  no value model: %s is critic-free; a separate value model would add %s (%zu bytes)\n",
                   to_string(cfg.advantage_estimator), format_bytes(ppo_total - plan.total_bytes).c_str(),
                   ppo_total - plan.total_bytes);
     out += line;
   }
-  return out + plan.table(capacity);
+  return out + parallel + plan.table(capacity);
 }
 
 }  // namespace ppo

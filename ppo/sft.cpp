@@ -48,8 +48,9 @@ double SftTrainer::accumulate(const std::vector<SftExample>& batch, bool update,
   // token lands in do not change the math.
   const SequenceBatch rows = pack_tight(prompts, responses, cfg_.pad_token_id);
   const int64_t T = rows.T(), micro = cfg_.micro_batch_size;
+  const Share mine = micro_batch_share(m.ranks(), rows.rows, micro);  // this rank's micro-batches
   double nll = 0;
-  for (int64_t first = 0; first < rows.rows; first += micro) {
+  for (int64_t first = mine.begin; first < mine.end; first += micro) {
     const int64_t end = std::min(rows.rows, first + micro), n = end - first;
     const SingleModel::Batch in = model_.upload(rows, first, end);
     // valid targets: position t predicts the response token at t+1 (columns P-1 .. P+len-2)
@@ -66,6 +67,7 @@ double SftTrainer::accumulate(const std::vector<SftExample>& batch, bool update,
     m.lm_logprobs_backward(in.grad, Tensor{}, 1.0f);
     m.backward();
   }
+  m.ranks().host_sum(&nll, 1);  // ranks meet: every rank's micro-batches
   return nll / double(count);
 }
 
@@ -77,6 +79,7 @@ MetricsRow SftTrainer::train_step(const std::vector<SftExample>& batch) {
   const double loss = accumulate(batch, true, &tokens);
   const double warm = cfg_.warmup_steps > 0 ? std::min(1.0, double(step_ + 1) / double(cfg_.warmup_steps)) : 1.0;
   const float lr = float(cfg_.learning_rate * warm);
+  m.reduce_gradients();  // ranks meet: the gradients summed into each rank's shard
   const double norm = m.grad_norm();
   trainer_adamw_step(m, cfg_, lr, step_);
   model_.backend().synchronize();

@@ -34,16 +34,21 @@ std::vector<RegionSpec> single_model_regions(const std::string& owner, const Mod
   return regions;
 }
 
-SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner,
-                         std::optional<Precision> precision)
-    : shape_(shape), owner_(std::move(owner)) {
+SingleModel::SingleModel(DeviceKind device, const ModelSpec& spec, RunShape shape, std::string owner,
+                         std::optional<Precision> precision, Ranks ranks)
+    : owner_(std::move(owner)) {
+  const ProcessGroup group = ProcessGroup::of(ranks);
+  shape.ranks = group.size;
+  shape_ = shape;
+  use_local_device(group, device);
   const Precision p = precision.value_or(precision_of(device));
   backend_ = std::make_unique<Backend>(device, p);
+  comm_ = Communicator::create(group, *backend_);
   const std::vector<TensorSpec> buffers = batch_specs(spec, shape, p);
   ArenaPlan plan = ArenaPlan::make(single_model_regions(owner_, spec, shape, p));
   arena_ = std::make_unique<Arena>(std::move(plan), device, device_capacity(device));
   backend_->set_scratch(arena_->carver("run", "scratch"));
-  model_ = std::make_unique<Transformer>(*backend_, spec, shape, *arena_, owner_);
+  model_ = std::make_unique<Transformer>(*backend_, spec, shape, *arena_, owner_, comm_.get());
   Carver carver = arena_->carver(owner_, "batch");
   static const char* const names[] = {"tokens", "pos", "mask", "targets", "grad", "out"};  // outlive the views
   Tensor* slots[] = {&seq_.tokens, &seq_.pos, &seq_.mask, &seq_.targets, &grad_, &out_};

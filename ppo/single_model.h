@@ -3,6 +3,7 @@
 // DPO and evaluation by sampling. Stages hand weights to each other (and to PpoTrainer) by
 // parameter name, as host f32 values.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -10,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <vector>
+
 #include "engine/arena.h"
 #include "engine/philox.h"
 #include "kernels/backend.h"
@@ -31,13 +33,16 @@ class SingleModel {
  public:
   // `shape`: training forwards of micro_batch rows of prompt_len + response_len tokens, and (when
   // spec.generation is KVCache) generation for rollout_batch prompts. CUDA runs in bf16; the CPU in
-  // f32, or f64 when `precision` says so (gradient checks).
-  SingleModel(DeviceKind device, const ModelSpec& spec, const RunShape& shape, std::string owner = "model",
-              std::optional<Precision> precision = std::nullopt);
+  // f32, or f64 when `precision` says so (gradient checks). Data parallel over `ranks` (shape.ranks
+  // is set to their number): the trainers (SFT, reward model, DPO) split each batch's micro-batches
+  // over them (ZeRO-1); generation and scoring run whole on every rank.
+  SingleModel(DeviceKind device, const ModelSpec& spec, RunShape shape, std::string owner = "model",
+              std::optional<Precision> precision = std::nullopt, Ranks ranks = Ranks::World);
   SingleModel(const SingleModel&) = delete;
   SingleModel& operator=(const SingleModel&) = delete;
 
   Backend& backend() { return *backend_; }
+  Communicator& ranks() { return *comm_; }
   Transformer& model() { return *model_; }
   const RunShape& shape() const { return shape_; }
   const ArenaPlan& plan() const { return arena_->plan(); }
@@ -62,6 +67,7 @@ class SingleModel {
 
  private:
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> comm_;
   std::unique_ptr<Arena> arena_;
   std::unique_ptr<Transformer> model_;
   RunShape shape_;
@@ -104,9 +110,17 @@ std::vector<MetricsRow> train_epochs(const std::vector<Example>& data, const Con
   return rows;
 }
 
+// This rank's micro-batches of a batch of `items` in micro-batches of `micro` (all of them on one
+// rank): items [begin, end) of the batch.
+inline Share micro_batch_share(const Communicator& ranks, int64_t items, int64_t micro) {
+  const Share m = ranks.share((items + micro - 1) / micro);
+  return {std::min(items, m.begin * micro), std::min(items, m.end * micro)};
+}
+
 // AdamW step number `step` (0-based) at learning rate `lr` with cfg's betas, eps, weight decay and
 // gradient clipping; the rounding draws come from (cfg.seed, step). The step itself runs on the
-// device (Transformer::adamw_step); call grad_norm() first for the norm (a synchronization).
+// device (Transformer::adamw_step); call reduce_gradients, then grad_norm() for the norm (a
+// synchronization).
 template <class Config>
 void trainer_adamw_step(Transformer& m, const Config& cfg, float lr, int64_t step) {
   AdamWParams hp;

@@ -11,6 +11,12 @@
 //                                                    surrogate (+ KL loss), value loss (a critic),
 //                                                    aggregated by loss_agg_mode; AdamW
 // then the KL controller sees the batch's KL, and the step's metrics row (ppo/step_metrics.h).
+//
+// Data parallel (ranks, engine/communicator.h): the batch is global. Each rank generates and scores
+// its share of the rows (Philox streams by global row: a row samples the same tokens on any number
+// of ranks). Ranks meet where the comments say so: after generation and after scoring every rank
+// holds the whole batch, so steps 4-5, the KL controller and the metrics are the one-rank run's;
+// in the update, at every optimizer step (ppo/update.h), and for its loss sums.
 #include <cmath>
 #include "engine/error.h"
 #include "ppo/experience.h"
@@ -26,17 +32,18 @@ MetricsRow PpoTrainer::step() {
   UpdateStats u;
   Experience exp;
   timed(*backend_, &times_.total, [&] {
-    // 1. prompts
+    // 1. prompts (the whole batch, on every rank)
     const std::vector<std::vector<int32_t>> prompts = next_prompts();
-    // 2. generate
+    // 2. generate: this rank's rows; ranks meet: every rank gets every response
     exp = rollout(prompts, nullptr);
-    // 3. score
+    // 3. score: this rank's rows; ranks meet: every rank gets every row's log-probs, values, scores
     score(exp);
-    // 4. rewards
+    // 4. rewards (the whole batch: global statistics, the same on every rank)
     add_rewards(exp);
-    // 5. advantages
+    // 5. advantages (the whole batch)
     add_advantages(exp);
-    // 6. update (not on a batch with a NaN/Inf: the step is skipped, and reported)
+    // 6. update (not on a batch with a NaN/Inf: the step is skipped, and reported): each rank its
+    //    micro-batches of each minibatch; ranks meet at every optimizer step, then for the loss sums
     if (exp.finite()) u = update(exp);
     // the KL coefficient of the next step (adaptive control) sees this batch's KL
     if (exp.finite()) kl_.update(exp.reward_stats.kl, exp.B);
@@ -70,20 +77,27 @@ std::vector<std::vector<int32_t>> PpoTrainer::next_prompts() {
   return rows;
 }
 
-// Sampling streams: step s draws token t of row b from Philox stream (s*R + t)*B + b.
+// Sampling streams: step s draws token t of row b (of the whole batch) from Philox stream
+// (s*R + t)*B + b, on any number of ranks. This rank samples its share of the rows.
 Experience PpoTrainer::rollout(const std::vector<std::vector<int32_t>>& prompts,
                                const std::vector<std::vector<int32_t>>* responses) {
   PPO_ASSERT(int64_t(prompts.size()) <= cfg_.rollout_batch_size, "rollout: ", prompts.size(),
              " prompts exceed rollout_batch_size = ", cfg_.rollout_batch_size);
+  PPO_ASSERT(int64_t(prompts.size()) % comm_->size() == 0, "rollout: ", prompts.size(),
+             " prompts do not split evenly over ", comm_->size(), " ranks");
   SampledResponses sampled;
   timed(*backend_, &times_.sampling, [&] {
     if (responses) {
       sampled.responses = *responses;  // forced: no log-probs
       return;
     }
-    const uint64_t stream = uint64_t(progress_.steps_done * cfg_.response_length);
-    sampled = generate(*backend_, *policy_, buffers_->gen, prompts, eos_,
-                       SamplingSettings::from_config(cfg_, stop_ids_, stream, opt_.fixed_response_length));
+    const Share mine = comm_->share(int64_t(prompts.size()));
+    SamplingSettings settings = SamplingSettings::from_config(
+        cfg_, stop_ids_, uint64_t(progress_.steps_done * cfg_.response_length), opt_.fixed_response_length);
+    settings.first_row = uint64_t(mine.begin);
+    settings.row_stride = uint64_t(cfg_.rollout_batch_size);
+    const std::vector<std::vector<int32_t>> my_prompts(prompts.begin() + mine.begin, prompts.begin() + mine.end);
+    sampled = gather_sampled(*comm_, generate(*backend_, *policy_, buffers_->gen, my_prompts, eos_, settings));
   });
   return experience_of(prompts, sampled, cfg_.prompt_length, cfg_.response_length, stop_ids_,
                        policy_->config().vocab_size);
@@ -91,16 +105,19 @@ Experience PpoTrainer::rollout(const std::vector<std::vector<int32_t>>& prompts,
 
 void PpoTrainer::score(Experience& exp) {
   const ScoringModels models{policy_.get(), reference_.get(), opt_.reward ? nullptr : reward_.get(), critic()};
-  score_experience(*backend_, cfg_, models, *buffers_, exp, &times_.old_logp, &times_.reference, &times_.reward,
+  const Share mine = comm_->share(exp.B);
+  score_experience(*backend_, cfg_, models, *buffers_, exp, mine, &times_.old_logp, &times_.reference, &times_.reward,
                    &times_.value);
-  if (!opt_.reward) return;
-  timed(*backend_, &times_.reward, [&] {
-    exp.scores.assign(size_t(exp.B), 0.0f);
-    for (int64_t b = 0; b < exp.B; ++b) {
-      const std::vector<int32_t> r = exp.response(b);
-      exp.scores[size_t(b)] = float(opt_.reward(exp.prompts[size_t(b)], r, prompts_.decode(r)));
-    }
-  });
+  if (opt_.reward) {
+    timed(*backend_, &times_.reward, [&] {
+      exp.scores.assign(size_t(exp.B), 0.0f);
+      for (int64_t b = mine.begin; b < mine.end; ++b) {
+        const std::vector<int32_t> r = exp.response(b);
+        exp.scores[size_t(b)] = float(opt_.reward(exp.prompts[size_t(b)], r, prompts_.decode(r)));
+      }
+    });
+  }
+  gather_scored(*comm_, *backend_, *buffers_, exp);  // ranks meet
 }
 
 // With normalize_scores the scores are normalized by the running moments with this batch merged
@@ -131,7 +148,7 @@ UpdateStats PpoTrainer::update(const Experience& exp) {
   UpdateStats u;
   timed(*backend_, &times_.train, [&] {
     u = ppo_update(*backend_, cfg_, {policy_.get(), critic()}, *buffers_, exp, progress_.steps_done, exp.kl_coef,
-                   progress_.optimizer_steps_done, tracing ? &trace : nullptr);
+                   progress_.optimizer_steps_done, tracing ? &trace : nullptr, *comm_);
   });
   if (tracing) write_trace(opt_.trace_dir, cfg_, eos_, exp, trace);
   return u;

@@ -17,11 +17,11 @@ namespace ppo {
 
 std::vector<MetricsRow> run_training_loop(StepTrainer& trainer, bool write_files, const LogLine& log) {
   const PpoConfig& config = trainer.config();
-  const bool resumed = !config.resume.empty();
+  const bool resumed = !config.resume.empty(), root = trainer.ranks().is_root();
   const std::string metrics_path = config.output_dir + "/metrics.jsonl";
   std::vector<MetricsRow> rows;
   std::unique_ptr<MetricsLogger> out;
-  if (write_files) {
+  if (write_files && root) {
     std::filesystem::create_directories(config.output_dir);
     // the steps after the checkpoint are redone: their rows (from before a crash) go
     if (resumed) rows = keep_metrics_through_step(metrics_path, trainer.steps_done());
@@ -32,7 +32,7 @@ std::vector<MetricsRow> run_training_loop(StepTrainer& trainer, bool write_files
   for (int64_t step = first_step; step <= config.total_steps; ++step) {
     rows.push_back(trainer.step());
     if (out) out->write(rows.back());
-    if (log && (step % config.log_every == 0 || step == config.total_steps)) {
+    if (log && root && (step % config.log_every == 0 || step == config.total_steps)) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       log(format_progress(step, config.total_steps, elapsed / double(step - first_step + 1), rows.back()));
     }
@@ -60,8 +60,12 @@ std::vector<MetricsRow> run_dpo_on_checkpoints(const PpoConfig& config, const Lo
   check_output_dir(config);
   const DeviceKind device = resolve_device(config.device);
   SingleModel model(device, dpo_policy_spec(config), dpo_shape(config), "policy");
-  std::fputs(plan_report(config, device, Scoring::RewardModel, model.plan(), std::nullopt).c_str(), stdout);
-  std::fflush(stdout);
+  if (model.ranks().is_root()) {
+    std::fputs(
+        plan_report(config, device, Scoring::RewardModel, model.plan(), std::nullopt, model.ranks().size()).c_str(),
+        stdout);
+    std::fflush(stdout);
+  }
   model.model().init_random(config.seed);
   io::load_hf_checkpoint(config.policy_checkpoint, model.model());
   const io::Tokenizer tokenizer = io::Tokenizer::load(config.tokenizer);
@@ -69,9 +73,10 @@ std::vector<MetricsRow> run_dpo_on_checkpoints(const PpoConfig& config, const Lo
   DpoTrainer trainer(model, config, preference_examples(io::load_preference_pairs(config.preferences), tokenizer, eos),
                      eos);  // restores `resume`
   const std::vector<MetricsRow> rows = run_training_loop(trainer, /*write_files=*/true, log);
-  write_svg(config.output_dir + "/metrics.svg", rows,
-            {metric::kDpoLoss, metric::kRewardsMargins, metric::kRewardsAccuracies, metric::kLogpsChosen},
-            {"ppo train (dpo): loss, reward margin and accuracy, chosen log-prob", 2, 320, 210});
+  if (model.ranks().is_root())
+    write_svg(config.output_dir + "/metrics.svg", rows,
+              {metric::kDpoLoss, metric::kRewardsMargins, metric::kRewardsAccuracies, metric::kLogpsChosen},
+              {"ppo train (dpo): loss, reward margin and accuracy, chosen log-prob", 2, 320, 210});
   io::export_hf_checkpoint(config.output_dir + "/policy", model.model(), Heads::LM);
   return rows;
 }
@@ -86,9 +91,10 @@ std::vector<MetricsRow> run_on_checkpoints(const PpoConfig& config, const LogLin
   check_output_dir(config);
   PpoTrainer trainer(config);  // loads the checkpoints and the prompts; restores `resume`
   const std::vector<MetricsRow> rows = run_training_loop(trainer, /*write_files=*/true, log);
-  write_svg(config.output_dir + "/metrics.svg", rows,
-            {metric::kScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac},
-            {"ppo train: reward-model score, KL, entropy, clip fraction", 2, 320, 210});
+  if (trainer.ranks().is_root())
+    write_svg(config.output_dir + "/metrics.svg", rows,
+              {metric::kScores, metric::kKl, metric::kEntropy, metric::kPolicyClipfrac},
+              {"ppo train: reward-model score, KL, entropy, clip fraction", 2, 320, 210});
   io::export_hf_checkpoint(config.output_dir + "/policy", trainer.policy(), Heads::LM);
   if (trainer.has_separate_value_model())
     io::export_hf_checkpoint(config.output_dir + "/value", trainer.value_model(), Heads::Scalar);

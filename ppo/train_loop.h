@@ -5,6 +5,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "engine/communicator.h"
 #include "ppo/config.h"
 #include "ppo/metrics.h"
 
@@ -21,13 +23,15 @@ class StepTrainer {
   virtual int64_t steps_done() const = 0;
   virtual void save_checkpoint(const std::string& run_dir) = 0;
   virtual const PpoConfig& config() const = 0;
+  virtual Communicator& ranks() = 0;  // the data-parallel ranks (rank 0 writes the files)
 };
 
 // Steps `trainer` from steps_done() + 1 through config.total_steps. With write_files: each row goes
 // to output_dir/metrics.jsonl (a resumed run first drops the rows after its checkpoint's step, then
 // appends) and the run ends on a checkpoint in output_dir/checkpoints (step() saves every
 // save_every steps) so that it can be resumed or extended. The progress line goes to `log` every
-// log_every steps. Returns the run's rows (after a resume with files: the kept ones too).
+// log_every steps. Returns the run's rows (after a resume with files: the kept ones too). Every rank
+// of a data-parallel run calls it; rank 0 writes the metrics and the progress line.
 std::vector<MetricsRow> run_training_loop(StepTrainer& trainer, bool write_files, const LogLine& log);
 
 // Before any work of a run that writes files: a fresh run's output_dir holds no checkpoints (it

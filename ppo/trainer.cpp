@@ -38,7 +38,7 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   const Precision precision = precision_of(device);
   const Scoring scoring = opt_.reward ? Scoring::Callback : Scoring::RewardModel;
   const std::vector<PlannedModel> models = ppo_models(cfg_, "config", scoring);
-  const RunShape shape = run_shape(cfg_);
+
   const int64_t vocab = models[0].spec.config.vocab_size;
   prompts_.validate(cfg_.prompt_length, vocab);
   eos_ = int32_t(cfg_.eos_token_id >= 0 ? cfg_.eos_token_id : prompts_.is_demo_task() ? DemoTask::kEos : vocab - 1);
@@ -51,24 +51,29 @@ PpoTrainer::PpoTrainer(const PpoConfig& config, TrainerOptions options)
   PPO_ASSERT(int(stop_ids_.size()) <= Backend::kMaxMaskedTokens, "config stop_token_ids: ", stop_ids_.size(),
              " stop tokens with the EOS; at most ", Backend::kMaxMaskedTokens);
 
-  // the plan first: a device too small stops here, before any work
-  ArenaPlan plan = ArenaPlan::make(run_regions(cfg_, precision, scoring));
+  // the plan first (one rank's): a device too small stops here, before any work
+  const ProcessGroup group = ProcessGroup::of(opt_.ranks);
+  PPO_ASSERT(opt_.trace_dir.empty() || group.size == 1, "trace_dir: the trace is written by a one-rank run");
+  const RunShape shape = run_shape(cfg_, group.size);
+  use_local_device(group, device);
+  ArenaPlan plan = ArenaPlan::make(run_regions(cfg_, precision, scoring, group.size));
   const size_t capacity = opt_.device_memory > 0 ? opt_.device_memory : device_capacity(device);
-  if (opt_.print_plan) {
-    std::fputs(plan_report(cfg_, device, scoring, plan, capacity).c_str(), stdout);
+  if (opt_.print_plan && group.rank == 0) {
+    std::fputs(plan_report(cfg_, device, scoring, plan, capacity, group.size).c_str(), stdout);
     std::fflush(stdout);
   }
   backend_ = std::make_unique<Backend>(device, precision);
+  comm_ = Communicator::create(group, *backend_);
   arena_ = std::make_unique<Arena>(std::move(plan), device, capacity);
   backend_->set_scratch(arena_->carver("run", "scratch"));
   for (const PlannedModel& m : models) {
-    auto t = std::make_unique<Transformer>(*backend_, m.spec, shape, *arena_, m.owner);
+    auto t = std::make_unique<Transformer>(*backend_, m.spec, shape, *arena_, m.owner, comm_.get());
     if (m.owner == "policy") policy_ = std::move(t);
     else if (m.owner == "reference") reference_ = std::move(t);
     else if (m.owner == "reward") reward_ = std::move(t);
     else value_ = std::move(t);
   }
-  buffers_ = std::make_unique<ExperienceBuffers>(cfg_, precision, *arena_);
+  buffers_ = std::make_unique<ExperienceBuffers>(cfg_, precision, *arena_, group.size);
 
   // random weights, or Hugging Face checkpoints: reference = policy (TRL), value from the reward
   // model or the policy's trunk
@@ -191,7 +196,8 @@ void PpoTrainer::load_checkpoint(const std::string& path) {
                               where + ": score_moments");
   io::load_checkpoint(dir, checkpoint_models());
   progress_ = progress;
-  io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
+  if (comm_->is_root())
+    io::rewind_latest(cfg_.output_dir + "/checkpoints", dir);  // the saves to come may redo later steps
   resumed_ = true;
 }
 

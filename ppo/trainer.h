@@ -22,6 +22,14 @@
 // -> score -> rewards -> advantages -> update, then the KL controller and one metrics row. This
 // file holds the rest: construction (ppo/run_plan.h: device, plan), weights and checkpoints
 // (ppo/run_state.h).
+//
+// Data parallel (`mpirun -np N`, DESIGN.md "Distributed"): every rank builds the same trainer; the
+// batch is global (rollout_batch_size and the minibatches do not depend on N, which must divide
+// rollout_batch_size); each rank generates and scores its B / N rows, every rank then holds the
+// whole batch, so rewards, advantages and every statistic are the one-rank run's; the update splits
+// each minibatch's micro-batches over the ranks (ZeRO-1: gradients reduce-scattered, AdamW on each
+// rank's shard, weights all-gathered). Checkpoints and metrics are the same files one rank writes
+// (rank 0 writes). Every public call is made by every rank.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -57,7 +65,8 @@ struct TrainerOptions {
   std::string trace_dir;                // when set, the first step() writes DIR/trace.safetensors (ppo/trace.h)
   bool fixed_response_length = false;   // EOS off: every response has response_length tokens (bench)
   size_t device_memory = 0;             // arena capacity; 0: the GPU's free memory, or the host's available memory
-  bool print_plan = true;               // the arena table on stdout at construction
+  bool print_plan = true;               // the arena table on stdout at construction (rank 0)
+  Ranks ranks = Ranks::World;           // data parallel over every rank mpirun started (engine/communicator.h)
 };
 
 class PpoTrainer : public StepTrainer {
@@ -110,6 +119,7 @@ class PpoTrainer : public StepTrainer {
   // ---- accessors ---------------------------------------------------------------------------------
   const PpoConfig& config() const override { return cfg_; }
   Backend& backend() { return *backend_; }
+  Communicator& ranks() override { return *comm_; }
   const Arena& arena() const { return *arena_; }
   Transformer& policy() { return *policy_; }
   Transformer& reference() { return *reference_; }
@@ -149,6 +159,7 @@ class PpoTrainer : public StepTrainer {
   TrainerOptions opt_;
   PromptSource prompts_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> comm_;  // the data-parallel ranks (after the backend: it uses its stream)
   std::unique_ptr<Arena> arena_;
   std::unique_ptr<Transformer> policy_, reference_, reward_, value_;
   std::unique_ptr<ExperienceBuffers> buffers_;

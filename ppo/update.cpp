@@ -61,8 +61,8 @@ LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_
 }
 
 UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& models, ExperienceBuffers& buf,
-                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
-                       UpdateTrace* trace) {
+                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step, UpdateTrace* trace,
+                       Communicator& ranks) {
   const int64_t B = exp.B, P = exp.P, R = exp.R, T = exp.T();
   const int64_t M = cfg.minibatch_size, mbs = cfg.micro_batch_size;
   PPO_ASSERT(B == cfg.rollout_batch_size, "update: ", B, " rollouts, the config's rollout_batch_size is ",
@@ -72,6 +72,9 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
   Transformer* value = critic == &policy ? nullptr : critic;  // a separate value model
   const float inv_t = 1.0f / cfg.temperature;
   const bool entropy_bonus = cfg.entropy_coef > 0;
+  PPO_ASSERT(!trace || ranks.size() == 1, "update: the trace is written by a one-rank run");
+  // this rank's micro-batches of every minibatch (the ranks split each minibatch; the minibatch is global)
+  const Share micro_batches = ranks.share(M / mbs);
   UpdateStats st;
 
   std::vector<std::vector<int32_t>> orders;
@@ -92,7 +95,7 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
       std::vector<float> traced_logp, traced_ratio;
       be.zero(sums);
 
-      for (int64_t start = 0; start < M; start += mbs) {
+      for (int64_t start = micro_batches.begin * mbs; start < micro_batches.end * mbs; start += mbs) {
         const std::vector<int32_t> micro(rows.begin() + start, rows.begin() + start + mbs);
         const int64_t n = int64_t(micro.size());
         const Tensor micro_rows = epoch_rows.slice0(k * M + start, k * M + start + n);
@@ -153,7 +156,12 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         }
       }
 
-      // The minibatch's sums and the gradients' sums of squares, read once.
+      // Ranks meet (ZeRO-1): the gradients summed into each rank's shard, the loss sums and the
+      // gradients' sums of squares over every rank; all of it read once. Every rank reads the same
+      // sums, so every rank takes the same decisions below.
+      policy.reduce_gradients();
+      if (value) value->reduce_gradients();
+      ranks.all_reduce(sum_slots(0, kPolicyGradSumsq));
       be.copy(sum_slots(kPolicyGradSumsq, 1), policy.grad_sum_squares());
       if (value) be.copy(sum_slots(kValueGradSumsq, 1), value->grad_sum_squares());
       const std::vector<double> s = be.to_host_f64(sums);
@@ -179,7 +187,8 @@ UpdateStats ppo_update(Backend& be, const PpoConfig& cfg, const UpdateModels& mo
         trace->epoch_ratio.push_back(traced_ratio);
       }
 
-      // NaN/Inf anywhere: no optimizer step from here on (weights untouched), reported
+      // NaN/Inf anywhere (a non-finite term on any rank makes its sum non-finite on every rank): no
+      // optimizer step from here on (weights untouched), reported
       const bool ok = finite(pl.loss) && finite(pl.ratio) && finite(vl.loss) && finite(s[kEntropySums]) &&
                       finite(st.policy_grad_norm) && finite(st.value_grad_norm);
       if (!ok) {

@@ -17,6 +17,13 @@
 // trained model: a non-finite loss sum or gradient norm skips the optimizer step (weights
 // untouched; the step's remaining minibatches are skipped too, `skipped` reported); else
 // adamw_step at lr * lr_factor(optimizer step) with max_grad_norm clipping; then zero_grad.
+//
+// Data parallel (engine/communicator.h): every rank holds the whole batch (the minibatches and
+// their loss weights are global) and runs its share of each minibatch's micro-batches; ranks meet
+// at each optimizer step: the gradients summed into each rank's shard
+// (Transformer::reduce_gradients), the minibatch's loss sums and the norm over all ranks (so the
+// NaN/Inf skip is every rank's), AdamW on the shard and the weights all-gathered
+// (Transformer::adamw_step). UpdateStats are global on every rank.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -65,10 +72,10 @@ LossWeights loss_weights(LossAggMode mode, const std::vector<int32_t>& response_
 
 // Runs the update of one step on the experience make_experience left in `buf` (the sequences and
 // the per-token tensors stay on the device; micro-batches are gathered there); `exp` gives the
-// host-side response mask for the loss weights. `optimizer_step` (the run's count so far) advances by the optimizer
-// steps taken. `kl_coef`: beta of the KL loss term (kl_in_reward = false).
+// host-side response mask for the loss weights. `optimizer_step` (the run's count so far) advances
+// by the optimizer steps taken. `kl_coef`: beta of the KL loss term (kl_in_reward = false).
 UpdateStats ppo_update(Backend& backend, const PpoConfig& config, const UpdateModels& models, ExperienceBuffers& buf,
-                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step,
-                       UpdateTrace* trace);
+                       const Experience& exp, int64_t step, double kl_coef, int64_t& optimizer_step, UpdateTrace* trace,
+                       Communicator& ranks);
 
 }  // namespace ppo

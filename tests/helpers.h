@@ -9,7 +9,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
 #include "engine/arena.h"
+#include "engine/communicator.h"
 #include "engine/device_memory.h"
 #include "kernels/backend.h"
 
@@ -101,6 +103,17 @@ inline std::unique_ptr<BackendFixture> cuda_backend_or_skip(int64_t vocab = 4096
     return nullptr;
   }
   return std::make_unique<BackendFixture>(DeviceKind::CUDA, Precision::BF16, size_t(256) << 20, vocab);
+}
+
+// Whether `ranks` ranks of this job can run NCCL collectives: a build with NCCL and a GPU per rank
+// (NCCL refuses two ranks on one GPU; on the emulated device every rank has its own). Else one SKIP
+// line and false.
+inline bool nccl_ranks_or_skip(int ranks) {
+  const char* why = !nccl_compiled()                                  ? "built without NCCL"
+                    : !cuda_emulated() && ranks > cuda_device_count() ? "fewer GPUs than ranks"
+                                                                      : nullptr;
+  if (why) std::printf("SKIP NCCL cases: %s\n", why);
+  return why == nullptr;
 }
 
 // Checks |got - want| <= atol + rtol*|want| elementwise; on failure reports the max error and the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU validation in one command, sized for one device call (<= 10 minutes) on a machine with a GPU:
 #   1. configure and build for sm_90 (PPO_CUDA_ARCHS overrides) in build-gpu/
-#   2. every test (ctest), CUDA cases included
+#   2. every test (ctest), CUDA cases included (one-rank NCCL in test_communicator), and a one-rank
+#      `ppo bench` on NCCL (PPO_COMM=nccl)
 #   3. the CUDA test cases (doctest filter *cuda*) of tests/ops under compute-sanitizer memcheck
 #      (PPO_SYNC_LAUNCHES=1)
 #   4. `ppo bench` on bench/configs/tiny.json, then engine vs PyTorch peer (bench/compare.sh, tables
@@ -107,6 +108,11 @@ fi
 
 # ---- 2. all tests ---------------------------------------------------------------------------------
 step ctest 240 ctest --test-dir "$BUILD" --output-on-failure -j4
+# A one-rank PPO run on real NCCL (PPO_COMM=nccl: gradients reduce-scattered, weights all-gathered
+# through NCCL; NCCL refuses two ranks on one GPU, so the multi-rank NCCL path runs on the emulated
+# device in CI, and on a machine with several GPUs under mpirun)
+step nccl-one-rank 120 env PPO_COMM=nccl "$BUILD/ppo" bench --config bench/configs/tiny.json --device cuda --steps 2 \
+  --warmup 1
 
 # ---- 3. compute-sanitizer over the CUDA test binaries ------------------------------------------------
 # Binaries with CUDA test cases, the op tests (one kernel family each) first. Every CUDA test case

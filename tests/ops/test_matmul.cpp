@@ -89,7 +89,9 @@ TEST_CASE("matmul split over threads (blocks of rows or of columns) matches the 
   // dweight the same way.
   const int threads = omp_get_max_threads();
   omp_set_num_threads(3);
-  for (auto [n, c, oc] : {std::array<int64_t, 3>{37, 211, 301}, std::array<int64_t, 3>{301, 157, 53}}) {
+  for (const std::array<int64_t, 3>& shape :
+       {std::array<int64_t, 3>{37, 211, 301}, std::array<int64_t, 3>{301, 157, 53}}) {
+    const int64_t n = shape[0], c = shape[1], oc = shape[2];  // no structured binding: CAPTURE (clang 14)
     CAPTURE(n);
     REQUIRE(n * c * oc >= cpu::kGemmThreadWork);
     BackendFixture f(DeviceKind::CPU, Precision::F32);

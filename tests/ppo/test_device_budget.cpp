@@ -53,7 +53,9 @@ PhaseTimes second_step(int64_t n_layer, int64_t response_length, int64_t micro_b
 
 }  // namespace
 
-TEST_CASE("device budget: no allocation in a step; decode syncs once per chunk of tokens; optimizer syncs do not grow with the tensor count") {
+TEST_CASE(
+    "device budget: no allocation in a step; decode syncs once per chunk of tokens; the update once per minibatch, "
+    "whatever the micro-batches and the tensor count; scoring never") {
   if (!cuda_compiled() || cuda_device_count() == 0 || !counted()) return;
   const PhaseTimes short_run = second_step(2, kStopCheckTokens), long_run = second_step(2, 4 * kStopCheckTokens);
   // Three more chunks of kStopCheckTokens tokens: three more looks at the done flags, nothing per token.
@@ -62,23 +64,18 @@ TEST_CASE("device budget: no allocation in a step; decode syncs once per chunk o
   CHECK(long_run.sampling.work.d2h_copies - short_run.sampling.work.d2h_copies == 3);
   // Launches grow with the tokens, as they must; the per-token host work is gone.
   CHECK(long_run.sampling.work.launches > short_run.sampling.work.launches);
-  // Twice the layers, twice the parameter tensors: the same synchronizations per optimizer step.
-  const PhaseTimes deeper = second_step(4, kStopCheckTokens);
-  CHECK(deeper.train.work.syncs == short_run.train.work.syncs);
-  MESSAGE("per step, R = 16: sampling ", short_run.sampling.work.syncs, " syncs, ", short_run.sampling.work.launches,
-          " launches; train ", short_run.train.work.syncs, " syncs, ", short_run.train.work.launches, " launches");
-}
-
-TEST_CASE(
-    "device budget: the update reads the device once per minibatch, whatever the micro-batches; scoring waits for "
-    "nothing") {
-  if (!cuda_compiled() || cuda_device_count() == 0 || !counted()) return;
+  // One read per minibatch (its loss sums and gradient norms), with one or two micro-batches each,
+  // and with twice the layers (twice the parameter tensors).
   const PpoConfig c = budget_config(2, kStopCheckTokens, 2);
   const int64_t minibatches = c.ppo_epochs * c.num_minibatches;
-  const PhaseTimes one_micro = second_step(2, kStopCheckTokens, 2), two_micro = second_step(2, kStopCheckTokens, 1);
-  CHECK(one_micro.train.work.syncs == minibatches);
+  const PhaseTimes two_micro = second_step(2, kStopCheckTokens, 1), deeper = second_step(4, kStopCheckTokens);
+  CHECK(short_run.train.work.syncs == minibatches);
   CHECK(two_micro.train.work.syncs == minibatches);
-  CHECK(two_micro.train.work.launches > one_micro.train.work.launches);  // twice the micro-batches did run
-  CHECK(one_micro.reference.work.syncs == 0);
-  CHECK(one_micro.value.work.syncs == 0);
+  CHECK(two_micro.train.work.launches > short_run.train.work.launches);  // twice the micro-batches did run
+  CHECK(deeper.train.work.syncs == minibatches);
+  // The reference and value passes leave their results on the device.
+  CHECK(short_run.reference.work.syncs == 0);
+  CHECK(short_run.value.work.syncs == 0);
+  MESSAGE("per step, R = 16: sampling ", short_run.sampling.work.syncs, " syncs, ", short_run.sampling.work.launches,
+          " launches; train ", short_run.train.work.syncs, " syncs, ", short_run.train.work.launches, " launches");
 }

@@ -322,7 +322,7 @@ TEST_CASE("NaN: a NaN score skips the step and is reported; a NaN in a loss leav
   const std::vector<float> p0 = all_weights(clean.policy()), v0 = all_weights(clean.value_model());
   int64_t opt_step = 0;
   const UpdateStats st = ppo_update(clean.backend(), clean.config(), {&clean.policy(), &clean.value_model()},
-                                    clean.buffers(), e, 0, 0.05, opt_step, nullptr);
+                                    clean.buffers(), e, 0, 0.05, opt_step, nullptr, clean.ranks());
   CHECK(st.skipped);
   CHECK(opt_step == 0);
   CHECK(same_bits(p0, all_weights(clean.policy())));
@@ -383,9 +383,8 @@ TEST_CASE("CUDA and CPU PPO steps agree on one forced batch") {
     PpoTrainer t(c, quiet());
     e[i] = t.make_experience(prompts, &responses);
     int64_t step = 0;
-    ppo_update(t.backend(), t.config(), {&t.policy(), &t.value_model()},
-               t.buffers(), e[i], 0,
-               t.kl_controller().coef(), step, nullptr);
+    ppo_update(t.backend(), t.config(), {&t.policy(), &t.value_model()}, t.buffers(), e[i], 0, t.kl_controller().coef(),
+               step, nullptr, t.ranks());
     w[i] = all_weights(t.policy());
     ++i;
   }

@@ -11,7 +11,8 @@
 // --peak-gbs) every phase gets its roofline: max(FLOPs / peak, bytes / bandwidth), the bytes a
 // lower bound (roofline_bytes), and achieved = roofline / measured. On the emulated CUDA device
 // (kernels/cuda/emu) it also reports each phase's device work per step: launches,
-// synchronizations, copies and bytes, allocations.
+// synchronizations, copies and bytes, allocations. Under `mpirun -np N` the N ranks run
+// the steps data-parallel (the batch stays B); rank 0 reports.
 //
 // FLOPs (the peer's count): N = parameters that take part in a matmul per token (every parameter
 // but the embedding lookups; a tied LM head counts once more), split into the trunk's and the LM
@@ -254,7 +255,7 @@ void run_bench(const BenchOptions& o) {
   std::printf("response tokens/s (valid tokens / step time): %.1f; sampling tokens/s: %.1f\n",
               double(report["response_tokens_per_s"]), double(report["generate_tokens_per_s"]));
   if (!cuda) std::printf("train phase: %.2f GFLOP/s achieved (no MFU on the CPU)\n", flops["train"] / mean("train") / 1e9);
-  if (!o.json.empty()) {
+  if (!o.json.empty() && trainer.ranks().is_root()) {
     std::ofstream out(o.json);
     out << report.dump(2) << "\n";
     PPO_ASSERT(out.good(), "ppo bench: writing '", o.json, "' failed");

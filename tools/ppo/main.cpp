@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "engine/communicator.h"
 #include "engine/device_memory.h"
 #include "engine/error.h"
 #include "kernels/backend.h"
@@ -9,6 +10,9 @@
 
 int main(int argc, char** argv) {
   ppo::use_passive_cpu_threads(argv);  // idle OpenMP threads sleep (kernels/backend.h)
+  // Launched by mpirun: MPI first, so that an error anywhere ends every rank (abort_ranks).
+  const ppo::ProcessGroup world = ppo::ProcessGroup::world();
+  if (world.rank > 0) std::freopen("/dev/null", "w", stdout);  // rank 0 reports; every rank its errors (stderr)
   CLI::App app{"ppo: PPO for RLHF on language models, in C++/CUDA with no deep-learning framework"};
   app.require_subcommand(1);
   ppo::tools::add_version_command(app);
@@ -23,6 +27,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {  // a ppo::Error, or the standard library's (a filesystem call, an allocation)
+    if (world.size > 1) {              // the other ranks would wait for this one forever: end them all
+      std::fprintf(stderr, "error (rank %d of %d): %s\n", world.rank, world.size, e.what());
+      std::fflush(stderr);
+      ppo::abort_ranks(1);
+    }
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

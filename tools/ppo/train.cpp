@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "engine/communicator.h"
 #include "io/json_fields.h"
 #include "ppo/demo_pipeline.h"
 #include "ppo/train_loop.h"
@@ -41,16 +43,24 @@ bool names_real_models(const std::string& config_path, const std::vector<std::st
   return false;
 }
 
-void say(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
+// Progress on stderr, from rank 0 of a data-parallel run (the other ranks' stdout is closed: main.cpp).
+void say(const std::string& line) {
+  if (ProcessGroup::world().rank == 0) std::fprintf(stderr, "%s\n", line.c_str());
+}
 
 void run_demo_task(const std::string& config_path, const std::vector<std::string>& overrides) {
   const DemoRunConfig c = load_demo_config(config_path, overrides);
   // The demo's models are tiny: on the CPU, threads cost more in synchronisation than they give
   // (and spin-waiting threads crawl on a shared machine). One thread unless OMP_NUM_THREADS says.
   if (!std::getenv("OMP_NUM_THREADS")) set_cpu_threads(1);
-  std::fprintf(stderr, "ppo train: demo task, policy %s, %lld PPO steps of %lld rollouts, device %s, output %s\n",
-               c.ppo.policy.dump().c_str(), (long long)c.ppo.total_steps, (long long)c.ppo.rollout_batch_size,
-               to_string(c.ppo.device), c.ppo.output_dir.c_str());
+  char line[1024];
+  std::snprintf(line, sizeof line,
+                "ppo train: demo task, policy %s, %lld PPO steps of %lld rollouts, device %s, %d rank%s, "
+                "output %s",
+                c.ppo.policy.dump().c_str(), (long long)c.ppo.total_steps, (long long)c.ppo.rollout_batch_size,
+                to_string(c.ppo.device), ProcessGroup::world().size, ProcessGroup::world().size > 1 ? "s" : "",
+                c.ppo.output_dir.c_str());
+  say(line);
   const DemoResult r = run_demo(c.ppo, c.settings, DemoFiles::Write, say);
   std::printf("gold reward (held-out prompts): SFT policy %.4f, after %s %.4f (%+.4f)\n", r.sft_gold,
               to_string(c.ppo.algorithm), r.final_gold, r.final_gold - r.sft_gold);
@@ -69,10 +79,13 @@ void run_real_models(const std::string& config_path, const std::vector<std::stri
   const auto start = std::chrono::steady_clock::now();
   const PpoConfig c = load_config(config_path, overrides);
   const bool dpo = c.algorithm == Algorithm::Dpo;
-  std::fprintf(stderr, "ppo train (%s): policy %s, %s %s; %lld steps of %lld %s, output %s\n", to_string(c.algorithm),
-               c.policy_checkpoint.c_str(), dpo ? "preferences" : "reward model",
-               (dpo ? c.preferences : c.reward_checkpoint + ", prompts " + c.prompts).c_str(), (long long)c.total_steps,
-               (long long)c.rollout_batch_size, dpo ? "pairs" : "rollouts", c.output_dir.c_str());
+  char line[2048];
+  std::snprintf(line, sizeof line, "ppo train (%s): policy %s, %s %s; %lld steps of %lld %s, %d rank%s, output %s",
+                to_string(c.algorithm), c.policy_checkpoint.c_str(), dpo ? "preferences" : "reward model",
+                (dpo ? c.preferences : c.reward_checkpoint + ", prompts " + c.prompts).c_str(),
+                (long long)c.total_steps, (long long)c.rollout_batch_size, dpo ? "pairs" : "rollouts",
+                ProcessGroup::world().size, ProcessGroup::world().size > 1 ? "s" : "", c.output_dir.c_str());
+  say(line);
   const std::vector<MetricsRow> rows = run_on_checkpoints(c, say);
   const char* shown = dpo ? metric::kDpoLoss : metric::kScores;
   if (!rows.empty())

@@ -142,15 +142,17 @@ const char* collective_name(Collective k) {
   return "?";
 }
 
+// Thrown by fail on the failing thread's fiber and caught in thread_main, so that the frames it
+// leaves (the message's temporaries among them) are unwound.
+struct BlockFailed {};
+
 // Ends the block: the launch fails with `what`; the running fiber never resumes.
 [[noreturn]] void fail(const std::string& what) {
   Launch& l = *launch_;
   l.failed = true;
   l.error = "kernel " + kernel_name(l.name) + " (launched at " + l.file + ":" + std::to_string(l.line) + ") block " +
             dim_str(block_->idx) + ": " + what;
-  Thread& t = *current_;
-  t.state = State::Exited;
-  fiber_exit_to(t.fiber, scheduler);
+  throw BlockFailed{};
 }
 
 // Gives the CPU back to the scheduler until this thread is made ready again.
@@ -200,21 +202,25 @@ void run_pending_copies(Thread& t, int below_group) {
 void thread_main(void* arg) {
   Thread& t = *static_cast<Thread*>(arg);
   fiber_started(scheduler);
-  (*launch_->body)();
-  run_pending_copies(t, 1 << 30);
-  Block& b = *block_;
-  t.state = State::Exited;
-  ++b.exited;
-  --b.live;
-  Warp& w = b.warps[size_t(t.warp)];
-  w.exited |= 1u << t.lane;
-  if (b.at_barrier > 0)
-    fail(thread_str(t) + " exited while " + std::to_string(b.at_barrier) + " thread(s) wait at __syncthreads at " +
-         where(b.barrier_site) + " (every thread of the block must reach it)" + waiters());
-  for (const PendingCollective& p : w.pending)
-    if (p.mask & (1u << t.lane))
-      fail(thread_str(t) + " (lane " + std::to_string(t.lane) + ") exited while its warp waits for it in " +
-           collective_name(p.kind) + " at " + where(p.site) + " with mask " + hex(p.mask) + waiters());
+  try {
+    (*launch_->body)();
+    run_pending_copies(t, 1 << 30);
+    Block& b = *block_;
+    t.state = State::Exited;
+    ++b.exited;
+    --b.live;
+    Warp& w = b.warps[size_t(t.warp)];
+    w.exited |= 1u << t.lane;
+    if (b.at_barrier > 0)
+      fail(thread_str(t) + " exited while " + std::to_string(b.at_barrier) + " thread(s) wait at __syncthreads at " +
+           where(b.barrier_site) + " (every thread of the block must reach it)" + waiters());
+    for (const PendingCollective& p : w.pending)
+      if (p.mask & (1u << t.lane))
+        fail(thread_str(t) + " (lane " + std::to_string(t.lane) + ") exited while its warp waits for it in " +
+             collective_name(p.kind) + " at " + where(p.site) + " with mask " + hex(p.mask) + waiters());
+  } catch (const BlockFailed&) {
+    t.state = State::Exited;
+  }
   fiber_exit_to(t.fiber, scheduler);
 }
 
