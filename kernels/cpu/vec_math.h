@@ -24,7 +24,8 @@ inline float exp_approx(float x) {
   const float xc = std::min(std::max(x, -87.5f), 88.5f);
   const float t = xc * kLog2e + kRound;
   const float n = t - kRound;
-  const int32_t ni = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, kRound);
+  // unsigned: wraps (NaN's bits) where int32 arithmetic would be undefined; the same bits otherwise
+  const uint32_t ni = __builtin_bit_cast(uint32_t, t) - __builtin_bit_cast(uint32_t, kRound);
   const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -33,7 +34,7 @@ inline float exp_approx(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const float y = p * __builtin_bit_cast(float, (ni + 127) << 23);
+  const float y = p * __builtin_bit_cast(float, (ni + 127u) << 23);
   const float y0 = x < -87.5f ? 0.0f : y;
   return x != x ? x : y0;
 }
