@@ -14,8 +14,29 @@
 #include "engine/communicator.h"
 #include "engine/device_memory.h"
 #include "kernels/backend.h"
+#include "ppo/config.h"
 
 namespace ppo::test {
+
+// The PPO trainer tests' tiny run on the CPU: a 2-layer GPT-2 of width 16, B = 4 rollouts of 7
+// prompt + 6 response tokens, 2 epochs of 2 minibatches in micro-batches of 2. Each test sets what
+// it needs on top, then derive().
+inline PpoConfig tiny_ppo_config(int64_t vocab_size) {
+  PpoConfig c;
+  c.device = DeviceChoice::CPU;
+  c.policy = {{"arch", "gpt2"}, {"n_layer", 2}, {"n_head", 2}, {"d_model", 16}, {"d_ff", 32},
+              {"vocab_size", vocab_size}, {"max_seq_len", 16}};
+  c.rollout_batch_size = 4;
+  c.prompt_length = 7;
+  c.response_length = 6;
+  c.micro_batch_size = 2;
+  c.ppo_epochs = 2;
+  c.num_minibatches = 2;
+  c.temperature = 0.9f;
+  c.learning_rate = 3e-3f;
+  c.value_learning_rate = 3e-3f;
+  return c;
+}
 
 // Normal(0, scale) values from a fixed seed. Never all zeros.
 inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {

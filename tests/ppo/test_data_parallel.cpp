@@ -31,19 +31,8 @@ namespace {
 // ranks have no micro-batch of a minibatch (they add zero gradients). Adaptive KL and running score
 // normalization: global statistics the ranks must agree on.
 PpoConfig tiny_config(const std::string& output_dir) {
-  PpoConfig c;
-  c.device = DeviceChoice::CPU;
-  c.policy = {{"arch", "gpt2"}, {"n_layer", 2},     {"n_head", 2},      {"d_model", 16},
-              {"d_ff", 32},     {"vocab_size", 37}, {"max_seq_len", 16}};
+  PpoConfig c = test::tiny_ppo_config(37);
   c.rollout_batch_size = 8;
-  c.prompt_length = 7;
-  c.response_length = 6;
-  c.micro_batch_size = 2;
-  c.ppo_epochs = 2;
-  c.num_minibatches = 2;
-  c.temperature = 0.9f;
-  c.learning_rate = 3e-3f;
-  c.value_learning_rate = 3e-3f;
   c.adaptive_kl = true;
   c.kl_target = 0.01f;
   c.kl_horizon = 100.0f;

@@ -19,19 +19,8 @@ using namespace ppo::test;
 namespace {
 
 PpoConfig tiny_config(int64_t prompt_length = 7) {
-  PpoConfig c;
-  c.device = DeviceChoice::CPU;
-  c.policy = {{"arch", "gpt2"}, {"n_layer", 2}, {"n_head", 2}, {"d_model", 16}, {"d_ff", 32},
-              {"vocab_size", 44}, {"max_seq_len", 16}};
-  c.rollout_batch_size = 4;
+  PpoConfig c = test::tiny_ppo_config(44);
   c.prompt_length = prompt_length;
-  c.response_length = 6;
-  c.micro_batch_size = 2;
-  c.ppo_epochs = 2;
-  c.num_minibatches = 2;
-  c.temperature = 0.9f;
-  c.learning_rate = 3e-3f;
-  c.value_learning_rate = 3e-3f;
   c.total_steps = 10;
   c.derive();
   return c;
