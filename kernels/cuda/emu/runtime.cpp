@@ -26,7 +26,9 @@ namespace ppo::emu {
 
 namespace {
 
-std::set<const void*>& live_handles() {
+// The handles of each kind (cudaStream_t, cudaEvent_t, ...) that exist: one of another kind does not.
+template <class Handle>
+std::set<const void*>& live() {
   static std::set<const void*> handles;
   return handles;
 }
@@ -174,7 +176,8 @@ cudaError_t copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, si
 }
 
 cudaError_t check_stream(cudaStream_t s, const char* call) {
-  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread || live_handles().count(s)) return cudaSuccess;
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread || live<cudaStream_t>().count(s))
+    return cudaSuccess;
   return fail_call(cudaErrorInvalidResourceHandle, std::string(call) + ": stream " + hex_ptr(s) + " does not exist");
 }
 
@@ -405,14 +408,14 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   *s = new CUstream_st{flags};
-  ppo::emu::live_handles().insert(*s);
+  ppo::emu::live<cudaStream_t>().insert(*s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live_handles().erase(s))
+  if (!ppo::emu::live<cudaStream_t>().erase(s))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaStreamDestroy: stream " + ppo::emu::hex_ptr(s) + " does not exist");
   delete s;
@@ -432,14 +435,14 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   *e = new CUevent_st{{}, false};
-  ppo::emu::live_handles().insert(*e);
+  ppo::emu::live<cudaEvent_t>().insert(*e);
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live_handles().erase(e))
+  if (!ppo::emu::live<cudaEvent_t>().erase(e))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaEventDestroy: event " + ppo::emu::hex_ptr(e) + " does not exist");
   delete e;
@@ -447,7 +450,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (cudaError_t err = ppo::emu::check_stream(s, "cudaEventRecord")) return err;
-  if (!ppo::emu::live_handles().count(e))
+  if (!ppo::emu::live<cudaEvent_t>().count(e))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaEventRecord: event " + ppo::emu::hex_ptr(e) + " does not exist");
   e->when = std::chrono::steady_clock::now();
@@ -455,19 +458,20 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  if (!ppo::emu::live_handles().count(e))
+  if (!ppo::emu::live<cudaEvent_t>().count(e))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaEventSynchronize: event " + ppo::emu::hex_ptr(e) + " does not exist");
   ppo::emu::host_waits();
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
-  return ppo::emu::live_handles().count(e) ? cudaSuccess
-                                           : fail_call(cudaErrorInvalidResourceHandle, "cudaEventQuery: no such event");
+  return ppo::emu::live<cudaEvent_t>().count(e)
+             ? cudaSuccess
+             : fail_call(cudaErrorInvalidResourceHandle, "cudaEventQuery: no such event");
 }
 // Host time between the records: the emulator's time, not a GPU's.
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!ppo::emu::live_handles().count(start) || !ppo::emu::live_handles().count(end) || !start->recorded ||
+  if (!ppo::emu::live<cudaEvent_t>().count(start) || !ppo::emu::live<cudaEvent_t>().count(end) || !start->recorded ||
       !end->recorded)
     return fail_call(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event was not recorded");
   *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
@@ -475,7 +479,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (cudaError_t err = ppo::emu::check_stream(s, "cudaStreamWaitEvent")) return err;
-  return ppo::emu::live_handles().count(e)
+  return ppo::emu::live<cudaEvent_t>().count(e)
              ? cudaSuccess
              : fail_call(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: no such event");
 }
