@@ -5,6 +5,10 @@
 // The product is computed in f32 (bf16 inputs widened exactly, OpenBLAS sgemm), then alpha, beta,
 // the epilogue and one rounding to the output type, as cuBLAS with CUBLAS_COMPUTE_32F does.
 //
+// Stream capture: the arguments are checked, and alpha, beta (host pointers) and the descriptors read,
+// at the call; on a capturing stream (cuBLAS: the handle's; cuBLASLt: the call's) the product is a
+// node of the graph (internal.h).
+//
 // Algorithms: cuBLASLt's heuristic offers one when every operand's pointer alignment (from the
 // preference) and leading dimension in bytes are multiples of 16 and any bias pointer is 16-byte
 // aligned, and refuses (CUBLAS_STATUS_NOT_SUPPORTED) otherwise, so the engine's fallbacks run too.
@@ -289,6 +293,8 @@ const char* cublasGetStatusString(cublasStatus_t s) {
       return "CUBLAS_STATUS_INVALID_VALUE (emulated cuBLAS; details on stderr)";
     case CUBLAS_STATUS_NOT_SUPPORTED:
       return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED (emulated cuBLAS; details on stderr)";
     default:
       return "cuBLAS error";
   }
@@ -323,12 +329,14 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const Stored sc{C, Ctype, m, n, ldc};
   if (!inside(sa, call, "A") || !inside(sb, call, "B") || !inside(sc, call, "C")) return CUBLAS_STATUS_INVALID_VALUE;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  product(transa, transb, m, n, k, a, sa, sb, b, sc, C, Ctype, ldc, Epilogue::None, nullptr, CUDA_R_32F);
+  if (cudaError_t e = submit(handle->stream, call, 1, [=] {
+        product(transa, transb, m, n, k, a, sa, sb, b, sc, C, Ctype, ldc, Epilogue::None, nullptr, CUDA_R_32F);
+      }))
+    return refuse(CUBLAS_STATUS_EXECUTION_FAILED, std::string(call) + ": " + cudaGetErrorString(e));
   if (!handle->user_workspace && !handle->library_workspace) {
     handle->library_workspace = true;  // a real cuBLAS allocates its default workspace on first use
     ++d.counters.allocations;
   }
-  issue_work();
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -480,7 +488,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               cublasLtMatrixLayout_t Adesc, const void* B, cublasLtMatrixLayout_t Bdesc,
                               const void* beta, const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
                               cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t* algo, void* workspace,
-                              size_t workspace_bytes, cudaStream_t) {
+                              size_t workspace_bytes, cudaStream_t stream) {
   const char* call = "cublasLtMatmul";
   DeviceState& dev = device();
   std::lock_guard<std::recursive_mutex> lock(dev.mutex);
@@ -509,9 +517,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (p.epilogue != Epilogue::None && !device_range(op->bias, size_t(vector_length) * type_size(p.vector_type)))
     return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasLtMatmul: the bias vector (" + std::to_string(vector_length) +
                                                    " elements) is not inside one device allocation");
-  if (a->workspace > 0) std::memset(workspace, 0xff, a->workspace);  // a real algorithm leaves it scribbled on
-  product(op->transa, op->transb, p.m, p.n, p.k, al, p.A, p.B, be, p.C, D, p.d_type, p.ldd, p.epilogue, op->bias,
-          p.vector_type);
-  issue_work();
+  // What the descriptors say is read now: the call runs (or replays) with it.
+  const uint64_t scribbled = a->workspace;
+  const cublasOperation_t ta = op->transa, tb = op->transb;
+  void* const bias = op->bias;
+  if (cudaError_t e = submit(stream, call, 1, [=] {
+        if (scribbled > 0) std::memset(workspace, 0xff, scribbled);  // a real algorithm leaves it scribbled on
+        product(ta, tb, p.m, p.n, p.k, al, p.A, p.B, be, p.C, D, p.d_type, p.ldd, p.epilogue, bias, p.vector_type);
+      }))
+    return refuse(CUBLAS_STATUS_EXECUTION_FAILED, std::string(call) + ": " + cudaGetErrorString(e));
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -559,7 +559,6 @@ void run_kernel(const char* name, const char* file, int line, const void* kernel
                 cudaStream_t stream, std::function<void()> body) {
   DeviceState& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  (void)stream;
   auto at = [&] { return "kernel " + kernel_name(name) + " (launched at " + file + ":" + std::to_string(line) + ")"; };
   const cudaDeviceProp& props = properties();
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
@@ -582,25 +581,27 @@ void run_kernel(const char* name, const char* file, int line, const void* kernel
                                                     : " (cudaFuncAttributeMaxDynamicSharedMemorySize)"));
     return;
   }
-  issue_work();
-  Launch l{name, file, line, grid, block, &body, false, {}};
-  launch_ = &l;
-  const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
-  static uint64_t launch_count = 0;
-  ++launch_count;
-  // Blocks in the device's order too (a shuffle per launch; the thread shuffle varies per block).
-  const uint64_t salt = launch_count * 0x9e3779b97f4a7c15ull;
-  static std::vector<int> block_order;
-  block_order.clear();
-  if (blocks <= uint64_t(1) << 24) schedule(block_order, int(blocks), salt);
-  for (uint64_t i = 0; i < blocks; ++i) {
-    const uint64_t linear = block_order.empty() ? i : uint64_t(block_order[size_t(i)]);
-    const uint3 idx{unsigned(linear % grid.x), unsigned((linear / grid.x) % grid.y),
-                    unsigned(linear / (uint64_t(grid.x) * grid.y))};
-    if (!run_block(l, idx, smem, salt + linear)) break;
-  }
-  launch_ = nullptr;
-  if (l.failed) set_error(cudaErrorLaunchFailure, l.error);
+  // Validated now; the blocks run when the launch executes (now, or at each replay of a captured graph).
+  submit(stream, at(), 1, [name, file, line, grid, block, smem, body = std::move(body)] {
+    Launch l{name, file, line, grid, block, &body, false, {}};
+    launch_ = &l;
+    const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+    static uint64_t launch_count = 0;
+    ++launch_count;
+    // Blocks in the device's order too (a shuffle per launch; the thread shuffle varies per block).
+    const uint64_t salt = launch_count * 0x9e3779b97f4a7c15ull;
+    static std::vector<int> block_order;
+    block_order.clear();
+    if (blocks <= uint64_t(1) << 24) schedule(block_order, int(blocks), salt);
+    for (uint64_t i = 0; i < blocks; ++i) {
+      const uint64_t linear = block_order.empty() ? i : uint64_t(block_order[size_t(i)]);
+      const uint3 idx{unsigned(linear % grid.x), unsigned((linear / grid.x) % grid.y),
+                      unsigned(linear / (uint64_t(grid.x) * grid.y))};
+      if (!run_block(l, idx, smem, salt + linear)) break;
+    }
+    launch_ = nullptr;
+    if (l.failed) set_error(cudaErrorLaunchFailure, l.error);
+  });
 }
 
 }  // namespace ppo::emu

@@ -94,6 +94,8 @@ bool is_device_pointer(const void* p);  // null, or inside a live device allocat
 
 // Runs `body` once per thread of the grid (see the file comment); errors are reported through
 // cudaGetLastError like a real launch. `kernel` identifies the function for cudaFuncSetAttribute.
+// The configuration is checked at the launch; on a capturing stream the grid runs at each launch of
+// the captured graph, with the arguments `body` holds (converted at the launch).
 void run_kernel(const char* name, const char* file, int line, const void* kernel, dim3 grid, dim3 block, size_t smem,
                 cudaStream_t stream, std::function<void()> body);
 void fail_pointer_argument(const char* name, const char* file, int line, int index, const void* p);

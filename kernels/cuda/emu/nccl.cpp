@@ -12,7 +12,8 @@
 //     communicator initialized by every rank with rank 0's ncclUniqueId (checked at init).
 // Work on any stream runs at once in issue order (runtime.cpp), so a collective sees every kernel
 // issued before it, as on a GPU. Reductions add the ranks' values in rank order on every rank: the
-// same bits everywhere. A collective counts as one launch.
+// same bits everywhere. A collective counts as one launch. Stream capture is not emulated for NCCL:
+// a collective while a stream captures fails (ncclInvalidUsage) and invalidates the capture.
 #define OMPI_SKIP_MPICXX 1  // the C API only
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
@@ -85,6 +86,9 @@ std::string hex(const void* p) {
 // buffer inside one device allocation.
 ncclResult_t check_call(const char* call, ncclComm_t comm, ncclDataType_t type, const ncclRedOp_t* op,
                         cudaStream_t stream) {
+  if (refuse_under_capture(std::string(call) + " (not emulated under capture)") != cudaSuccess)
+    return fail(ncclInvalidUsage,
+                std::string(call) + ": not emulated under stream capture (the capture is invalidated)");
   if (comm == nullptr) return fail(ncclInvalidArgument, std::string(call) + ": comm is NULL");
   if (type_size(type) == 0)
     return fail(ncclInvalidArgument, std::string(call) + ": datatype " + std::to_string(int(type)) +

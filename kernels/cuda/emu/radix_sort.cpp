@@ -1,5 +1,6 @@
 // radix_sort_pairs on the emulated device: the contract of kernels/cuda/radix_sort.h, as stable
 // 8-bit least-significant-digit passes on the host, using the caller's temp storage for its buffers.
+// Not emulated under stream capture: a sort while a stream captures fails (internal.h).
 #include "kernels/cuda/radix_sort.h"
 
 #include <cstring>
@@ -21,6 +22,7 @@ cudaError_t radix_sort_pairs(void* temp, size_t& temp_bytes, const int32_t* keys
     temp_bytes = need;
     return cudaSuccess;
   }
+  if (cudaError_t e = emu::refuse_under_capture("radix_sort_pairs (not emulated under capture)")) return e;
   auto fail = [&](const std::string& what) {
     emu::set_error(cudaErrorInvalidValue, "radix_sort_pairs: " + what);
     return cudaErrorInvalidValue;

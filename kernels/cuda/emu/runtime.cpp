@@ -2,6 +2,19 @@
 // allocation (exact size, first filled with 0xff bytes, NaN as f32), every copy checks its kind and
 // ranges, work on any stream runs at once in issue order, and the counters of engine/device_memory.h
 // count what the host asked for. Declarations come from the toolkit's cuda_runtime_api.h.
+//
+// Stream capture and graphs (see internal.h): a capture records the kernels, cudaMemsetAsync,
+// device-to-device cudaMemcpyAsync/cudaMemcpy2DAsync, cudaEventRecord and the cuBLAS/cuBLASLt calls
+// issued to its stream. While any stream captures, a call that cannot be captured fails with
+// cudaErrorStreamCaptureUnsupported and invalidates the capture: a wait (stream, device or event
+// synchronization, cudaStreamQuery of the capturing stream), a synchronous copy, an asynchronous copy
+// with host memory (pageable here), cudaMalloc/cudaFree (permitted by a Relaxed capture or another
+// thread's ThreadLocal one), radix_sort_pairs and the NCCL collectives (not emulated under capture),
+// cudaGraphLaunch into the capturing stream (a child graph: not emulated), and a wait by another
+// stream on an event recorded in the capture (a fork: not emulated). cudaStreamEndCapture of an
+// invalidated capture returns cudaErrorStreamCaptureInvalidated, naming the call that invalidated it,
+// and no graph. A graph launch counts one launch; its device-to-device copies count their copies and
+// bytes at every launch, as issued copies do.
 #include <cuda_runtime.h>
 
 #include <chrono>
@@ -9,8 +22,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "kernels/cuda/emu/internal.h"
 
@@ -20,13 +36,22 @@ struct CUstream_st {
 struct CUevent_st {
   std::chrono::steady_clock::time_point when;
   bool recorded;
+  unsigned long long capture;  // the capture its last record was issued to, 0 when none
+};
+struct CUgraph_st {
+  std::vector<std::function<void()>> nodes;
+  bool capturing;  // still filled by a capture: not yet the caller's to destroy
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> nodes;
 };
 
 namespace ppo::emu {
 
 namespace {
 
-// The handles of each kind (cudaStream_t, cudaEvent_t, ...) that exist: one of another kind does not.
+// The handles of each kind (cudaStream_t, cudaEvent_t, cudaGraph_t, cudaGraphExec_t) that exist: one of
+// another kind does not.
 template <class Handle>
 std::set<const void*>& live() {
   static std::set<const void*> handles;
@@ -55,10 +80,36 @@ const char* error_base(cudaError_t e) {
       return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated:
       return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorIllegalState:
+      return "the operation cannot be performed in the present state";
     default:
       return "emulated device error";
   }
 }
+
+struct Capture {
+  cudaGraph_t graph;
+  cudaStreamCaptureMode mode;
+  std::thread::id thread;      // that began it
+  unsigned long long id;       // unique in the process
+  std::string invalidated_by;  // the call that invalidated it; empty while valid
+};
+
+// The captures under way, by stream.
+std::map<const void*, Capture>& captures() {
+  static std::map<const void*, Capture> c;
+  return c;
+}
+
+void invalidate(Capture& c, const std::string& call) {
+  if (c.invalidated_by.empty()) c.invalidated_by = call;
+}
+
+bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy; }
 
 std::map<int, std::string>& error_messages() {
   static std::map<int, std::string> messages;
@@ -126,7 +177,7 @@ cudaError_t check_side(const void* p, size_t bytes, Where where, const char* cal
 
 // Copies `rows` rows of `width` bytes between pitched buffers after checking the kind and ranges.
 cudaError_t copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows,
-                    cudaMemcpyKind kind, bool blocking, const char* call) {
+                    cudaMemcpyKind kind, cudaStream_t stream, bool blocking, const char* call) {
   DeviceState& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (width == 0 || rows == 0) return cudaSuccess;
@@ -145,12 +196,22 @@ cudaError_t copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, si
     return fail_call(cudaErrorInvalidValue, std::string(call) + ": unknown copy kind " + std::to_string(int(kind)));
   if (cudaError_t e = check_side(dst, dst_bytes, dw, call, "destination")) return e;
   if (cudaError_t e = check_side(src, src_bytes, sw, call, "source")) return e;
-  for (size_t r = 0; r < rows; ++r)
-    std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  auto copy = [=] {
+    for (size_t r = 0; r < rows; ++r)
+      std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  };
+  const int64_t bytes = int64_t(width * rows);
+  if (kind == cudaMemcpyDeviceToDevice && !blocking)
+    return submit(stream, call, 0, [copy, bytes] {
+      copy();
+      ++device().counters.d2d_copies;
+      device().counters.d2d_bytes += bytes;
+    });
+  if (cudaError_t e = refuse_under_capture(call)) return e;
+  copy();
+  DeviceCounters& c = d.counters;
   // Host memory here is pageable: a copy from it first waits for the stream's work, a copy to it
   // also for the copy itself (CUDA's rules for pageable memory, async or not).
-  const int64_t bytes = int64_t(width * rows);
-  DeviceCounters& c = d.counters;
   switch (kind) {
     case cudaMemcpyHostToDevice:
       host_waits();
@@ -164,21 +225,62 @@ cudaError_t copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, si
       c.d2h_bytes += bytes;
       for (size_t r = 0; r < rows; ++r) digest(static_cast<const char*>(dst) + r * dpitch, width);
       break;
-    case cudaMemcpyDeviceToDevice:
+    case cudaMemcpyDeviceToDevice:  // blocking
       issue_work(0);
       ++c.d2d_copies;
       c.d2d_bytes += bytes;
-      if (blocking) host_waits();
+      host_waits();
       break;
     default: break;
   }
   return cudaSuccess;
 }
 
-cudaError_t check_stream(cudaStream_t s, const char* call) {
-  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread || live<cudaStream_t>().count(s))
-    return cudaSuccess;
-  return fail_call(cudaErrorInvalidResourceHandle, std::string(call) + ": stream " + hex_ptr(s) + " does not exist");
+cudaError_t check_stream(cudaStream_t s, const std::string& call) {
+  if (is_legacy(s) || s == cudaStreamPerThread || live<cudaStream_t>().count(s)) return cudaSuccess;
+  return fail_call(cudaErrorInvalidResourceHandle, call + ": stream " + hex_ptr(s) + " does not exist");
+}
+
+// A call CUDA refuses on a capturing stream: invalidates its capture.
+cudaError_t refuse_on_capture(Capture& c, const void* s, const std::string& call, const std::string& why) {
+  invalidate(c, call);
+  return fail_call(cudaErrorStreamCaptureUnsupported,
+                   call + " on capturing stream " + hex_ptr(s) + ": " + why + " (the capture is invalidated)");
+}
+
+// The capture that work issued to `stream` joins (nullptr: it runs now), or the error of submit.
+cudaError_t capture_of(cudaStream_t stream, const std::string& call, Capture** capture) {
+  *capture = nullptr;
+  if (cudaError_t e = check_stream(stream, call)) return e;
+  const auto it = captures().find(stream);
+  if (it != captures().end()) {
+    Capture& c = it->second;
+    if (!c.invalidated_by.empty())
+      return fail_call(cudaErrorStreamCaptureInvalidated,
+                       call + ": the capture on stream " + hex_ptr(stream) + " was invalidated by " + c.invalidated_by);
+    *capture = &c;
+  } else if (is_legacy(stream) && !captures().empty()) {
+    for (auto& entry : captures()) invalidate(entry.second, call + " on the legacy stream");
+    return fail_call(cudaErrorStreamCaptureImplicit, call + " on the legacy stream while stream " +
+                                                         hex_ptr(captures().begin()->first) +
+                                                         " captures (the capture is invalidated)");
+  }
+  return cudaSuccess;
+}
+
+// The capture status of `s`. The legacy stream has none, and may not be asked while a stream captures.
+cudaError_t capture_status(cudaStream_t s, const char* call, cudaStreamCaptureStatus* status, Capture** capture) {
+  if (cudaError_t e = check_stream(s, call)) return e;
+  if (!status) return fail_call(cudaErrorInvalidValue, std::string(call) + ": no status pointer");
+  if (is_legacy(s) && !captures().empty())
+    return fail_call(cudaErrorStreamCaptureImplicit, std::string(call) + ": the legacy stream, while stream " +
+                                                         hex_ptr(captures().begin()->first) + " captures");
+  const auto it = captures().find(s);
+  *capture = it != captures().end() ? &it->second : nullptr;
+  *status = !*capture                            ? cudaStreamCaptureStatusNone
+            : (*capture)->invalidated_by.empty() ? cudaStreamCaptureStatusActive
+                                                 : cudaStreamCaptureStatusInvalidated;
+  return cudaSuccess;
 }
 
 cudaDeviceProp make_properties() {
@@ -244,6 +346,36 @@ void issue_work(int64_t launches) {
   DeviceState& d = device();
   d.counters.launches += launches;
   d.pending = true;
+}
+
+cudaError_t submit(cudaStream_t stream, const std::string& call, int64_t launches, std::function<void()> work) {
+  DeviceState& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  Capture* capture;
+  if (cudaError_t e = capture_of(stream, call, &capture)) return e;
+  if (capture) {
+    capture->graph->nodes.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  issue_work(launches);
+  work();
+  return cudaSuccess;
+}
+
+cudaError_t refuse_under_capture(const std::string& call, bool allocation) {
+  DeviceState& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  const void* conflict = nullptr;
+  for (auto& [s, c] : captures()) {
+    if (allocation && (c.mode == cudaStreamCaptureModeRelaxed ||
+                       (c.mode == cudaStreamCaptureModeThreadLocal && c.thread != std::this_thread::get_id())))
+      continue;
+    invalidate(c, call);
+    conflict = s;
+  }
+  if (!conflict) return cudaSuccess;
+  return fail_call(cudaErrorStreamCaptureUnsupported,
+                   call + " while stream " + hex_ptr(conflict) + " captures (the capture is invalidated)");
 }
 
 void host_waits() {
@@ -337,6 +469,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   *p = nullptr;
+  if (cudaError_t e = ppo::emu::refuse_under_capture("cudaMalloc", true)) return e;
   if (bytes == 0) return cudaSuccess;
   if (d.allocated_bytes + bytes > ppo::emu::properties().totalGlobalMem)
     return fail_call(cudaErrorMemoryAllocation, "cudaMalloc of " + std::to_string(bytes) + " bytes with " +
@@ -355,6 +488,7 @@ cudaError_t cudaFree(void* p) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (!p) return cudaSuccess;
+  if (cudaError_t e = ppo::emu::refuse_under_capture("cudaFree", true)) return e;
   const auto it = d.allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == d.allocations.end())
     return fail_call(cudaErrorInvalidValue,
@@ -374,20 +508,20 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  return ppo::emu::copy_2d(dst, bytes, src, bytes, bytes, 1, kind, true, "cudaMemcpy");
+  return ppo::emu::copy_2d(dst, bytes, src, bytes, bytes, 1, kind, nullptr, true, "cudaMemcpy");
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (cudaError_t e = ppo::emu::check_stream(stream, "cudaMemcpyAsync")) return e;
-  return ppo::emu::copy_2d(dst, bytes, src, bytes, bytes, 1, kind, false, "cudaMemcpyAsync");
+  return ppo::emu::copy_2d(dst, bytes, src, bytes, bytes, 1, kind, stream, false, "cudaMemcpyAsync");
 }
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                          cudaMemcpyKind kind) {
-  return ppo::emu::copy_2d(dst, dpitch, src, spitch, width, height, kind, true, "cudaMemcpy2D");
+  return ppo::emu::copy_2d(dst, dpitch, src, spitch, width, height, kind, nullptr, true, "cudaMemcpy2D");
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind kind, cudaStream_t stream) {
   if (cudaError_t e = ppo::emu::check_stream(stream, "cudaMemcpy2DAsync")) return e;
-  return ppo::emu::copy_2d(dst, dpitch, src, spitch, width, height, kind, false, "cudaMemcpy2DAsync");
+  return ppo::emu::copy_2d(dst, dpitch, src, spitch, width, height, kind, stream, false, "cudaMemcpy2DAsync");
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   auto& d = device();
@@ -397,9 +531,8 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
   if (!ppo::emu::device_range(p, bytes))
     return fail_call(cudaErrorInvalidValue, "cudaMemset: " + ppo::emu::hex_ptr(p) + " + " + std::to_string(bytes) +
                                                 " bytes is not inside one device allocation");
-  std::memset(p, value, bytes);
-  ppo::emu::issue_work();  // a memset runs as a kernel
-  return cudaSuccess;
+  // a memset runs as a kernel
+  return ppo::emu::submit(stream, "cudaMemsetAsync", 1, [p, value, bytes] { std::memset(p, value, bytes); });
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
 
@@ -412,29 +545,46 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+// Destroying a capturing stream discards its capture.
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (!ppo::emu::live<cudaStream_t>().erase(s))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaStreamDestroy: stream " + ppo::emu::hex_ptr(s) + " does not exist");
+  const auto it = ppo::emu::captures().find(s);
+  if (it != ppo::emu::captures().end()) {
+    ppo::emu::live<cudaGraph_t>().erase(it->second.graph);
+    delete it->second.graph;
+    ppo::emu::captures().erase(it);
+  }
   delete s;
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (cudaError_t e = ppo::emu::check_stream(s, "cudaStreamSynchronize")) return e;
+  if (cudaError_t e = ppo::emu::refuse_under_capture("cudaStreamSynchronize")) return e;
   ppo::emu::host_waits();
   return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t s) { return ppo::emu::check_stream(s, "cudaStreamQuery"); }
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (cudaError_t e = ppo::emu::check_stream(s, "cudaStreamQuery")) return e;
+  const auto it = ppo::emu::captures().find(s);
+  return it == ppo::emu::captures().end()
+             ? cudaSuccess
+             : ppo::emu::refuse_on_capture(it->second, s, "cudaStreamQuery", "its work is not issued yet");
+}
 cudaError_t cudaDeviceSynchronize() {
+  if (cudaError_t e = ppo::emu::refuse_under_capture("cudaDeviceSynchronize")) return e;
   ppo::emu::host_waits();
   return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  *e = new CUevent_st{{}, false};
+  *e = new CUevent_st{{}, false, 0};
   ppo::emu::live<cudaEvent_t>().insert(*e);
   return cudaSuccess;
 }
@@ -448,19 +598,32 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
 }
+// On a capturing stream the record is a node: the event is recorded at each launch of the graph.
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  if (cudaError_t err = ppo::emu::check_stream(s, "cudaEventRecord")) return err;
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (!ppo::emu::live<cudaEvent_t>().count(e))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaEventRecord: event " + ppo::emu::hex_ptr(e) + " does not exist");
-  e->when = std::chrono::steady_clock::now();
-  e->recorded = true;
+  ppo::emu::Capture* capture;
+  if (cudaError_t err = ppo::emu::capture_of(s, "cudaEventRecord", &capture)) return err;
+  auto record = [e] {
+    if (!ppo::emu::live<cudaEvent_t>().count(e)) return;  // destroyed since the capture
+    e->when = std::chrono::steady_clock::now();
+    e->recorded = true;
+  };
+  e->capture = capture ? capture->id : 0;
+  if (capture)
+    capture->graph->nodes.push_back(record);
+  else
+    record();
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!ppo::emu::live<cudaEvent_t>().count(e))
     return fail_call(cudaErrorInvalidResourceHandle,
                      "cudaEventSynchronize: event " + ppo::emu::hex_ptr(e) + " does not exist");
+  if (cudaError_t err = ppo::emu::refuse_under_capture("cudaEventSynchronize")) return err;
   ppo::emu::host_waits();
   return cudaSuccess;
 }
@@ -477,9 +640,138 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
   return cudaSuccess;
 }
+// Another stream waiting for an event recorded in a capture would join the capture (a fork), which
+// is not emulated: refused, and the capture invalidated.
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (cudaError_t err = ppo::emu::check_stream(s, "cudaStreamWaitEvent")) return err;
-  return ppo::emu::live<cudaEvent_t>().count(e)
-             ? cudaSuccess
-             : fail_call(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: no such event");
+  if (!ppo::emu::live<cudaEvent_t>().count(e))
+    return fail_call(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: no such event");
+  for (auto& [stream, c] : ppo::emu::captures())
+    if (c.id == e->capture && stream != s)
+      return ppo::emu::refuse_on_capture(c, stream, "cudaStreamWaitEvent",
+                                         "stream " + ppo::emu::hex_ptr(s) +
+                                             " waits for an event recorded in the capture, a fork into it (not "
+                                             "emulated)");
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs (see the file comment) -------------------------------------------
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (cudaError_t e = ppo::emu::check_stream(s, "cudaStreamBeginCapture")) return e;
+  if (ppo::emu::is_legacy(s))
+    return fail_call(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture: the legacy stream cannot capture");
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed)
+    return fail_call(cudaErrorInvalidValue, "cudaStreamBeginCapture: capture mode " + std::to_string(int(mode)));
+  if (ppo::emu::captures().count(s))
+    return fail_call(cudaErrorIllegalState,
+                     "cudaStreamBeginCapture: stream " + ppo::emu::hex_ptr(s) + " already captures");
+  static unsigned long long captures_begun = 0;
+  auto* graph = new CUgraph_st{{}, true};
+  ppo::emu::live<cudaGraph_t>().insert(graph);
+  ppo::emu::captures()[s] = {graph, mode, std::this_thread::get_id(), ++captures_begun, {}};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (cudaError_t e = ppo::emu::check_stream(s, "cudaStreamEndCapture")) return e;
+  if (!graph) return fail_call(cudaErrorInvalidValue, "cudaStreamEndCapture: no graph pointer");
+  *graph = nullptr;
+  const auto it = ppo::emu::captures().find(s);
+  if (it == ppo::emu::captures().end())
+    return fail_call(cudaErrorIllegalState,
+                     "cudaStreamEndCapture: stream " + ppo::emu::hex_ptr(s) + " is not capturing");
+  const ppo::emu::Capture c = it->second;
+  if (c.mode != cudaStreamCaptureModeRelaxed && c.thread != std::this_thread::get_id())
+    return fail_call(cudaErrorStreamCaptureWrongThread, "cudaStreamEndCapture: the capture on stream " +
+                                                            ppo::emu::hex_ptr(s) + " was begun by another thread");
+  ppo::emu::captures().erase(it);
+  c.graph->capturing = false;
+  if (c.invalidated_by.empty()) {
+    *graph = c.graph;
+    return cudaSuccess;
+  }
+  ppo::emu::live<cudaGraph_t>().erase(c.graph);
+  delete c.graph;
+  return fail_call(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture on stream " +
+                                                          ppo::emu::hex_ptr(s) + " was invalidated by " +
+                                                          c.invalidated_by + "; no graph");
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  ppo::emu::Capture* capture;
+  return ppo::emu::capture_status(s, "cudaStreamIsCapturing", status, &capture);
+}
+// The capture's graph is a chain: the next node depends on the last one. Its nodes have no handles:
+// asking for them (dependencies_out, edgeData_out) fails.
+cudaError_t cudaStreamGetCaptureInfo(cudaStream_t s, cudaStreamCaptureStatus* status, unsigned long long* id,
+                                     cudaGraph_t* graph, const cudaGraphNode_t** dependencies,
+                                     const cudaGraphEdgeData** edge_data, size_t* num_dependencies) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (dependencies || edge_data)
+    return fail_call(cudaErrorInvalidValue, "cudaStreamGetCaptureInfo: graph nodes are not emulated");
+  ppo::emu::Capture* capture;
+  if (cudaError_t e = ppo::emu::capture_status(s, "cudaStreamGetCaptureInfo", status, &capture)) return e;
+  if (*status != cudaStreamCaptureStatusActive) return cudaSuccess;
+  if (id) *id = capture->id;
+  if (graph) *graph = capture->graph;
+  if (num_dependencies) *num_dependencies = capture->graph->nodes.empty() ? 0 : 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (!exec) return fail_call(cudaErrorInvalidValue, "cudaGraphInstantiate: no exec pointer");
+  if (!ppo::emu::live<cudaGraph_t>().count(graph))
+    return fail_call(cudaErrorInvalidResourceHandle,
+                     "cudaGraphInstantiate: graph " + ppo::emu::hex_ptr(graph) + " does not exist");
+  if (flags != 0)
+    return fail_call(cudaErrorInvalidValue,
+                     "cudaGraphInstantiate: flags " + std::to_string(flags) + " (only 0 is emulated)");
+  *exec = new CUgraphExec_st{graph->nodes};
+  ppo::emu::live<cudaGraphExec_t>().insert(*exec);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (!ppo::emu::live<cudaGraph_t>().count(graph))
+    return fail_call(cudaErrorInvalidResourceHandle,
+                     "cudaGraphDestroy: graph " + ppo::emu::hex_ptr(graph) + " does not exist");
+  if (graph->capturing)
+    return fail_call(cudaErrorIllegalState,
+                     "cudaGraphDestroy: graph " + ppo::emu::hex_ptr(graph) + " is still being captured");
+  ppo::emu::live<cudaGraph_t>().erase(graph);
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (!ppo::emu::live<cudaGraphExec_t>().erase(exec))
+    return fail_call(cudaErrorInvalidResourceHandle,
+                     "cudaGraphExecDestroy: graph exec " + ppo::emu::hex_ptr(exec) + " does not exist");
+  delete exec;
+  return cudaSuccess;
+}
+// Runs the nodes in order, now, as one launch; a failing kernel reports through cudaGetLastError.
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  auto& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mutex);
+  if (!ppo::emu::live<cudaGraphExec_t>().count(exec))
+    return fail_call(cudaErrorInvalidResourceHandle,
+                     "cudaGraphLaunch: graph exec " + ppo::emu::hex_ptr(exec) + " does not exist");
+  const auto it = ppo::emu::captures().find(s);
+  if (it != ppo::emu::captures().end())
+    return ppo::emu::refuse_on_capture(it->second, s, "cudaGraphLaunch", "a graph inside a capture is not emulated");
+  return ppo::emu::submit(s, "cudaGraphLaunch", 1, [exec] {
+    for (const auto& node : exec->nodes) node();
+  });
 }
