@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/device_memory.h"
@@ -195,6 +196,14 @@ __global__ void cp_async_kernel(float* before, float* after, const float* src) {
   before[t] = smem[4 * t];
   cuda::cp_async_wait<0>();
   after[t] = smem[4 * t];
+}
+
+// *counter += 1, by one thread.
+__global__ void increment_kernel(int* counter) { *counter += 1; }
+
+// out[t] = in[0] * (t + 1) + offset: reads a device value when it runs.
+__global__ void scale_kernel(float* out, const float* in, float offset) {
+  out[threadIdx.x] = in[0] * float(threadIdx.x + 1) + offset;
 }
 
 // ---- barriers -----------------------------------------------------------------------------------
@@ -525,6 +534,300 @@ TEST_CASE("cuBLASLt: BIAS and BGRADB epilogues against a loop; the heuristic ref
   }
   CHECK_FALSE(run(CUBLASLT_EPILOGUE_DEFAULT, nullptr, n + 1));  // ldb 17 bf16 = 34 bytes: no algorithm
   cublasLtDestroy(h);
+}
+
+// ---- stream capture, graphs ---------------------------------------------------------------------
+
+cudaStream_t make_stream() {
+  cudaStream_t s;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  return s;
+}
+
+cudaStreamCaptureStatus capture_status(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  REQUIRE(cudaStreamIsCapturing(s, &status) == cudaSuccess);
+  return status;
+}
+
+// cublasLtMatmul D = alpha A B (n x n, column-major; A, B bf16, D f32) on `stream`.
+cublasStatus_t lt_matmul(cublasLtHandle_t h, int n, const float* alpha, const bf16* A, const bf16* B, float* D,
+                         void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t lab, ld;
+  cublasLtMatmulPreference_t pref;
+  cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  cublasLtMatrixLayoutCreate(&lab, CUDA_R_16BF, uint64_t(n), uint64_t(n), n);
+  cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, uint64_t(n), uint64_t(n), n);
+  cublasLtMatmulPreferenceCreate(&pref);
+  const uint64_t ws = workspace_bytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, op, lab, lab, ld, ld, pref, 1, &result, &found);
+  const float beta = 0.0f;
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmul(h, op, alpha, A, lab, B, lab, &beta, D, ld, D, ld, &result.algo, workspace, workspace_bytes,
+                        stream);
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(ld);
+  cublasLtMatrixLayoutDestroy(lab);
+  cublasLtMatmulDescDestroy(op);
+  return st;
+}
+
+TEST_CASE("stream capture: nothing runs while capturing; each graph launch runs every node in order, as one launch") {
+  cudaStream_t s = make_stream();
+  cublasHandle_t blas;
+  cublasLtHandle_t lt;
+  REQUIRE(cublasCreate(&blas) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasSetStream(blas, s) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS);
+  const int n = 8;
+  std::vector<float> A(size_t(n * n)), B(size_t(n * n));
+  for (int i = 0; i < n * n; ++i) {
+    A[size_t(i)] = float(i % 5 - 2);
+    B[size_t(i)] = float(i % 3 - 1);
+  }
+  const std::vector<float> AB =
+      gemm_reference(false, false, n, n, n, A, n, B, n, 0.0f, std::vector<float>(size_t(n * n)), n);
+  DeviceArray<bf16> dA(to_bf16(A)), dB(to_bf16(B));
+  DeviceArray<float> gemm(size_t(n * n)), lt_out(size_t(n * n)), in(std::vector<float>{2.0f}), out(8), copied(8),
+      cleared(4);
+  DeviceArray<int> counter(std::vector<int>{0});
+  DeviceArray<char> workspace(size_t(8) << 20);
+  REQUIRE(cudaMemset(cleared.p, 0x7f, 4 * sizeof(float)) == cudaSuccess);
+  reset_cuda_counters();
+
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  CHECK(capture_status(s) == cudaStreamCaptureStatusActive);
+  PPO_LAUNCH(1, 1, 0, s, increment_kernel, counter.p);
+  float offset = 0.5f;
+  PPO_LAUNCH(1, 8, 0, s, scale_kernel, out.p, in.p, offset);
+  REQUIRE(cudaMemcpyAsync(copied.p, out.p, 8 * sizeof(float), cudaMemcpyDeviceToDevice, s) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(cleared.p, 0, 4 * sizeof(float), s) == cudaSuccess);
+  float alpha = 1.0f, beta = 0.0f;
+  REQUIRE(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, dA.p, CUDA_R_16BF, n, dB.p, CUDA_R_16BF, n,
+                       &beta, gemm.p, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+  const float lt_alpha = 2.0f;
+  REQUIRE(lt_matmul(lt, n, &lt_alpha, dA.p, dB.p, lt_out.p, workspace.p, workspace.n, s) == CUBLAS_STATUS_SUCCESS);
+  alpha = offset = 100.0f;  // the capture holds the values it was given
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  REQUIRE(graph != nullptr);
+  CHECK(capture_status(s) == cudaStreamCaptureStatusNone);
+  CHECK(cudaGetLastError() == cudaSuccess);
+
+  CHECK(cuda_counters().launches == 0);  // nothing ran
+  CHECK(counter.host()[0] == 0);
+  for (float v : out.host()) CHECK(std::isnan(v));
+  for (float v : copied.host()) CHECK(std::isnan(v));
+  for (float v : cleared.host()) CHECK(v > 1e38f);
+  for (float v : gemm.host()) CHECK(std::isnan(v));
+  for (float v : lt_out.host()) CHECK(std::isnan(v));
+
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);  // the exec stands alone
+  const DeviceCounters before = cuda_counters();
+  for (int launch = 1; launch <= 3; ++launch) {
+    const float x = float(launch + 1);
+    REQUIRE(cudaMemcpy(in.p, &x, sizeof x, cudaMemcpyHostToDevice) == cudaSuccess);  // read at each launch
+    REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+    CHECK(cuda_counters().launches == before.launches + launch);
+    CHECK(counter.host()[0] == launch);
+    const std::vector<float> o = out.host(), c = copied.host();
+    for (size_t t = 0; t < 8; ++t) {
+      CHECK(o[t] == x * float(t + 1) + 0.5f);
+      CHECK(c[t] == o[t]);  // the copy ran after the kernel
+    }
+  }
+  const DeviceCounters after = cuda_counters();
+  CHECK(after.d2d_copies - before.d2d_copies == 3);  // a copy node counts at every launch
+  CHECK(after.d2d_bytes - before.d2d_bytes == 3 * 8 * int64_t(sizeof(float)));
+  for (float v : cleared.host()) CHECK(v == 0.0f);
+  const std::vector<float> g = gemm.host(), l = lt_out.host();
+  for (size_t i = 0; i < g.size(); ++i) {
+    CHECK(g[i] == AB[i]);
+    CHECK(l[i] == 2.0f * AB[i]);
+  }
+  REQUIRE(cudaGraphExecDestroy(exec) == cudaSuccess);
+  cublasLtDestroy(lt);
+  cublasDestroy(blas);
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("stream capture: a call that cannot be captured fails and invalidates the capture; nothing captured runs") {
+  cudaStream_t s = make_stream();
+  DeviceArray<int> counter(std::vector<int>{0});
+  DeviceArray<int32_t> keys(std::vector<int32_t>{3, 1, 2}), sorted(3);
+  DeviceArray<char> temp(4096);
+  std::vector<int> host(1);
+  // `call`, made while `s` captures one launch, fails with `want`; cudaStreamEndCapture then names `what`.
+  auto invalidates = [&](const std::string& what, cudaError_t want, const std::function<cudaError_t()>& call,
+                         cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal) {
+    CAPTURE(what);
+    REQUIRE(cudaStreamBeginCapture(s, mode) == cudaSuccess);
+    PPO_LAUNCH(1, 1, 0, s, increment_kernel, counter.p);
+    CHECK(call() == want);
+    CHECK(cudaGetLastError() == want);
+    CHECK(capture_status(s) == cudaStreamCaptureStatusInvalidated);
+    CHECK(cudaMemsetAsync(counter.p, 0, sizeof(int), s) == cudaErrorStreamCaptureInvalidated);
+    cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(&host);
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+    CHECK(graph == nullptr);
+    CHECK(contains(cudaGetErrorString(cudaErrorStreamCaptureInvalidated), "invalidated by " + what));
+    cudaGetLastError();
+    CHECK(capture_status(s) == cudaStreamCaptureStatusNone);
+  };
+  invalidates("cudaStreamSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaStreamSynchronize(s); });
+  invalidates("cudaDeviceSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaDeviceSynchronize(); });
+  invalidates("cudaStreamQuery", cudaErrorStreamCaptureUnsupported, [&] { return cudaStreamQuery(s); });
+  invalidates("cudaMemcpyAsync", cudaErrorStreamCaptureUnsupported,
+              [&] { return cudaMemcpyAsync(host.data(), counter.p, sizeof(int), cudaMemcpyDeviceToHost, s); });
+  invalidates("cudaMemcpy", cudaErrorStreamCaptureUnsupported,
+              [&] { return cudaMemcpy(temp.p, counter.p, sizeof(int), cudaMemcpyDeviceToDevice); });
+  invalidates("cudaMalloc", cudaErrorStreamCaptureUnsupported, [&] {
+    void* p = nullptr;
+    return cudaMalloc(&p, 16);
+  });
+  invalidates("radix_sort_pairs", cudaErrorStreamCaptureUnsupported, [&] {
+    size_t bytes = temp.n;
+    return cuda::radix_sort_pairs(temp.p, bytes, keys.p, sorted.p, keys.p, sorted.p, 3, 0, 8, s);
+  });
+  invalidates("cudaMemsetAsync on the legacy stream", cudaErrorStreamCaptureImplicit,
+              [&] { return cudaMemsetAsync(temp.p, 0, 16, nullptr); });
+  cudaEvent_t event;
+  REQUIRE(cudaEventCreate(&event) == cudaSuccess);
+  cudaStream_t other = make_stream();
+  invalidates("cudaStreamWaitEvent", cudaErrorStreamCaptureUnsupported, [&] {
+    REQUIRE(cudaEventRecord(event, s) == cudaSuccess);  // a node of the capture
+    return cudaStreamWaitEvent(other, event, 0);        // a fork into it
+  });
+  cudaStreamDestroy(other);
+  cudaEventDestroy(event);
+  CHECK(counter.host()[0] == 0);  // no captured launch ran
+
+  // A Relaxed capture permits an allocation; every capture refuses a wait.
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, 16) == cudaSuccess);
+  CHECK(cudaFree(p) == cudaSuccess);
+  CHECK(capture_status(s) == cudaStreamCaptureStatusActive);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  cudaGraphDestroy(graph);
+  invalidates(
+      "cudaStreamSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaStreamSynchronize(s); },
+      cudaStreamCaptureModeRelaxed);
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("stream capture and graphs: misuse of the API fails, naming the call") {
+  cudaStream_t s = make_stream();
+  DeviceArray<int> counter(std::vector<int>{0});
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorIllegalState);  // not capturing
+  CHECK(contains(cudaGetErrorString(cudaErrorIllegalState), "cudaStreamEndCapture"));
+  cudaGetLastError();
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaErrorIllegalState);  // already capturing
+  CHECK(contains(cudaGetErrorString(cudaErrorIllegalState), "already captures"));
+  cudaStreamCaptureStatus status;
+  CHECK(cudaStreamIsCapturing(nullptr, &status) == cudaErrorStreamCaptureImplicit);
+  cudaGetLastError();
+  PPO_LAUNCH(1, 1, 0, s, increment_kernel, counter.p);
+  unsigned long long id = 0;
+  size_t dependencies = 0;
+  cudaGraph_t capturing = nullptr;
+  REQUIRE(cudaStreamGetCaptureInfo(s, &status, &id, &capturing, nullptr, nullptr, &dependencies) == cudaSuccess);
+  CHECK(status == cudaStreamCaptureStatusActive);
+  CHECK(id != 0);
+  CHECK(dependencies == 1);
+  CHECK(cudaGraphDestroy(capturing) == cudaErrorIllegalState);  // still being captured
+  cudaGetLastError();
+  // an invalid launch configuration fails at the launch, not at a replay
+  CHECK(contains(error_of([&] { PPO_LAUNCH(0, 32, 0, s, increment_kernel, counter.p); }), "not a valid launch"));
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  CHECK(graph == capturing);
+  cudaGetLastError();
+
+  cudaGraphExec_t exec = nullptr;
+  CHECK(cudaGraphInstantiate(&exec, graph, 1) == cudaErrorInvalidValue);
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  CHECK(cudaGraphLaunch(reinterpret_cast<cudaGraphExec_t>(graph), s) == cudaErrorInvalidResourceHandle);
+  REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaErrorInvalidResourceHandle);
+  CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaErrorInvalidResourceHandle);
+
+  // launching into a capture is refused and invalidates it
+  cudaStream_t other = make_stream();
+  REQUIRE(cudaStreamBeginCapture(other, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  CHECK(cudaGraphLaunch(exec, other) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(other, &graph) == cudaErrorStreamCaptureInvalidated);
+  CHECK(contains(cudaGetErrorString(cudaErrorStreamCaptureInvalidated), "cudaGraphLaunch"));
+  cudaStreamDestroy(other);
+  CHECK(counter.host()[0] == 0);
+
+  REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  CHECK(counter.host()[0] == 1);
+  REQUIRE(cudaGraphExecDestroy(exec) == cudaSuccess);
+  CHECK(cudaGraphLaunch(exec, s) == cudaErrorInvalidResourceHandle);
+  CHECK(contains(cudaGetErrorString(cudaErrorInvalidResourceHandle), "cudaGraphLaunch"));
+  CHECK(cudaGraphExecDestroy(exec) == cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+  CHECK(counter.host()[0] == 1);
+
+  // destroying a capturing stream discards its capture
+  cudaStream_t dropped = make_stream();
+  REQUIRE(cudaStreamBeginCapture(dropped, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(dropped) == cudaSuccess);
+  CHECK(cudaStreamIsCapturing(nullptr, &status) == cudaSuccess);
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("capture modes: a Global capture refuses another thread's allocation, a ThreadLocal one ends on its thread") {
+  cudaStream_t s = make_stream();
+  auto on_another_thread = [](const std::function<cudaError_t()>& call) {
+    cudaError_t result = cudaSuccess;
+    std::thread([&] { result = call(); }).join();
+    return result;
+  };
+  auto allocate = [] {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, 16);
+    return e != cudaSuccess ? e : cudaFree(p);
+  };
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  CHECK(on_another_thread(allocate) == cudaSuccess);
+  CHECK(on_another_thread([&] { return cudaStreamEndCapture(s, &graph); }) == cudaErrorStreamCaptureWrongThread);
+  cudaGetLastError();
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  cudaGraphDestroy(graph);
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  CHECK(on_another_thread(allocate) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+  cudaGetLastError();
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("a kernel that fails in a graph launch reports through cudaGetLastError, naming it") {
+  cudaStream_t s = make_stream();
+  DeviceArray<int> out(64);
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  CHECK(error_of([&] { PPO_LAUNCH(1, 64, 0, s, two_barrier_sites_kernel, out.p); }).empty());  // not run yet
+  cudaGraph_t graph;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  cudaGraphExec_t exec;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  cudaGraphDestroy(graph);
+  CHECK(cudaGraphLaunch(exec, s) == cudaSuccess);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK(contains(cudaGetErrorString(cudaErrorLaunchFailure), "two_barrier_sites_kernel"));
+  cudaGraphExecDestroy(exec);
+  cudaStreamDestroy(s);
 }
 
 TEST_CASE("radix_sort_pairs: stable, by the bit range, two-call protocol, too little temp storage refused") {
