@@ -1,7 +1,8 @@
 // Error checks for CUDA runtime, cuBLAS, NCCL and kernel launches (PPO_LAUNCH, kernels/cuda/launch.cuh).
 // Each failure throws ppo::Error naming the statement, the library's error string and file:line.
 // With PPO_SYNC_LAUNCHES=1 in the environment every launch is followed by a device synchronisation,
-// so an asynchronous fault is reported at the launch that caused it.
+// so an asynchronous fault is reported at the launch that caused it (not while the stream is
+// captured into a graph: there the launches run at each graph launch).
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -12,7 +13,7 @@
 namespace ppo {
 [[noreturn]] void cuda_fail(const char* what, const char* stmt, const char* file, int line);
 // `spelled`: PPO_LAUNCH's kernel and arguments as written ("kernel<T>, a, b"); errors name the kernel.
-void check_launch(const char* spelled, const char* file, int line);
+void check_launch(const char* spelled, const char* file, int line, cudaStream_t stream);
 // The kernel's name in PPO_LAUNCH's spelled arguments: the text up to the first comma outside <>.
 std::string kernel_name(const char* spelled);
 const char* cublas_status_name(cublasStatus_t s);

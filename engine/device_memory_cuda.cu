@@ -26,14 +26,15 @@ std::string kernel_name(const char* spelled) {
   return std::string(spelled, size_t(p - spelled));
 }
 
-void check_launch(const char* spelled, const char* file, int line) {
+void check_launch(const char* spelled, const char* file, int line, cudaStream_t stream) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel_name(spelled).c_str(), file, line);
   static const bool sync = [] {
     const char* s = std::getenv("PPO_SYNC_LAUNCHES");
     return s && std::string(s) == "1";
   }();
-  if (sync) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (sync && cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
     err = cudaDeviceSynchronize();
     if (err != cudaSuccess) cuda_fail(cudaGetErrorString(err), kernel_name(spelled).c_str(), file, line);
   }

@@ -59,6 +59,15 @@ void expect_optional(const char* op, const char* arg, const Tensor& t, DeviceKin
   if (!t.empty()) expect(op, arg, t, device, dtype, shape);
 }
 
+// The device pointer of a DeviceIndex's counter, checked ((1) i32 on the op's device); null when
+// the counter is empty (and not required).
+int32_t* counter_ptr(const char* op, const char* arg, const Tensor& counter, DeviceKind device, bool required = false) {
+  PPO_ASSERT(!required || !counter.empty(), op, ": no ", arg, " counter");
+  if (counter.empty()) return nullptr;
+  expect(op, arg, counter, device, DType::I32, {1});
+  return counter.ptr<int32_t>();
+}
+
 template <class T>
 T* opt(const Tensor& t) {
   return t.empty() ? nullptr : t.ptr<T>();
@@ -105,6 +114,46 @@ Backend::Backend(DeviceKind device, Precision precision) : device_(device), prec
 
 Backend::~Backend() = default;
 
+// ---- recorded ops ---------------------------------------------------------------------------------
+
+struct RecordedOps::Impl {
+  std::function<void()> ops;  // CPU: called again on each run
+#ifdef PPO_HAS_CUDA
+  CudaContext* cuda = nullptr;  // CUDA: the graph captured on its stream
+  cudaGraphExec_t graph = nullptr;
+  ~Impl() {
+    if (graph) cuda::destroy_graph(graph);
+  }
+#endif
+};
+
+RecordedOps::RecordedOps() = default;
+RecordedOps::~RecordedOps() = default;
+RecordedOps::RecordedOps(RecordedOps&&) noexcept = default;
+RecordedOps& RecordedOps::operator=(RecordedOps&&) noexcept = default;
+
+void RecordedOps::run() {
+  PPO_ASSERT(impl_, "RecordedOps::run: nothing was recorded");
+#ifdef PPO_HAS_CUDA
+  if (impl_->graph) return cuda::launch_graph(*impl_->cuda, impl_->graph);
+#endif
+  impl_->ops();
+}
+
+RecordedOps Backend::record(const std::function<void()>& ops) {
+  RecordedOps r;
+  r.impl_ = std::make_unique<RecordedOps::Impl>();
+#ifdef PPO_HAS_CUDA
+  if (cuda_) {
+    r.impl_->cuda = cuda_.get();
+    r.impl_->graph = cuda::capture_graph(*cuda_, ops);
+    return r;
+  }
+#endif
+  r.impl_->ops = ops;
+  return r;
+}
+
 DType Backend::act_dtype() const {
   switch (precision_) {
     case Precision::F32: return DType::F32;
@@ -113,6 +162,11 @@ DType Backend::act_dtype() const {
   }
   return DType::F32;
 }
+int64_t Backend::host_value(const char* op, const char* what, const DeviceIndex& index) {
+  const int32_t* counter = counter_ptr(op, what, index.counter, device_);
+  return counter ? index.offset + *counter : index.offset;
+}
+
 DType Backend::grad_dtype() const { return precision_ == Precision::F64 ? DType::F64 : DType::F32; }
 DType Backend::stat_dtype() const { return grad_dtype(); }
 
@@ -656,28 +710,36 @@ void Backend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor ou
   });
 }
 
-void Backend::kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, int64_t start, int NH, int NKV, int HS) {
+void Backend::kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, DeviceIndex start, int NH, int NKV, int HS) {
   const char* op = "kv_cache_write";
   check_heads(op, NH, NKV, HS);
   const int64_t B = qkv.dim(0), T = qkv.dim(1), S = kcache.dim(1);
   expect(op, "qkv", qkv, device_, act_dtype(), {B, T, int64_t(NH + 2 * NKV) * HS});
   expect(op, "kcache", kcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
   expect(op, "vcache", vcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
-  PPO_ASSERT(start >= 0 && start + T <= S, op, ": positions [", start, ",", start + T,
-             ") do not fit the KV cache of ", S, " positions");
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    cuda::kv_cache_write(*cuda_, kcache.ptr<bf16>(), vcache.ptr<bf16>(), qkv.ptr<bf16>(), B, T, S, start, NH, NKV, HS);
+    if (start.counter.empty())
+      PPO_ASSERT(start.offset >= 0 && start.offset + T <= S, op, ": positions [", start.offset, ",", start.offset + T,
+                 ") do not fit the KV cache of ", S, " positions");
+    else
+      range_sites_[5] = {op, "cache start", start.counter.name, "", S - T + 1};
+    cuda::kv_cache_write(*cuda_, kcache.ptr<bf16>(), vcache.ptr<bf16>(), qkv.ptr<bf16>(), B, T, S,
+                         counter_ptr(op, "start", start.counter, device_), start.offset, NH, NKV, HS);
 #endif
     return;
   }
+  const int64_t first = host_value(op, "start", start);
+  PPO_ASSERT(first >= 0 && first + T <= S, op, ": positions [", first, ",", first + T, ") do not fit the KV cache of ",
+             S, " positions", start.counter.empty() ? "" : " (the start read from '", start.counter.name,
+             start.counter.empty() ? "" : "')");
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
-    cpu::kv_cache_write<F>(kcache.ptr<F>(), vcache.ptr<F>(), qkv.ptr<F>(), B, T, S, start, NH, NKV, HS);
+    cpu::kv_cache_write<F>(kcache.ptr<F>(), vcache.ptr<F>(), qkv.ptr<F>(), B, T, S, first, NH, NKV, HS);
   });
 }
 
-void Backend::attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vcache, Tensor mask, int64_t length,
+void Backend::attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vcache, Tensor mask, DeviceIndex length,
                                int NH, int NKV, int HS) {
   const char* op = "attention_decode";
   check_heads(op, NH, NKV, HS);
@@ -687,18 +749,23 @@ void Backend::attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vca
   expect(op, "vcache", vcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
   expect(op, "mask", mask, device_, DType::I32, {B, S});
   expect(op, "out", out.reshape({B, out.numel() / B}), device_, act_dtype(), {B, int64_t(NH) * HS});
-  PPO_ASSERT(length >= 1 && length <= S, op, ": length ", length, " outside [1,", S, "]");
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
+    // a length read on the device is clamped to [0,S] there (the KV write of its last position checks it)
+    if (length.counter.empty())
+      PPO_ASSERT(length.offset >= 1 && length.offset <= S, op, ": length ", length.offset, " outside [1,", S, "]");
     cuda::attention_decode(*cuda_, out.ptr<bf16>(), qkv.ptr<bf16>(), kcache.ptr<bf16>(), vcache.ptr<bf16>(),
-                           mask.ptr<int32_t>(), B, S, length, NH, NKV, HS);
+                           mask.ptr<int32_t>(), B, S, counter_ptr(op, "length", length.counter, device_), length.offset,
+                           NH, NKV, HS);
 #endif
     return;
   }
+  const int64_t L = host_value(op, "length", length);
+  PPO_ASSERT(L >= 1 && L <= S, op, ": length ", L, " outside [1,", S, "]");
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
-    cpu::attention_decode<F>(out.ptr<F>(), qkv.ptr<F>(), kcache.ptr<F>(), vcache.ptr<F>(), mask.ptr<int32_t>(),
-                             B, S, length, NH, NKV, HS);
+    cpu::attention_decode<F>(out.ptr<F>(), qkv.ptr<F>(), kcache.ptr<F>(), vcache.ptr<F>(), mask.ptr<int32_t>(), B, S, L,
+                             NH, NKV, HS);
   });
 }
 
@@ -765,7 +832,7 @@ void Backend::lm_logprob_entropy_backward(Tensor dhidden, Tensor dwte, Tensor g_
 }
 
 void Backend::sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv_temperature, int top_k, float top_p,
-                            uint64_t seed, uint64_t stream) {
+                            uint64_t seed, uint64_t stream, Tensor step, uint64_t step_stride) {
   const char* op = "sample_tokens";
   const int64_t B = logits.dim(0), V = logits.dim(-1);
   expect(op, "logits", logits.reshape({B, logits.numel() / B}), device_, act_dtype(), {B, V});
@@ -776,19 +843,20 @@ void Backend::sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
     cuda::sample_tokens(*cuda_, tokens.ptr<int32_t>(), logp.ptr<float>(), logits.ptr<bf16>(), B, V, inv_temperature,
-                        top_k, top_p, seed, stream);
+                        top_k, top_p, seed, stream, counter_ptr(op, "step", step, device_), step_stride);
 #endif
     return;
   }
+  const uint64_t first = stream + uint64_t(host_value(op, "step", {step, 0})) * step_stride;
   ScratchLease s(scratch_.get(), op, act_dtype(), cpu::lm_scratch_elems(V));
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     cpu::sample_tokens<F>(tokens.ptr<int32_t>(), logp.ptr<F>(), logits.ptr<F>(), B, V, inv_temperature, top_k, top_p,
-                          seed, stream, s.t.ptr<F>());
+                          seed, first, s.t.ptr<F>());
   });
 }
 
-void Backend::mask_token_logits(Tensor logits, const std::vector<int32_t>& ids) {
+void Backend::mask_token_logits(Tensor logits, const std::vector<int32_t>& ids, Tensor step, int64_t below) {
   const char* op = "mask_token_logits";
   const int64_t B = logits.dim(0), V = logits.dim(-1);
   expect(op, "logits", logits.reshape({B, logits.numel() / B}), device_, act_dtype(), {B, V});
@@ -797,10 +865,12 @@ void Backend::mask_token_logits(Tensor logits, const std::vector<int32_t>& ids) 
   if (ids.empty()) return;
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    cuda::mask_token_logits(*cuda_, logits.ptr<bf16>(), B, V, ids.data(), int(ids.size()));
+    cuda::mask_token_logits(*cuda_, logits.ptr<bf16>(), B, V, ids.data(), int(ids.size()),
+                            counter_ptr(op, "step", step, device_), below);
 #endif
     return;
   }
+  if (!step.empty() && host_value(op, "step", {step, 0}) >= below) return;
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     for (int64_t b = 0; b < B; ++b)
@@ -809,7 +879,7 @@ void Backend::mask_token_logits(Tensor logits, const std::vector<int32_t>& ids) 
 }
 
 void Backend::append_sampled(Tensor tokens, Tensor logp, Tensor done, Tensor pos, Tensor step_tokens, Tensor step_logp,
-                             int64_t t, const std::vector<int32_t>& stop_ids, int32_t pad) {
+                             Tensor step, const std::vector<int32_t>& stop_ids, int32_t pad) {
   const char* op = "append_sampled";
   const int64_t B = tokens.dim(0), R = tokens.dim(1);
   expect(op, "tokens", tokens, device_, DType::I32, {B, R});
@@ -818,16 +888,20 @@ void Backend::append_sampled(Tensor tokens, Tensor logp, Tensor done, Tensor pos
   expect(op, "pos", pos, device_, DType::I32, {B});
   expect(op, "step_tokens", step_tokens, device_, DType::I32, {B});
   expect(op, "step_logp", step_logp, device_, stat_dtype(), {B});
-  PPO_ASSERT(t >= 0 && t < R, op, ": step ", t, " outside [0,", R, ")");
   PPO_ASSERT(int(stop_ids.size()) <= kMaxMaskedTokens, op, ": ", stop_ids.size(), " stop ids, at most ", kMaxMaskedTokens);
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
+    range_sites_[6] = {op, "step", step.name, "the response columns ", R};
     cuda::append_sampled(*cuda_, tokens.ptr<int32_t>(), logp.ptr<float>(), done.ptr<int32_t>(), pos.ptr<int32_t>(),
-                         step_tokens.ptr<int32_t>(), step_logp.ptr<float>(), B, R, t, stop_ids.data(), int(stop_ids.size()),
-                         pad);
+                         step_tokens.ptr<int32_t>(), step_logp.ptr<float>(), B, R,
+                         counter_ptr(op, "step", step, device_, true), stop_ids.data(), int(stop_ids.size()), pad);
 #endif
     return;
   }
+  int32_t* counter = counter_ptr(op, "step", step, device_, true);
+  const int64_t t = *counter;
+  PPO_ASSERT(t >= 0 && t < R, op, ": step ", t, " in '", step.name, "' outside the response columns [0,", R, ")");
+  ++*counter;
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     for (int64_t b = 0; b < B; ++b) {

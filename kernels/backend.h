@@ -15,6 +15,7 @@
 // and the residual stream); all others overwrite ("="). Optional tensors may be passed empty ({}).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 #include "engine/arena.h"
@@ -57,6 +58,32 @@ struct MaskedMoments {
 
 struct CudaContext;  // kernels/cuda/context.h: stream, cuBLAS/cuBLASLt handles
 
+// A position or count an op reads on its device when it runs, so the launches of a recorded step
+// (Backend::record, a CUDA graph) see each run's value: counter[0] + offset, counter (1) i32 on
+// the op's device; offset alone when counter is empty (a plain integer converts to that).
+struct DeviceIndex {
+  Tensor counter;
+  int64_t offset = 0;
+  DeviceIndex(int64_t value = 0) : offset(value) {}  // NOLINT(google-explicit-constructor)
+  DeviceIndex(Tensor counter_, int64_t offset_) : counter(std::move(counter_)), offset(offset_) {}
+};
+
+// Ops recorded once to run many times (the decode step): on CUDA one captured graph, each run one
+// launch; on the CPU the ops are called again. See Backend::record.
+class RecordedOps {
+ public:
+  RecordedOps();
+  ~RecordedOps();
+  RecordedOps(RecordedOps&&) noexcept;
+  RecordedOps& operator=(RecordedOps&&) noexcept;
+  void run();
+
+ private:
+  friend class Backend;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Threads of every CPU backend in the process: OpenMP's pool, which also runs the BLAS calls
 // (kernels/cpu/blas.h; BLAS itself stays single-threaded). Without a call, OpenMP's count:
 // OMP_NUM_THREADS, else every core. Matrix products are cut into one block per thread, so the
@@ -96,6 +123,11 @@ class Backend {
   // as they go. Host reads (to_host, to_host_ids) wait for the device's work but do not check.
   void synchronize();
   CudaContext* cuda() const { return cuda_.get(); }
+  // Records `ops` (calls of this backend's ops) without running them; each RecordedOps::run runs
+  // them as recorded: the same tensors, shapes and host arguments. What changes between runs must
+  // be read on the device (DeviceIndex, device tensors). The recorded ops must not read to the host,
+  // synchronize or allocate: on CUDA the stream is being captured, and that is an error.
+  RecordedOps record(const std::function<void()>& ops);
 
   // ---- memory ---------------------------------------------------------------------------------
   void zero(Tensor t);
@@ -173,12 +205,13 @@ class Backend {
   void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor mask,
                           int NH, int NKV, int HS);
   // KV cache of one layer: kcache, vcache (B,S,NKV*HS) act. Writes the k and v heads of
-  // qkv(B,T,...) at cache positions [start, start+T).
-  void kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, int64_t start, int NH, int NKV, int HS);
+  // qkv(B,T,...) at cache positions [start, start+T) (outside [0,S): an error; on CUDA at the next
+  // synchronize, for a start read on the device).
+  void kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, DeviceIndex start, int NH, int NKV, int HS);
   // One new query per sequence over the cache: qkv(B,1,...) supplies q; keys are cache positions
-  // s < length with mask[b,s] == 1 (mask (B,S) i32). out (B,NH*HS) act.
-  void attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vcache, Tensor mask,
-                        int64_t length, int NH, int NKV, int HS);
+  // s < length (in [1,S]) with mask[b,s] == 1 (mask (B,S) i32). out (B,NH*HS) act.
+  void attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vcache, Tensor mask, DeviceIndex length, int NH,
+                        int NKV, int HS);
 
   // ---- language-model head: fused log-prob and entropy over the vocabulary ------------------------
   // z(N,V) = (hidden(N,C) @ wte(V,C)^T) * inv_temperature, never stored whole (vocabulary chunks):
@@ -197,22 +230,25 @@ class Backend {
   // Sampling from logits(B,V) act at temperature 1/inv_temperature. p = softmax(logits*inv_temperature);
   // top_k > 0 keeps the k most probable tokens (ties: lower id first); top_p < 1 keeps the smallest
   // most-probable set whose mass reaches top_p; the kept set is renormalized and one uniform
-  // u = uniform_from_bits(philox_draw(seed, stream + b, 0).v[0]) picks by inverse CDF over kept
-  // tokens in id order. tokens (B) i32; logp (B) stat = log p[token] of the FULL distribution
-  // (not renormalized over the kept set).
-  void sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv_temperature, int top_k,
-                     float top_p, uint64_t seed, uint64_t stream);
+  // u = uniform_from_bits(philox_draw(seed, s + b, 0).v[0]) picks by inverse CDF over kept
+  // tokens in id order, with s = stream + step[0] * step_stride (step (1) i32 on the device, read
+  // when the op runs; empty: s = stream). tokens (B) i32; logp (B) stat = log p[token] of the FULL
+  // distribution (not renormalized over the kept set).
+  void sample_tokens(Tensor tokens, Tensor logp, Tensor logits, float inv_temperature, int top_k, float top_p,
+                     uint64_t seed, uint64_t stream, Tensor step = {}, uint64_t step_stride = 0);
   // logits(B,V)[:, id] = -inf for each of `ids` (at most kMaxMaskedTokens, each in [0,V)): sampling
-  // never picks them (stop tokens before min_new_tokens). One launch on the GPU.
+  // never picks them (stop tokens before min_new_tokens). Only while step[0] < below when a step
+  // (1) i32 is given (read on the device when the op runs). One launch on the GPU.
   static constexpr int kMaxMaskedTokens = 16;
-  void mask_token_logits(Tensor logits, const std::vector<int32_t>& ids);
-  // Keeps decode step t's samples on the device. Per row b: pos[b] += 1 (the sampled token's
-  // position); a row not done gets tokens[b,t] = step_tokens[b], logp[b,t] = step_logp[b], and
-  // done[b] = 1 when that token is one of stop_ids (at most kMaxMaskedTokens); a done row gets
-  // tokens[b,t] = pad, logp[b,t] = 0. tokens (B,R), done (B), pos (B), step_tokens (B) i32; logp
-  // (B,R), step_logp (B) stat. One launch; nothing crosses to the host.
+  void mask_token_logits(Tensor logits, const std::vector<int32_t>& ids, Tensor step = {}, int64_t below = 0);
+  // Keeps decode step t = step[0]'s samples on the device (step (1) i32), then step[0] = t + 1.
+  // Per row b: pos[b] += 1 (the sampled token's position); a row not done gets tokens[b,t] =
+  // step_tokens[b], logp[b,t] = step_logp[b], and done[b] = 1 when that token is one of stop_ids (at
+  // most kMaxMaskedTokens); a done row gets tokens[b,t] = pad, logp[b,t] = 0. t outside [0,R) is an
+  // error (on CUDA at the next synchronize). tokens (B,R), done (B), pos (B), step_tokens (B) i32;
+  // logp (B,R), step_logp (B) stat. One launch; nothing crosses to the host.
   void append_sampled(Tensor tokens, Tensor logp, Tensor done, Tensor pos, Tensor step_tokens, Tensor step_logp,
-                      int64_t t, const std::vector<int32_t>& stop_ids, int32_t pad);
+                      Tensor step, const std::vector<int32_t>& stop_ids, int32_t pad);
 
   // ---- optimizer ----------------------------------------------------------------------------------
   // AdamW over a model's whole parameter set in one pass. param, grad, m, v (and master on CUDA)
@@ -291,7 +327,9 @@ class Backend {
     const char* within = "";  // "the vocabulary " or ""
     int64_t bound = 0;
   };
-  RangeCheckSite range_sites_[5];
+  RangeCheckSite range_sites_[7];
+  // The value of an index on a CPU backend (its counter read in place).
+  int64_t host_value(const char* op, const char* what, const DeviceIndex& index);
 };
 
 }  // namespace ppo

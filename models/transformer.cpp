@@ -774,14 +774,16 @@ Tensor Transformer::prefill(Tensor tokens, Tensor pos, Tensor mask) {
   return logits_from(last);
 }
 
-Tensor Transformer::decode(Tensor tokens, Tensor pos, Tensor mask, int64_t length) {
+Tensor Transformer::decode(Tensor tokens, Tensor pos, Tensor mask, DeviceIndex length) {
   PPO_ASSERT(spec_.generation == Generation::KVCache, owner_, ": decode: this model has no KV cache in the plan");
   const ModelConfig& c = config();
   const int64_t B = tokens.numel(), C = c.d_model, S = shape_.seq_len();
   PPO_ASSERT(B >= 1 && B <= shape_.rollout_batch && pos.numel() == B, owner_, ": decode: tokens '", tokens.name, "' ",
              tokens.shape_str(), " and pos '", pos.name, "' ", pos.shape_str(), " must both be (B) with B <= ",
              shape_.rollout_batch);
-  PPO_ASSERT(length >= 1 && length <= S, owner_, ": decode: length ", length, " outside [1,", S, "]");
+  PPO_ASSERT(!length.counter.empty() || (length.offset >= 1 && length.offset <= S), owner_, ": decode: length ",
+             length.offset, " outside [1,", S, "]");
+  const DeviceIndex last{length.counter, length.offset - 1};  // the new token's cache position
   const int NH = int(c.n_head), NKV = int(c.n_kv_head), HS = int(c.head_size());
   Tensor tok = tokens.reshape({B, 1}), ps = pos.reshape({B, 1});
   const std::vector<BlockActs> acts = all_blocks(dec_, c, 1, B, 1);
@@ -790,7 +792,7 @@ Tensor Transformer::decode(Tensor tokens, Tensor pos, Tensor mask, int64_t lengt
   run_blocks(acts, lnf, fit(lookup(dec_, "lnf_mean"), {B}), fit(dec_.at("lnf_rstd"), {B}), ps,
              [&](size_t l, const BlockActs& A) {
                Tensor k = kcache_[l].slice0(0, B), v = vcache_[l].slice0(0, B);
-               be_.kv_cache_write(k, v, A.qkv, length - 1, NH, NKV, HS);
+               be_.kv_cache_write(k, v, A.qkv, last, NH, NKV, HS);
                be_.attention_decode(A.att, A.qkv, k, v, mask, length, NH, NKV, HS);
              });
   return logits_from(lnf.reshape({B, C}));

@@ -178,8 +178,10 @@ class Transformer {
   // returns the logits (B,V) act of position P-1 (left-padded prompts end on a real token).
   Tensor prefill(Tensor tokens, Tensor pos, Tensor mask);
   // One new token per sequence: tokens, pos (B) i32; its k,v go to cache position length-1 and it
-  // attends to cache positions s < length with mask[b,s] == 1. Returns logits (B,V) act.
-  Tensor decode(Tensor tokens, Tensor pos, Tensor mask, int64_t length);
+  // attends to cache positions s < length with mask[b,s] == 1. Returns logits (B,V) act. A length
+  // read on the device (DeviceIndex with a counter) makes the same calls for every length, so a
+  // decode step can be recorded once (Backend::record) and run for each token.
+  Tensor decode(Tensor tokens, Tensor pos, Tensor mask, DeviceIndex length);
 
   struct Layer {  // per-layer tensors (parameters, gradients, or activations); absent ones empty
     Tensor ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;

@@ -25,22 +25,22 @@ SamplingSettings SamplingSettings::from_config(const PpoConfig& c, std::vector<i
 
 namespace {
 // Names outlive the views (Tensor::name points at them).
-constexpr const char* kNames[] = {"prompt_tokens", "prompt_pos", "gen_mask",   "step_tokens", "step_pos",
-                                  "step_logp",     "gen_tokens", "gen_logp",   "gen_done"};
+constexpr const char* kNames[] = {"prompt_tokens", "prompt_pos", "gen_mask", "step_tokens", "step_pos",
+                                  "step_logp",     "gen_tokens", "gen_logp", "gen_done",    "gen_step"};
 }  // namespace
 
 std::vector<TensorSpec> GenerationBuffers::specs(int64_t G, int64_t P, int64_t T, Precision p) {
   const DType ids = DType::I32, stat = grad_dtype_of(p);
   const int64_t R = T - P;
-  return {{kNames[0], ids, {G, P}}, {kNames[1], ids, {G, P}},  {kNames[2], ids, {G, T}},
-          {kNames[3], ids, {G}},    {kNames[4], ids, {G}},     {kNames[5], stat, {G}},
-          {kNames[6], ids, {G, R}}, {kNames[7], stat, {G, R}}, {kNames[8], ids, {G}}};
+  return {{kNames[0], ids, {G, P}}, {kNames[1], ids, {G, P}}, {kNames[2], ids, {G, T}}, {kNames[3], ids, {G}},
+          {kNames[4], ids, {G}},    {kNames[5], stat, {G}},   {kNames[6], ids, {G, R}}, {kNames[7], stat, {G, R}},
+          {kNames[8], ids, {G}},    {kNames[9], ids, {1}}};
 }
 
 GenerationBuffers GenerationBuffers::carve(Carver& carver, int64_t G, int64_t P, int64_t T, Precision p) {
   GenerationBuffers b;
-  Tensor* slots[] = {&b.prompt_tokens, &b.prompt_pos, &b.mask,   &b.step_tokens, &b.step_pos,
-                     &b.step_logp,     &b.tokens,     &b.logp,   &b.done};
+  Tensor* slots[] = {&b.prompt_tokens, &b.prompt_pos, &b.mask, &b.step_tokens, &b.step_pos,
+                     &b.step_logp,     &b.tokens,     &b.logp, &b.done,        &b.step};
   const std::vector<TensorSpec> table = specs(G, P, T, p);
   for (size_t i = 0; i < table.size(); ++i) *slots[i] = carver.take(table[i], kNames[i]);
   return b;
@@ -80,24 +80,31 @@ SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuff
     for (int64_t b = 0; b < n; ++b) before_first[size_t(b)] = int32_t(rows.prompt_len[size_t(b)] - 1);
     be.from_host_ids(step_pos, before_first);
     be.fill(done, 0.0f);
+    be.fill(buf.step, 0.0f);
 
-    Tensor logits = policy.prefill(tokens, positions, gen_mask);
-    int64_t steps = R;
-    for (int64_t t = 0; t < R; ++t) {
-      if (t < s.min_new_tokens) be.mask_token_logits(logits, s.stop_token_ids);
-      be.sample_tokens(
-          step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
-          (s.stream + uint64_t(chunk * R + t)) * (s.row_stride ? s.row_stride : uint64_t(G)) + s.first_row);
-      be.append_sampled(sampled, sampled_logp, done, step_pos, step_tokens, step_logp, t, s.stop_token_ids, pad);
-      if (t + 1 == R) break;
-      if ((t + 1) % kStopCheckTokens == 0) {
+    // One token: sample from `logits` at step t = step[0] and append it (step becomes t + 1). Row
+    // b draws from Philox stream (stream + c*R + t)*stride + first_row + b.
+    const uint64_t stride = s.row_stride ? s.row_stride : uint64_t(G);
+    const uint64_t first_stream = (s.stream + uint64_t(chunk * R)) * stride + s.first_row;
+    auto sample = [&](Tensor logits) {
+      if (s.min_new_tokens > 0) be.mask_token_logits(logits, s.stop_token_ids, buf.step, s.min_new_tokens);
+      be.sample_tokens(step_tokens, step_logp, logits, 1.0f / s.temperature, int(s.top_k), s.top_p, s.seed,
+                       first_stream, buf.step, stride);
+      be.append_sampled(sampled, sampled_logp, done, step_pos, step_tokens, step_logp, buf.step, s.stop_token_ids, pad);
+    };
+    sample(policy.prefill(tokens, positions, gen_mask));
+    // Every later token: decode the last one (cache position P+t-1, so the cache length is P +
+    // step[0]) and sample. The same calls for every t, recorded once: on CUDA a graph, one launch
+    // per token.
+    RecordedOps decode_step =
+        be.record([&] { sample(policy.decode(step_tokens, step_pos, gen_mask, DeviceIndex(buf.step, P))); });
+    int64_t steps = 1;  // tokens sampled
+    for (; steps < R; ++steps) {
+      if (steps % kStopCheckTokens == 0) {
         const std::vector<int32_t> d = be.to_host_ids(done);
-        if (std::all_of(d.begin(), d.end(), [](int32_t x) { return x != 0; })) {
-          steps = t + 1;
-          break;
-        }
+        if (std::all_of(d.begin(), d.end(), [](int32_t x) { return x != 0; })) break;
       }
-      logits = policy.decode(step_tokens, step_pos, gen_mask, P + t + 1);  // the token sits at cache position P+t
+      decode_step.run();
     }
     // One read of the chunk's samples (rows of W >= R columns): each row up to and including its stop token.
     const int64_t W = sampled.dim(1);

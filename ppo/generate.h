@@ -11,8 +11,10 @@
 //     token is done (its later columns are padding), the position advances
 //     every kStopCheckTokens tokens the done flags come to the host: all done -> stop
 //     decode(token, position = prompt length + t, length = P+t+1) -> logits of the next token
-// Everything stays on the device: per chunk of kStopCheckTokens tokens one synchronization (the
-// done flags), and the (G,R) tokens and log-probs cross to the host once at the end.
+// t lives on the device (a step counter append_sampled advances), so decode + sample are the same
+// calls for every t: recorded once per chunk (Backend::record; on CUDA a graph, one launch per
+// token). Everything stays on the device: per chunk of kStopCheckTokens tokens one synchronization
+// (the done flags), and the (G,R) tokens and log-probs cross to the host once at the end.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -61,6 +63,7 @@ struct GenerationBuffers {
   Tensor tokens;                     // (G,R) i32: every sampled token, padding after a stop token
   Tensor logp;                       // (G,R) stat: their log-probs
   Tensor done;                       // (G) i32: the row sampled a stop token
+  Tensor step;                       // (1) i32: tokens sampled so far in the chunk (t, read on the device)
 
   static std::vector<TensorSpec> specs(int64_t G, int64_t P, int64_t T, Precision precision);
   // Takes specs(G, P, T, precision) from `carver`, in order.

@@ -9,7 +9,9 @@
 // and one split of the keys, [z chunk, (z+1) chunk). Splits (split-K) are used when the blocks of
 // one split would leave most of the device idle (B * NKV * head blocks < SMs) and the cache is long:
 // each block then writes its softmax state (m, l, acc) to scratch and a second kernel combines the
-// splits in order. In a block, L lanes read one key row (lane c: 16 bytes, elements 8c..8c+7, when
+// splits in order. A length read on the device (a CUDA graph's decode step) gets the split count of
+// the longest cache, S; each run then splits its own length evenly (trailing splits may be empty).
+// In a block, L lanes read one key row (lane c: 16 bytes, elements 8c..8c+7, when
 // HS % 8 == 0 and the tensors are 16-byte aligned; else single bf16 at c, c+L, ...), so a warp
 // takes 32/L keys per step (warp w: keys w 32/L + slot, then every 4 32/L). Each group of L lanes
 // keeps an online softmax per query head in the log2 domain (s2 = q.k log2(e)/sqrt(HS)):
@@ -39,12 +41,19 @@ constexpr int kMaxHS = 32 * kElems;
 constexpr int64_t kMinKeysPerSplit = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// One thread per element of the k and v parts of the new rows.
-__global__ void kv_cache_write_kernel(bf16* __restrict__ kcache, bf16* __restrict__ vcache, const bf16* __restrict__ qkv,
-                                      int64_t B, int64_t T, int64_t S, int64_t start, int NH, int NKV, int HS) {
+// One thread per element of the k and v parts of the new rows; start += *start_counter when given
+// (outside [0, S-T]: recorded in status, nothing written).
+__global__ void kv_cache_write_kernel(bf16* __restrict__ kcache, bf16* __restrict__ vcache,
+                                      const bf16* __restrict__ qkv, int64_t B, int64_t T, int64_t S,
+                                      const int32_t* start_counter, int64_t start, DeviceStatus* status, int NH,
+                                      int NKV, int HS) {
   const int64_t kv_width = int64_t(NKV) * HS;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= B * T * kv_width) return;
+  if (start_counter) {
+    start += *start_counter;
+    if (!in_range(status, RangeCheck::CacheStart, int32_t(start), S - T + 1, 0)) return;
+  }
   const int64_t j = idx % kv_width;
   const int64_t t = (idx / kv_width) % T;
   const int64_t b = idx / (kv_width * T);
@@ -86,16 +95,19 @@ __device__ __forceinline__ void load_lane(float (&x)[kElems], const bf16* row, i
 }
 
 // grid (splits, NKV * head_blocks, B), kDecodeThreads threads; L = lanes per key, the smallest power
-// of two with L kElems >= HS. Dynamic shared memory: per warp and head acc[HS], m, l. With one split
-// the block writes out; otherwise partial[b][h][z] = (acc[HS], m, l).
+// of two with L kElems >= HS. Keys s < length (+ *length_counter when given, clamped to [0,S]) in
+// splits of ceil(length / splits). Dynamic shared memory: per warp and head acc[HS], m, l. With one
+// split the block writes out; otherwise partial[b][h][z] = (acc[HS], m, l).
 template <int VEC>
 __global__ void __launch_bounds__(kDecodeThreads)
-attention_decode_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ qkv,
-                        const bf16* __restrict__ kcache, const bf16* __restrict__ vcache,
-                        const int32_t* __restrict__ mask, int64_t S, int64_t length, int64_t chunk, int NH, int NKV,
-                        int HS, int L) {
+    attention_decode_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ qkv,
+                            const bf16* __restrict__ kcache, const bf16* __restrict__ vcache,
+                            const int32_t* __restrict__ mask, int64_t S, const int32_t* __restrict__ length_counter,
+                            int64_t length, int NH, int NKV, int HS, int L) {
   PPO_DYNAMIC_SHARED(float, smem);
   const int z = blockIdx.x, splits = gridDim.x;
+  if (length_counter) length = min(max(length + *length_counter, int64_t(0)), S);
+  const int64_t chunk = (length + splits - 1) / splits;
   const int group = NH / NKV, head_blocks = (group + kMaxHeads - 1) / kMaxHeads;
   const int g = blockIdx.y / head_blocks;
   const int h0 = g * group + int(blockIdx.y % head_blocks) * kMaxHeads;
@@ -232,15 +244,6 @@ attention_decode_combine_kernel(bf16* __restrict__ out, const float* __restrict_
   }
 }
 
-void launch_kv_cache_write(cudaStream_t stream, bf16* kcache, bf16* vcache, const bf16* qkv, int64_t B, int64_t T,
-                           int64_t S, int64_t start, int NH, int NKV, int HS) {
-  const int64_t total = B * T * int64_t(NKV) * HS;
-  if (total == 0) return;
-  const int threads = 256;
-  PPO_LAUNCH(unsigned((total + threads - 1) / threads), threads, 0, stream, kv_cache_write_kernel, kcache, vcache, qkv,
-             B, T, S, start, NH, NKV, HS);
-}
-
 // Keys per split: one split while B * NKV * head blocks fill the device; otherwise enough splits for
 // about two blocks per SM, each of at least kMinKeysPerSplit keys.
 int64_t decode_chunk(const CudaContext& ctx, int64_t blocks, int64_t length) {
@@ -251,20 +254,21 @@ int64_t decode_chunk(const CudaContext& ctx, int64_t blocks, int64_t length) {
 }
 
 void launch_attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const bf16* kcache, const bf16* vcache,
-                             const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS) {
+                             const int32_t* mask, int64_t B, int64_t S, const int32_t* length_counter, int64_t length,
+                             int NH, int NKV, int HS) {
   const char* op = "cuda attention_decode";
   PPO_ASSERT(HS >= 1 && HS <= kMaxHS, op, ": head size ", HS, " outside [1, ", kMaxHS, "]");
   PPO_ASSERT(NKV >= 1 && NH % NKV == 0, op, ": NH=", NH, " is not a multiple of NKV=", NKV);
   const int head_blocks = (NH / NKV + kMaxHeads - 1) / kMaxHeads;
   PPO_ASSERT(B <= 65535 && int64_t(NKV) * head_blocks <= 65535, op, ": B=", B, " or NKV*", head_blocks,
              " exceed the grid limit 65535");
-  if (B == 0 || length == 0) return;
+  const int64_t longest = length_counter ? S : length;  // the splits are fixed at launch
+  if (B == 0 || longest == 0) return;
   // 16-byte loads when every row (HS elements, 16-byte aligned starts) allows them.
   const bool vec8 = HS % 8 == 0 && aligned16(qkv) && aligned16(kcache) && aligned16(vcache);
   int L = 1;  // lanes per key: the smallest power of two with L * kElems >= HS
   while (L * kElems < HS) L *= 2;
-  const int64_t chunk = decode_chunk(ctx, B * NKV * head_blocks, length);
-  const int64_t splits = ceil_div(length, chunk);
+  const int64_t splits = ceil_div(longest, decode_chunk(ctx, B * NKV * head_blocks, longest));
   const dim3 grid(unsigned(splits), unsigned(NKV * head_blocks), unsigned(B));
   const size_t smem = size_t(kDecodeWarps) * kMaxHeads * (HS + 2) * sizeof(float);
   std::optional<ScratchFrame> scratch;
@@ -275,10 +279,10 @@ void launch_attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const
   }
   if (vec8)
     PPO_LAUNCH(grid, kDecodeThreads, smem, ctx.stream, attention_decode_kernel<8>, out, partial, qkv, kcache, vcache,
-               mask, S, length, chunk, NH, NKV, HS, L);
+               mask, S, length_counter, length, NH, NKV, HS, L);
   else
     PPO_LAUNCH(grid, kDecodeThreads, smem, ctx.stream, attention_decode_kernel<1>, out, partial, qkv, kcache, vcache,
-               mask, S, length, chunk, NH, NKV, HS, L);
+               mask, S, length_counter, length, NH, NKV, HS, L);
   if (splits > 1)
     PPO_LAUNCH(dim3(unsigned(NH), unsigned(B)), kDecodeThreads, 0, ctx.stream, attention_decode_combine_kernel, out,
                partial, int(splits), NH, HS);
@@ -287,15 +291,20 @@ void launch_attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const
 }  // namespace
 
 void kv_cache_write(CudaContext& ctx, bf16* kcache, bf16* vcache, const bf16* qkv, int64_t B, int64_t T, int64_t S,
-                    int64_t start, int NH, int NKV, int HS) {
-  PPO_ASSERT(start >= 0 && start + T <= S, "cuda kv_cache_write: positions [", start, ",", start + T,
+                    const int32_t* start_counter, int64_t start, int NH, int NKV, int HS) {
+  PPO_ASSERT(start_counter || (start >= 0 && start + T <= S), "cuda kv_cache_write: positions [", start, ",", start + T,
              ") outside the cache capacity ", S);
-  launch_kv_cache_write(ctx.stream, kcache, vcache, qkv, B, T, S, start, NH, NKV, HS);
+  const int64_t total = B * T * int64_t(NKV) * HS;
+  if (total == 0) return;
+  const int threads = 256;
+  PPO_LAUNCH(unsigned((total + threads - 1) / threads), threads, 0, ctx.stream, kv_cache_write_kernel, kcache, vcache,
+             qkv, B, T, S, start_counter, start, ctx.status, NH, NKV, HS);
 }
 
 void attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const bf16* kcache, const bf16* vcache,
-                      const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS) {
-  launch_attention_decode(ctx, out, qkv, kcache, vcache, mask, B, S, length, NH, NKV, HS);
+                      const int32_t* mask, int64_t B, int64_t S, const int32_t* length_counter, int64_t length, int NH,
+                      int NKV, int HS) {
+  launch_attention_decode(ctx, out, qkv, kcache, vcache, mask, B, S, length_counter, length, NH, NKV, HS);
 }
 
 }  // namespace ppo::cuda

@@ -1,7 +1,9 @@
 // What the CUDA backend owns: the stream, cuBLAS and cuBLASLt handles (and cuBLASLt's plans), the
 // device's properties, and a view of the arena's scratch region (set by Backend::set_scratch).
 #pragma once
+#include <functional>
 #include <memory>
+
 #include "engine/arena.h"
 #include "engine/cuda_check.h"
 
@@ -40,6 +42,12 @@ struct CudaContext {
 };
 
 namespace cuda {
+// CUDA graphs (kernels/cuda/graph.cu): `ops` captured on ctx.stream, not run; each launch runs
+// them with one host call. Stream capture fails on any synchronization, host copy or allocation.
+cudaGraphExec_t capture_graph(CudaContext& ctx, const std::function<void()>& ops);
+void launch_graph(CudaContext& ctx, cudaGraphExec_t graph);
+void destroy_graph(cudaGraphExec_t graph);
+
 // Waits for ctx.stream and returns the device status (clearing it): one synchronization, 16 bytes.
 DeviceStatus wait_and_take_status(CudaContext& ctx);
 }  // namespace cuda

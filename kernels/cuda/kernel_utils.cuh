@@ -78,7 +78,15 @@ __device__ __forceinline__ void store_bf16(bf16* p, const float (&in)[VEC]) {
 }
 
 // Codes of DeviceStatus: which check failed (Backend::check_device_errors names op and tensor).
-enum class RangeCheck : int32_t { None = 0, TokenIds = 1, Positions = 2, TargetIds = 3, GatherRows = 4 };
+enum class RangeCheck : int32_t {
+  None = 0,
+  TokenIds = 1,
+  Positions = 2,
+  TargetIds = 3,
+  GatherRows = 4,
+  CacheStart = 5,    // kv_cache_write's start read on the device
+  SampleColumn = 6,  // append_sampled's step
+};
 
 // True when 0 <= value < bound; otherwise records the first such error (code, value, row) in the
 // device status and returns false: the caller then reads row 0 instead, never out of bounds.

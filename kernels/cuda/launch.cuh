@@ -22,7 +22,7 @@ void launch(const char* spelled, const char* file, int line, dim3 grid, dim3 blo
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
   // clang-format on
 #endif
-  check_launch(spelled, file, line);
+  check_launch(spelled, file, line, stream);
 }
 
 }  // namespace ppo::cuda

@@ -27,14 +27,23 @@ void swiglu_backward(CudaContext& ctx, bf16* dinp, const bf16* dout, const bf16*
 void rope(CudaContext& ctx, bf16* qkv, const int32_t* pos, int64_t B, int64_t T, int NH, int NKV, int HS, float theta, bool inverse);
 void attention_forward(CudaContext& ctx, bf16* out, float* lse, const bf16* qkv, const int32_t* mask, int64_t B, int64_t T, int NH, int NKV, int HS);
 void attention_backward(CudaContext& ctx, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const int32_t* mask, int64_t B, int64_t T, int NH, int NKV, int HS);
-void kv_cache_write(CudaContext& ctx, bf16* kcache, bf16* vcache, const bf16* qkv, int64_t B, int64_t T, int64_t S, int64_t start, int NH, int NKV, int HS);
-void attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const bf16* kcache, const bf16* vcache, const int32_t* mask, int64_t B, int64_t S, int64_t length, int NH, int NKV, int HS);
+// A counter (non-null) adds its device value to start / length / step when the kernel runs (DeviceIndex).
+void kv_cache_write(CudaContext& ctx, bf16* kcache, bf16* vcache, const bf16* qkv, int64_t B, int64_t T, int64_t S,
+                    const int32_t* start_counter, int64_t start, int NH, int NKV, int HS);
+void attention_decode(CudaContext& ctx, bf16* out, const bf16* qkv, const bf16* kcache, const bf16* vcache,
+                      const int32_t* mask, int64_t B, int64_t S, const int32_t* length_counter, int64_t length, int NH,
+                      int NKV, int HS);
 
 void lm_logprob_entropy_forward(CudaContext& ctx, float* logp, float* entropy, float* lse, const bf16* hidden, const bf16* wte, const int32_t* targets, int64_t N, int64_t C, int64_t V, float inv_temperature);
 void lm_logprob_entropy_backward(CudaContext& ctx, bf16* dhidden, float* dwte, const float* g_logp, const float* g_entropy, const bf16* hidden, const bf16* wte, const int32_t* targets, const float* lse, const float* entropy, int64_t N, int64_t C, int64_t V, float inv_temperature);
-void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream);
-void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids);
-void append_sampled(CudaContext& ctx, int32_t* tokens, float* logp, int32_t* done, int32_t* pos, const int32_t* step_tokens, const float* step_logp, int64_t B, int64_t R, int64_t t, const int32_t* stop_ids, int n_stop, int32_t pad);
+void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V,
+                   float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream, const int32_t* step,
+                   uint64_t step_stride);
+void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids,
+                       const int32_t* step, int64_t below);
+void append_sampled(CudaContext& ctx, int32_t* tokens, float* logp, int32_t* done, int32_t* pos,
+                    const int32_t* step_tokens, const float* step_logp, int64_t B, int64_t R, int32_t* step,
+                    const int32_t* stop_ids, int n_stop, int32_t pad);
 
 void adamw_update(CudaContext& ctx, bf16* param, float* master, const float* grad, float* m, float* v, int64_t n, int64_t decayed, const double* grad_sumsq, float max_grad_norm, const AdamWParams& hp, uint64_t seed);
 void sum_squares(CudaContext& ctx, double* out, const float* x, int64_t n);  // on the device, no synchronization

@@ -4,7 +4,8 @@
 //   rank by z descending, ties by lower id; top_k > 0 keeps the first k (mass_k = their mass, else
 //   mass_k = 1); top_p < 1 keeps the shortest prefix of the kept ranking whose mass reaches
 //   top_p * mass_k (top-k, then top-p on what is left, as Hugging Face);
-//   u = uniform_from_bits(philox_draw(seed, stream + b, 0).v[0]); token = first kept id (id order)
+//   u = uniform_from_bits(philox_draw(seed, stream + b, 0).v[0]) (stream += *step * step_stride when
+//   a step counter is given); token = first kept id (id order)
 //   whose cumulative kept mass exceeds u * kept mass (the last kept id if rounding leaves a gap);
 //   logp = z[token] - max z - log(sum) of the FULL distribution.
 // No sort: since z is a monotone function of the bf16 logit, the ranking is the order of a 16-bit
@@ -19,6 +20,7 @@
 
 #include "engine/philox.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/kernel_utils.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 
@@ -139,9 +141,11 @@ __device__ int bisect_last_true(int lo, Pred pred) {
 }
 
 __global__ void __launch_bounds__(kSampleThreads)
-sample_tokens_kernel(int32_t* __restrict__ tokens, float* __restrict__ logp, const bf16* __restrict__ logits, int64_t V,
-                     float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream) {
+    sample_tokens_kernel(int32_t* __restrict__ tokens, float* __restrict__ logp, const bf16* __restrict__ logits,
+                         int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream,
+                         const int32_t* __restrict__ step, uint64_t step_stride) {
   const int64_t b = blockIdx.x;
+  if (step) stream += uint64_t(*step) * step_stride;
   Row row{reinterpret_cast<const uint16_t*>(logits + b * V), V, inv_temperature, 0.0, 0.0};
 
   // Full tempered distribution: max z, then sum exp(z - max) in f64.
@@ -257,10 +261,11 @@ sample_tokens_kernel(int32_t* __restrict__ tokens, float* __restrict__ logp, con
 }
 
 void launch_sample_tokens(cudaStream_t stream_handle, int32_t* tokens, float* logp, const bf16* logits, int64_t B,
-                          int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream) {
+                          int64_t V, float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream,
+                          const int32_t* step, uint64_t step_stride) {
   if (B == 0) return;
   PPO_LAUNCH(unsigned(B), kSampleThreads, 0, stream_handle, sample_tokens_kernel, tokens, logp, logits, V,
-             inv_temperature, top_k, top_p, seed, stream);
+             inv_temperature, top_k, top_p, seed, stream, step, step_stride);
 }
 
 // The ids travel by value (kernel parameter space): no device buffer for a handful of ints.
@@ -269,16 +274,20 @@ struct MaskedIds {
   int n;
 };
 
-// grid B, block kMaxMaskedTokens: logits[b, ids[i]] = -inf.
-__global__ void mask_token_logits_kernel(bf16* logits, int64_t V, MaskedIds ids) {
+// grid B, block kMaxMaskedTokens: logits[b, ids[i]] = -inf (with a step: only while *step < below).
+__global__ void mask_token_logits_kernel(bf16* logits, int64_t V, MaskedIds ids, const int32_t* step, int64_t below) {
+  if (step && *step >= below) return;
   if (int(threadIdx.x) < ids.n) logits[int64_t(blockIdx.x) * V + ids.id[threadIdx.x]] = bf16_from_f32(-INFINITY);
 }
 
-// One thread per row: backend.h's append_sampled.
+// One block, a thread per row: backend.h's append_sampled at column t = *step; then *step = t + 1,
+// after every thread has read it (one block: a second block could read the advanced step).
 __global__ void append_sampled_kernel(int32_t* tokens, float* logp, int32_t* done, int32_t* pos,
                                       const int32_t* step_tokens, const float* step_logp, int64_t B, int64_t R,
-                                      int64_t t, MaskedIds stop, int32_t pad) {
-  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < B; b += int64_t(gridDim.x) * blockDim.x) {
+                                      int32_t* step, DeviceStatus* status, MaskedIds stop, int32_t pad) {
+  const int32_t t = *step;
+  if (!in_range(status, RangeCheck::SampleColumn, t, R, 0)) return;  // block-uniform
+  for (int64_t b = threadIdx.x; b < B; b += blockDim.x) {
     ++pos[b];
     const int32_t id = step_tokens[b];
     const bool was_done = done[b] != 0;
@@ -288,6 +297,8 @@ __global__ void append_sampled_kernel(int32_t* tokens, float* logp, int32_t* don
     for (int i = 0; i < stop.n; ++i) stops = stops || id == stop.id[i];
     if (!was_done && stops) done[b] = 1;
   }
+  __syncthreads();
+  if (threadIdx.x == 0) *step = t + 1;
 }
 
 // The ids of a host list, by value.
@@ -300,24 +311,27 @@ MaskedIds masked_ids(const int32_t* ids, int n_ids) {
 
 }  // namespace
 
-void append_sampled(CudaContext& ctx, int32_t* tokens, float* logp, int32_t* done, int32_t* pos, const int32_t* step_tokens,
-                    const float* step_logp, int64_t B, int64_t R, int64_t t, const int32_t* stop_ids, int n_stop,
-                    int32_t pad) {
-  if (B == 0) return;
-  PPO_LAUNCH(unsigned((B + 127) / 128), 128, 0, ctx.stream, append_sampled_kernel, tokens, logp, done, pos, step_tokens,
-             step_logp, B, R, t, masked_ids(stop_ids, n_stop), pad);
+void append_sampled(CudaContext& ctx, int32_t* tokens, float* logp, int32_t* done, int32_t* pos,
+                    const int32_t* step_tokens, const float* step_logp, int64_t B, int64_t R, int32_t* step,
+                    const int32_t* stop_ids, int n_stop, int32_t pad) {
+  PPO_LAUNCH(1, 256, 0, ctx.stream, append_sampled_kernel, tokens, logp, done, pos, step_tokens, step_logp, B, R, step,
+             ctx.status, masked_ids(stop_ids, n_stop), pad);
 }
 
-void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids) {
+void mask_token_logits(CudaContext& ctx, bf16* logits, int64_t B, int64_t V, const int32_t* ids, int n_ids,
+                       const int32_t* step, int64_t below) {
   if (B == 0 || n_ids == 0) return;
   const MaskedIds m = masked_ids(ids, n_ids);
-  PPO_LAUNCH(unsigned(B), Backend::kMaxMaskedTokens, 0, ctx.stream, mask_token_logits_kernel, logits, V, m);
+  PPO_LAUNCH(unsigned(B), Backend::kMaxMaskedTokens, 0, ctx.stream, mask_token_logits_kernel, logits, V, m, step,
+             below);
 }
 
 void sample_tokens(CudaContext& ctx, int32_t* tokens, float* logp, const bf16* logits, int64_t B, int64_t V,
-                   float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream) {
+                   float inv_temperature, int top_k, float top_p, uint64_t seed, uint64_t stream, const int32_t* step,
+                   uint64_t step_stride) {
   PPO_ASSERT(V >= 1 && V <= INT32_MAX, "cuda sample_tokens: vocabulary size ", V, " outside [1, 2^31)");
-  launch_sample_tokens(ctx.stream, tokens, logp, logits, B, V, inv_temperature, top_k, top_p, seed, stream);
+  launch_sample_tokens(ctx.stream, tokens, logp, logits, B, V, inv_temperature, top_k, top_p, seed, stream, step,
+                       step_stride);
 }
 
 }  // namespace ppo::cuda

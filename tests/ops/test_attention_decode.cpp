@@ -116,5 +116,47 @@ TEST_CASE("kv_cache_write and attention_decode CUDA vs CPU (split-K over long ca
         for (int64_t i = 0; i < OW; ++i) REQUIRE(got[size_t(b * OW + i)] == 0.0f);  // no visible key
     gpu->backend->attention_decode(og, qg, kg, vg, mg, length, s.NH, s.NKV, s.HS);
     CHECK(gpu->backend->to_host(og) == got);  // deterministic: bitwise equal
+
+    // The length read on the device (a decode graph's step): the splits the longest cache S gets,
+    // each over an even share of this length; the KV write at a start read there too.
+    Tensor counter = gpu->upload_ids({int32_t(length - 9)}, {1}, "gen_step");
+    gpu->backend->kv_cache_write(kg, vg, qg, DeviceIndex(counter, 8), s.NH, s.NKV, s.HS);
+    CHECK(rel_l2(gpu->backend->to_host(kg), cpu.backend->to_host(kc)) == 0);
+    gpu->backend->attention_decode(og, qg, kg, vg, mg, DeviceIndex(counter, 9), s.NH, s.NKV, s.HS);
+    const auto counted = gpu->backend->to_host(og);
+    CHECK(rel_l2(counted, want) < 5e-3);
   }
+}
+
+TEST_CASE(
+    "kv_cache_write and attention_decode with a device counter: the host value's results; a start outside the "
+    "cache is an error naming the counter") {
+  const Shape s{2, 1, 4, 2, 8};
+  const int64_t S = 6, W = s.width(), OW = int64_t(s.NH) * s.HS, KW = int64_t(s.NKV) * s.HS;
+  auto run = [&](BackendFixture& fx) {
+    const DType act = fx.backend->act_dtype();
+    Tensor kc = fx.upload(randn(size_t(s.B * S * KW), 611), act, {s.B, S, KW}, "kcache");
+    Tensor vc = fx.upload(randn(size_t(s.B * S * KW), 612), act, {s.B, S, KW}, "vcache");
+    Tensor q = fx.upload(randn(size_t(s.B * W), 613), act, {s.B, 1, W}, "qkv");
+    Tensor m = fx.upload_ids(std::vector<int32_t>(size_t(s.B * S), 1), {s.B, S}, "mask");
+    Tensor counter = fx.upload_ids({2}, {1}, "gen_step");
+    Tensor o = fx.poisoned(act, {s.B, OW}, "out");
+    fx.backend->kv_cache_write(kc, vc, q, DeviceIndex(counter, 1), s.NH, s.NKV, s.HS);          // position 3
+    fx.backend->attention_decode(o, q, kc, vc, m, DeviceIndex(counter, 2), s.NH, s.NKV, s.HS);  // length 4
+    const std::vector<float> k_counted = fx.backend->to_host(kc), o_counted = fx.backend->to_host(o);
+    fx.backend->kv_cache_write(kc, vc, q, 3, s.NH, s.NKV, s.HS);
+    fx.backend->attention_decode(o, q, kc, vc, m, 4, s.NH, s.NKV, s.HS);
+    CHECK(fx.backend->to_host(kc) == k_counted);
+    CHECK(fx.backend->to_host(o) == o_counted);
+    auto outside = [&] {
+      fx.backend->kv_cache_write(kc, vc, q, DeviceIndex(counter, S - 2), s.NH, s.NKV, s.HS);  // position S
+      fx.backend->synchronize();
+    };
+    CHECK_THROWS_WITH_AS(outside(), doctest::Contains("gen_step"), Error);
+    CHECK(fx.backend->to_host(kc) == k_counted);  // nothing written
+  };
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  run(cpu);
+  auto gpu = cuda_backend_or_skip();
+  if (gpu) run(*gpu);
 }

@@ -216,3 +216,71 @@ TEST_CASE("mask_token_logits: the ids' logits become -inf, nothing else changes;
     CHECK(((std::isinf(got[i]) && std::isinf(g[i]) && g[i] < 0) ||
            g[i] == doctest::Approx(logits[i]).epsilon(1e-2)));  // bf16 on the GPU
 }
+
+TEST_CASE(
+    "a step counter on the device: the stream advances by step * stride, the stop mask holds while step < below") {
+  const int64_t B = 3, V = 50;
+  const std::vector<float> logits = randn(size_t(B * V), 1701, 2.0f);
+  auto run = [&](BackendFixture& fx) {
+    Tensor step = fx.upload_ids({3}, {1}, "gen_step");
+    Tensor tokens = fx.pool->take(DType::I32, {B}, "tokens"), logp = fx.poisoned(fx.backend->stat_dtype(), {B}, "logp");
+    fx.backend->sample_tokens(tokens, logp, fx.upload(logits, fx.backend->act_dtype(), {B, V}, "logits"), 1.0f, 0, 1.0f,
+                              99, 1000, step, 7);
+    const Sampled counted{fx.backend->to_host_ids(tokens), fx.backend->to_host(logp)};
+    const Sampled plain = sample(fx, logits, B, V, 1.0f, 0, 1.0f, 99, 1000 + 3 * 7);
+    CHECK(counted.tokens == plain.tokens);
+    CHECK(counted.logp == plain.logp);
+    // Across many streams the counter moves the draw: some row must differ from stream 1000's.
+    CHECK(sample(fx, logits, B, V, 1.0f, 0, 1.0f, 99, 1000).tokens != counted.tokens);
+
+    Tensor t = fx.upload(logits, fx.backend->act_dtype(), {B, V}, "logits");
+    fx.backend->mask_token_logits(t, {4}, step, 3);  // step 3 is not below 3: unchanged
+    CHECK(!std::isinf(fx.backend->to_host(t)[4]));
+    fx.backend->mask_token_logits(t, {4}, step, 4);
+    const std::vector<float> masked = fx.backend->to_host(t);
+    for (int64_t b = 0; b < B; ++b) CHECK((std::isinf(masked[size_t(b * V + 4)]) && masked[size_t(b * V + 4)] < 0));
+    return counted;
+  };
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  const Sampled want = run(cpu);
+  auto gpu = cuda_backend_or_skip(V);
+  if (!gpu) return;
+  CHECK(run(*gpu).tokens == want.tokens);
+}
+
+TEST_CASE(
+    "append_sampled: column step[0], then step + 1; a stop token ends a row, later columns are padding; CUDA as "
+    "the CPU; a step past the columns is an error") {
+  const int64_t B = 3, R = 4;
+  const int32_t pad = 9, eos = 5;
+  // Per step, the rows' sampled tokens: row 2 stops at step 0, row 1 at step 1.
+  const std::vector<std::vector<int32_t>> sampled = {{1, 3, eos}, {2, eos, 4}, {6, 7, 8}, {2, 2, 2}};
+  auto run = [&](BackendFixture& fx) {
+    Tensor tokens = fx.pool->take(DType::I32, {B, R}, "gen_tokens");
+    Tensor logp = fx.poisoned(fx.backend->stat_dtype(), {B, R}, "gen_logp");
+    Tensor done = fx.upload_ids({0, 0, 0}, {B}, "gen_done"), pos = fx.upload_ids({10, 11, 12}, {B}, "step_pos");
+    Tensor step = fx.upload_ids({0}, {1}, "gen_step");
+    for (int64_t t = 0; t < R; ++t) {
+      Tensor ids = fx.upload_ids(sampled[size_t(t)], {B}, "step_tokens");
+      Tensor lp = fx.upload({-1.0f - float(t), -2.0f, -3.0f}, fx.backend->stat_dtype(), {B}, "step_logp");
+      fx.backend->append_sampled(tokens, logp, done, pos, ids, lp, step, {eos, 0}, pad);
+    }
+    CHECK(fx.backend->to_host_ids(step) == std::vector<int32_t>{int32_t(R)});
+    CHECK(fx.backend->to_host_ids(pos) == std::vector<int32_t>{14, 15, 16});
+    CHECK(fx.backend->to_host_ids(done) == std::vector<int32_t>{0, 1, 1});
+    CHECK(fx.backend->to_host_ids(tokens) == std::vector<int32_t>{1, 2, 6, 2, 3, eos, pad, pad, eos, pad, pad, pad});
+    CHECK(fx.backend->to_host(logp) == std::vector<float>{-1, -2, -3, -4, -2, -2, 0, 0, -3, 0, 0, 0});
+    // One more step than there are columns.
+    Tensor ids = fx.upload_ids({1, 1, 1}, {B}, "step_tokens");
+    Tensor lp = fx.upload({0, 0, 0}, fx.backend->stat_dtype(), {B}, "step_logp");
+    auto past_the_end = [&] {
+      fx.backend->append_sampled(tokens, logp, done, pos, ids, lp, step, {eos}, pad);
+      fx.backend->synchronize();
+    };
+    CHECK_THROWS_WITH_AS(past_the_end(), doctest::Contains("gen_step"), Error);
+  };
+  BackendFixture cpu(DeviceKind::CPU, Precision::F32);
+  run(cpu);
+  auto gpu = cuda_backend_or_skip();
+  if (gpu) run(*gpu);
+}
