@@ -1,6 +1,7 @@
 // The GPU step's host round trips, counted on the emulated device (engine/device_memory.h
 // counters, per phase: PhaseCost): no device allocation once the arena is built; at most one
-// synchronization per kStopCheckTokens decoded tokens; one per minibatch of the update (its loss
+// synchronization per kStopCheckTokens decoded tokens and one launch per token (the decode step's
+// CUDA graph); one per minibatch of the update (its loss
 // sums and gradient norms, read once), whatever the micro-batches and the parameter tensors; none
 // in the reference and value passes. A GPU build counts nothing: these cases then skip.
 #include <doctest/doctest.h>
@@ -54,16 +55,16 @@ PhaseTimes second_step(int64_t n_layer, int64_t response_length, int64_t micro_b
 }  // namespace
 
 TEST_CASE(
-    "device budget: no allocation in a step; decode syncs once per chunk of tokens; the update once per minibatch, "
-    "whatever the micro-batches and the tensor count; scoring never") {
+    "device budget: no allocation in a step; decode syncs once per chunk of tokens and launches once per token; the "
+    "update syncs once per minibatch, whatever the micro-batches and the tensor count; scoring never") {
   if (!cuda_compiled() || cuda_device_count() == 0 || !counted()) return;
   const PhaseTimes short_run = second_step(2, kStopCheckTokens), long_run = second_step(2, 4 * kStopCheckTokens);
   // Three more chunks of kStopCheckTokens tokens: three more looks at the done flags, nothing per token.
   const int64_t decode_syncs = long_run.sampling.work.syncs - short_run.sampling.work.syncs;
   CHECK(decode_syncs == 3);
   CHECK(long_run.sampling.work.d2h_copies - short_run.sampling.work.d2h_copies == 3);
-  // Launches grow with the tokens, as they must; the per-token host work is gone.
-  CHECK(long_run.sampling.work.launches > short_run.sampling.work.launches);
+  // A token is one launch: the decode step's graph (embedding, every layer, LM head, sampling).
+  CHECK(long_run.sampling.work.launches - short_run.sampling.work.launches == 3 * kStopCheckTokens);
   // One read per minibatch (its loss sums and gradient norms), with one or two micro-batches each,
   // and with twice the layers (twice the parameter tensors).
   const PpoConfig c = budget_config(2, kStopCheckTokens, 2);
