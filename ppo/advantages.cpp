@@ -33,20 +33,6 @@ void outcome_advantages(Backend& be, const AdvantageSettings& s, Tensor rewards,
   be.from_host(returns, ret);
 }
 
-// How much of the returns' variance the rollout values explain (cleanRL's explained_variance).
-double explained_variance(Backend& be, Tensor returns, Tensor values, Tensor mask, double returns_var) {
-  const std::vector<int32_t> m = be.to_host_ids(mask);
-  const std::vector<float> ret = be.to_host(returns), val = be.to_host(values);
-  double residual_sum = 0, residual_sq = 0, n = 0;
-  for (size_t i = 0; i < m.size(); ++i) {
-    if (!m[i]) continue;
-    const double d = double(ret[i]) - double(val[i]);
-    residual_sum += d, residual_sq += d * d, n += 1;
-  }
-  const double residual_var = residual_sq / n - (residual_sum / n) * (residual_sum / n);
-  return returns_var > 0 ? 1.0 - residual_var / returns_var : NAN;
-}
-
 }  // namespace
 
 AdvantageSettings AdvantageSettings::from_config(const PpoConfig& c) {
@@ -103,8 +89,7 @@ AdvantageStats estimate_advantages(Backend& backend, const AdvantageSettings& s,
   stats.advantage_mean = a.mean, stats.advantage_std = std::sqrt(a.var);
   stats.return_mean = r.mean, stats.return_std = std::sqrt(r.var);
   stats.finite = std::isfinite(a.mean) && std::isfinite(a.var) && std::isfinite(r.mean) && std::isfinite(r.var);
-  stats.explained_variance =
-      s.estimator == AdvantageEstimator::Gae ? explained_variance(backend, returns, values, mask, r.var) : NAN;
+  stats.explained_variance = s.estimator == AdvantageEstimator::Gae && r.var > 0 ? 1.0 - a.var / r.var : NAN;
 
   // advantage whitening over valid tokens
   if (s.whiten_advantages) backend.masked_affine(advantages, mask, float(a.mean), float(1.0 / std::sqrt(a.var + kWhitenEps)));

@@ -36,7 +36,9 @@ struct AdvantageSettings {
 struct AdvantageStats {
   double advantage_mean = 0, advantage_std = 0;  // before whitening, over valid tokens
   double return_mean = 0, return_std = 0;
-  double explained_variance = 0;  // 1 - Var(returns - values) / Var(returns) over valid tokens (gae)
+  // 1 - Var(returns - values) / Var(returns) over valid tokens (gae); returns - values are the
+  // advantages before whitening, so it comes from the two moments above with no other pass.
+  double explained_variance = 0;
   bool finite = true;             // false when a moment of the advantages or returns is NaN/Inf
 };
 

@@ -224,9 +224,10 @@ void reward_experience(Backend& be, const RewardSettings& settings, ExperienceBu
   PPO_ASSERT(int64_t(exp.scores.size()) == B, "rewards: ", exp.scores.size(), " scores for ", B, " rows");
   const RewardInputs in{buf.old_logp.slice0(0, B), buf.ref_logp.slice0(0, B), buf.response_mask.slice0(0, B),
                         exp.scores, exp.ended_with_eos};
-  exp.reward_stats = compute_rewards(be, settings, in, buf.kl.slice0(0, B), buf.rewards.slice0(0, B));
-  exp.kl = be.to_host(buf.kl.slice0(0, B));
-  exp.rewards = be.to_host(buf.rewards.slice0(0, B));
+  RewardsOnHost host;
+  exp.reward_stats = compute_rewards(be, settings, in, buf.kl.slice0(0, B), buf.rewards.slice0(0, B), &host);
+  exp.kl = std::move(host.kl);
+  exp.rewards = std::move(host.rewards);
 }
 
 void advantage_experience(Backend& be, const AdvantageSettings& settings, ExperienceBuffers& buf, Experience& exp) {

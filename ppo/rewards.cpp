@@ -74,7 +74,7 @@ std::vector<float> shape_rewards(const std::vector<float>& kl, const std::vector
 }
 
 RewardStats compute_rewards(Backend& backend, const RewardSettings& s, const RewardInputs& in, Tensor kl,
-                            Tensor rewards) {
+                            Tensor rewards, RewardsOnHost* host) {
   PPO_ASSERT(in.mask.ndim == 2, "compute_rewards: mask must be (B,R), got ", in.mask.shape_str());
   const int64_t B = in.mask.dim(0), R = in.mask.dim(1);
   RewardStats stats;
@@ -82,8 +82,8 @@ RewardStats compute_rewards(Backend& backend, const RewardSettings& s, const Rew
   backend.kl_penalty(kl, in.logp, in.ref_logp, in.mask, s.kl_estimator);
   // shaped rewards, placed on the host (one score per row lands on its last valid token)
   const std::vector<int32_t> mask = backend.to_host_ids(in.mask);
-  const std::vector<float> kl_host = backend.to_host(kl);
-  const std::vector<float> shaped = shape_rewards(kl_host, mask, B, R, in.scores, in.ended_with_eos, s, stats);
+  std::vector<float> kl_host = backend.to_host(kl);
+  std::vector<float> shaped = shape_rewards(kl_host, mask, B, R, in.scores, in.ended_with_eos, s, stats);
   backend.from_host(rewards, shaped);
   stats.finite = all_finite(kl_host, mask) && all_finite(shaped, mask);
   if (s.whiten_rewards) {
@@ -92,6 +92,10 @@ RewardStats compute_rewards(Backend& backend, const RewardSettings& s, const Rew
     const MaskedMoments m = backend.masked_moments(rewards, in.mask);
     backend.masked_affine(rewards, in.mask, float(m.mean), float(1.0 / std::sqrt(m.var + kWhitenEps)));
     backend.masked_affine(rewards, in.mask, float(-m.mean), 1.0f);
+  }
+  if (host) {
+    host->rewards = s.whiten_rewards ? backend.to_host(rewards) : std::move(shaped);  // stat holds floats exactly
+    host->kl = std::move(kl_host);
   }
   return stats;
 }

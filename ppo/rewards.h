@@ -56,8 +56,14 @@ std::vector<float> shape_rewards(const std::vector<float>& kl, const std::vector
                                  const std::vector<uint8_t>& ended_with_eos, const RewardSettings& settings,
                                  RewardStats& stats);
 
-// kl and rewards (B,R) stat are overwritten (0 on padding).
+// Host copies of the per-token results, as compute_rewards has them (the KL read once for the
+// shaping; the rewards read back only when whitened on the device).
+struct RewardsOnHost {
+  std::vector<float> kl, rewards;  // (B,R)
+};
+
+// kl and rewards (B,R) stat are overwritten (0 on padding); `host`, when given, gets their copies.
 RewardStats compute_rewards(Backend& backend, const RewardSettings& settings, const RewardInputs& in, Tensor kl,
-                            Tensor rewards);
+                            Tensor rewards, RewardsOnHost* host = nullptr);
 
 }  // namespace ppo

@@ -1,9 +1,9 @@
 // The GPU step's host round trips, counted on the emulated device (engine/device_memory.h
 // counters, per phase: PhaseCost): no device allocation once the arena is built; at most one
 // synchronization per kStopCheckTokens decoded tokens and one launch per token (the decode step's
-// CUDA graph); one per minibatch of the update (its loss
-// sums and gradient norms, read once), whatever the micro-batches and the parameter tensors; none
-// in the reference and value passes. A GPU build counts nothing: these cases then skip.
+// CUDA graph); one synchronization per minibatch of the update (its loss sums and gradient norms,
+// read once), whatever the micro-batches and the parameter tensors; none in the reference and
+// value passes; six in rewards and advantages. A GPU build counts nothing: these cases then skip.
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -77,6 +77,9 @@ TEST_CASE(
   // The reference and value passes leave their results on the device.
   CHECK(short_run.reference.work.syncs == 0);
   CHECK(short_run.value.work.syncs == 0);
+  // Rewards and advantages: the mask and KL for the host's reward shaping, the two moments of the
+  // advantages and returns (whitening, explained variance), and the Experience's copies of both.
+  CHECK(short_run.advantages.work.syncs <= 6);
   MESSAGE("per step, R = 16: sampling ", short_run.sampling.work.syncs, " syncs, ", short_run.sampling.work.launches,
           " launches; train ", short_run.train.work.syncs, " syncs, ", short_run.train.work.launches, " launches");
 }
