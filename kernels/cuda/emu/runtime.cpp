@@ -128,6 +128,25 @@ std::string hex_ptr(const void* p) {
   return buf;
 }
 
+// cudaSuccess for a live handle of its kind; else `call` fails naming it (never created, destroyed,
+// or a handle of another kind).
+template <class Handle>
+cudaError_t check_live(Handle h, const char* call, const char* what) {
+  if (live<Handle>().count(h)) return cudaSuccess;
+  return fail_call(cudaErrorInvalidResourceHandle,
+                   std::string(call) + ": " + what + " " + hex_ptr(h) + " does not exist");
+}
+
+// Deletes a live handle (else check_live's error).
+template <class Handle>
+cudaError_t destroy_live(Handle h, const char* call, const char* what) {
+  std::lock_guard<std::recursive_mutex> lock(device().mutex);
+  if (cudaError_t e = check_live(h, call, what)) return e;
+  live<Handle>().erase(h);
+  delete h;
+  return cudaSuccess;
+}
+
 size_t host_available_bytes() {
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
@@ -549,9 +568,8 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live<cudaStream_t>().erase(s))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaStreamDestroy: stream " + ppo::emu::hex_ptr(s) + " does not exist");
+  if (cudaError_t e = ppo::emu::check_live(s, "cudaStreamDestroy", "stream")) return e;
+  ppo::emu::live<cudaStream_t>().erase(s);
   const auto it = ppo::emu::captures().find(s);
   if (it != ppo::emu::captures().end()) {
     ppo::emu::live<cudaGraph_t>().erase(it->second.graph);
@@ -589,22 +607,12 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  auto& d = device();
-  std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live<cudaEvent_t>().erase(e))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaEventDestroy: event " + ppo::emu::hex_ptr(e) + " does not exist");
-  delete e;
-  return cudaSuccess;
-}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return ppo::emu::destroy_live(e, "cudaEventDestroy", "event"); }
 // On a capturing stream the record is a node: the event is recorded at each launch of the graph.
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live<cudaEvent_t>().count(e))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaEventRecord: event " + ppo::emu::hex_ptr(e) + " does not exist");
+  if (cudaError_t err = ppo::emu::check_live(e, "cudaEventRecord", "event")) return err;
   ppo::emu::Capture* capture;
   if (cudaError_t err = ppo::emu::capture_of(s, "cudaEventRecord", &capture)) return err;
   auto record = [e] {
@@ -620,18 +628,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  if (!ppo::emu::live<cudaEvent_t>().count(e))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaEventSynchronize: event " + ppo::emu::hex_ptr(e) + " does not exist");
+  if (cudaError_t err = ppo::emu::check_live(e, "cudaEventSynchronize", "event")) return err;
   if (cudaError_t err = ppo::emu::refuse_under_capture("cudaEventSynchronize")) return err;
   ppo::emu::host_waits();
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) {
-  return ppo::emu::live<cudaEvent_t>().count(e)
-             ? cudaSuccess
-             : fail_call(cudaErrorInvalidResourceHandle, "cudaEventQuery: no such event");
-}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return ppo::emu::check_live(e, "cudaEventQuery", "event"); }
 // Host time between the records: the emulator's time, not a GPU's.
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ppo::emu::live<cudaEvent_t>().count(start) || !ppo::emu::live<cudaEvent_t>().count(end) || !start->recorded ||
@@ -646,8 +648,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (cudaError_t err = ppo::emu::check_stream(s, "cudaStreamWaitEvent")) return err;
-  if (!ppo::emu::live<cudaEvent_t>().count(e))
-    return fail_call(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: no such event");
+  if (cudaError_t err = ppo::emu::check_live(e, "cudaStreamWaitEvent", "event")) return err;
   for (auto& [stream, c] : ppo::emu::captures())
     if (c.id == e->capture && stream != s)
       return ppo::emu::refuse_on_capture(c, stream, "cudaStreamWaitEvent",
@@ -729,9 +730,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
   if (!exec) return fail_call(cudaErrorInvalidValue, "cudaGraphInstantiate: no exec pointer");
-  if (!ppo::emu::live<cudaGraph_t>().count(graph))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaGraphInstantiate: graph " + ppo::emu::hex_ptr(graph) + " does not exist");
+  if (cudaError_t e = ppo::emu::check_live(graph, "cudaGraphInstantiate", "graph")) return e;
   if (flags != 0)
     return fail_call(cudaErrorInvalidValue,
                      "cudaGraphInstantiate: flags " + std::to_string(flags) + " (only 0 is emulated)");
@@ -742,9 +741,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live<cudaGraph_t>().count(graph))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaGraphDestroy: graph " + ppo::emu::hex_ptr(graph) + " does not exist");
+  if (cudaError_t e = ppo::emu::check_live(graph, "cudaGraphDestroy", "graph")) return e;
   if (graph->capturing)
     return fail_call(cudaErrorIllegalState,
                      "cudaGraphDestroy: graph " + ppo::emu::hex_ptr(graph) + " is still being captured");
@@ -753,21 +750,13 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
-  auto& d = device();
-  std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live<cudaGraphExec_t>().erase(exec))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaGraphExecDestroy: graph exec " + ppo::emu::hex_ptr(exec) + " does not exist");
-  delete exec;
-  return cudaSuccess;
+  return ppo::emu::destroy_live(exec, "cudaGraphExecDestroy", "graph exec");
 }
 // Runs the nodes in order, now, as one launch; a failing kernel reports through cudaGetLastError.
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   auto& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mutex);
-  if (!ppo::emu::live<cudaGraphExec_t>().count(exec))
-    return fail_call(cudaErrorInvalidResourceHandle,
-                     "cudaGraphLaunch: graph exec " + ppo::emu::hex_ptr(exec) + " does not exist");
+  if (cudaError_t e = ppo::emu::check_live(exec, "cudaGraphLaunch", "graph exec")) return e;
   const auto it = ppo::emu::captures().find(s);
   if (it != ppo::emu::captures().end())
     return ppo::emu::refuse_on_capture(it->second, s, "cudaGraphLaunch", "a graph inside a capture is not emulated");
