@@ -10,6 +10,7 @@
 #include "engine/device_memory.h"
 #include "helpers.h"
 #include "ppo/generate.h"
+#include "ppo/single_model.h"
 #include "ppo/trainer.h"
 
 using namespace ppo;
@@ -82,4 +83,30 @@ TEST_CASE(
   CHECK(short_run.advantages.work.syncs <= 6);
   MESSAGE("per step, R = 16: sampling ", short_run.sampling.work.syncs, " syncs, ", short_run.sampling.work.launches,
           " launches; train ", short_run.train.work.syncs, " syncs, ", short_run.train.work.launches, " launches");
+}
+
+TEST_CASE("device budget at gpt2-124m shapes (one layer): decode syncs once per chunk of tokens, launches once per "
+          "token, allocates nothing") {
+  if (!cuda_compiled() || cuda_device_count() == 0 || !counted()) return;
+  ModelSpec spec;
+  spec.config = ModelConfig::from_json({{"arch", "gpt2"}, {"n_layer", 1}, {"n_head", 12}, {"d_model", 768},
+                                        {"d_ff", 3072}, {"vocab_size", 50257}, {"max_seq_len", 1024}},
+                                       "gpt2-124m shapes");
+  spec.generation = Generation::KVCache;
+  SingleModel m(DeviceKind::CUDA, spec, RunShape{2, 8, 2 * kStopCheckTokens, 1});
+  const std::vector<std::vector<int32_t>> prompts = {{464, 2068, 7586, 21831}, {40, 1842}};
+  SamplingSettings s;
+  s.stop_token_ids = {50256};
+  auto cost = [&](int64_t R) {
+    s.max_new_tokens = s.min_new_tokens = R;  // no early stop
+    m.backend().synchronize();                 // the set-up's work is not the call's
+    reset_cuda_counters();
+    m.generate(prompts, s, 50256);
+    return cuda_counters();
+  };
+  const DeviceCounters one = cost(kStopCheckTokens), two = cost(2 * kStopCheckTokens);
+  CHECK(two.allocations == 0);
+  CHECK(two.syncs - one.syncs == 1);  // one more look at the done flags
+  CHECK(two.launches - one.launches == kStopCheckTokens);  // one graph launch per token
+  MESSAGE("gpt2-124m shapes, one layer, 16 tokens: ", one.launches, " launches, ", one.syncs, " syncs");
 }
