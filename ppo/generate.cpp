@@ -94,17 +94,23 @@ SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuff
     };
     sample(policy.prefill(tokens, positions, gen_mask));
     // Every later token: decode the last one (cache position P+t-1, so the cache length is P +
-    // step[0]) and sample. The same calls for every t, recorded once: on CUDA a graph, one launch
-    // per token.
-    RecordedOps decode_step =
-        be.record([&] { sample(policy.decode(step_tokens, step_pos, gen_mask, DeviceIndex(buf.step, P))); });
+    // step[0]) and sample. The same calls for every t: the second token runs them as they are (its
+    // launches load every kernel and make every matmul plan first, as a capture wants), the rest
+    // replay them as recorded then (on CUDA a graph, one launch per token).
+    auto decode_and_sample = [&] { sample(policy.decode(step_tokens, step_pos, gen_mask, DeviceIndex(buf.step, P))); };
+    RecordedOps decode_step;
     int64_t steps = 1;  // tokens sampled
     for (; steps < R; ++steps) {
       if (steps % kStopCheckTokens == 0) {
         const std::vector<int32_t> d = be.to_host_ids(done);
         if (std::all_of(d.begin(), d.end(), [](int32_t x) { return x != 0; })) break;
       }
-      decode_step.run();
+      if (steps == 1) {
+        decode_and_sample();
+        if (R > 2) decode_step = be.record(decode_and_sample);
+      } else {
+        decode_step.run();
+      }
     }
     // One read of the chunk's samples (rows of W >= R columns): each row up to and including its stop token.
     const int64_t W = sampled.dim(1);

@@ -12,8 +12,8 @@
 //     every kStopCheckTokens tokens the done flags come to the host: all done -> stop
 //     decode(token, position = prompt length + t, length = P+t+1) -> logits of the next token
 // t lives on the device (a step counter append_sampled advances), so decode + sample are the same
-// calls for every t: recorded once per chunk (Backend::record; on CUDA a graph, one launch per
-// token). Everything stays on the device: per chunk of kStopCheckTokens tokens one synchronization
+// calls for every t: run once as they are, then recorded once per chunk and replayed
+// (Backend::record; on CUDA a graph, one launch per token). Everything stays on the device: per chunk of kStopCheckTokens tokens one synchronization
 // (the done flags), and the (G,R) tokens and log-probs cross to the host once at the end.
 #pragma once
 #include <algorithm>
