@@ -162,13 +162,13 @@ DType Backend::act_dtype() const {
   }
   return DType::F32;
 }
+DType Backend::grad_dtype() const { return precision_ == Precision::F64 ? DType::F64 : DType::F32; }
+DType Backend::stat_dtype() const { return grad_dtype(); }
+
 int64_t Backend::host_value(const char* op, const char* what, const DeviceIndex& index) {
   const int32_t* counter = counter_ptr(op, what, index.counter, device_);
   return counter ? index.offset + *counter : index.offset;
 }
-
-DType Backend::grad_dtype() const { return precision_ == Precision::F64 ? DType::F64 : DType::F32; }
-DType Backend::stat_dtype() const { return grad_dtype(); }
 
 void Backend::set_scratch(Carver scratch) {
   scratch_ = std::make_unique<Carver>(scratch);
@@ -717,22 +717,20 @@ void Backend::kv_cache_write(Tensor kcache, Tensor vcache, Tensor qkv, DeviceInd
   expect(op, "qkv", qkv, device_, act_dtype(), {B, T, int64_t(NH + 2 * NKV) * HS});
   expect(op, "kcache", kcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
   expect(op, "vcache", vcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
+  // checked here when the host knows the start; a CUDA kernel checks one it reads on the device
+  const bool on_host = start.counter.empty() || device_ == DeviceKind::CPU;
+  const int64_t first = on_host ? host_value(op, "start", start) : 0;
+  PPO_ASSERT(!on_host || (first >= 0 && first + T <= S), op, ": positions [", first, ",", first + T,
+             ") do not fit the KV cache of ", S, " positions", start.counter.empty() ? "" : " (the start read from '",
+             start.counter.name, start.counter.empty() ? "" : "')");
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    if (start.counter.empty())
-      PPO_ASSERT(start.offset >= 0 && start.offset + T <= S, op, ": positions [", start.offset, ",", start.offset + T,
-                 ") do not fit the KV cache of ", S, " positions");
-    else
-      range_sites_[5] = {op, "cache start", start.counter.name, "", S - T + 1};
+    range_sites_[5] = {op, "cache start", start.counter.name, "", S - T + 1};
     cuda::kv_cache_write(*cuda_, kcache.ptr<bf16>(), vcache.ptr<bf16>(), qkv.ptr<bf16>(), B, T, S,
                          counter_ptr(op, "start", start.counter, device_), start.offset, NH, NKV, HS);
 #endif
     return;
   }
-  const int64_t first = host_value(op, "start", start);
-  PPO_ASSERT(first >= 0 && first + T <= S, op, ": positions [", first, ",", first + T, ") do not fit the KV cache of ",
-             S, " positions", start.counter.empty() ? "" : " (the start read from '", start.counter.name,
-             start.counter.empty() ? "" : "')");
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     cpu::kv_cache_write<F>(kcache.ptr<F>(), vcache.ptr<F>(), qkv.ptr<F>(), B, T, S, first, NH, NKV, HS);
@@ -749,19 +747,19 @@ void Backend::attention_decode(Tensor out, Tensor qkv, Tensor kcache, Tensor vca
   expect(op, "vcache", vcache, device_, act_dtype(), {B, S, int64_t(NKV) * HS});
   expect(op, "mask", mask, device_, DType::I32, {B, S});
   expect(op, "out", out.reshape({B, out.numel() / B}), device_, act_dtype(), {B, int64_t(NH) * HS});
+  // a length the CUDA kernel reads on the device is clamped to [0,S] there (the KV write of its
+  // last position checks it)
+  const bool on_host = length.counter.empty() || device_ == DeviceKind::CPU;
+  const int64_t L = on_host ? host_value(op, "length", length) : 1;
+  PPO_ASSERT(L >= 1 && L <= S, op, ": length ", L, " outside [1,", S, "]");
   if (device_ == DeviceKind::CUDA) {
 #ifdef PPO_HAS_CUDA
-    // a length read on the device is clamped to [0,S] there (the KV write of its last position checks it)
-    if (length.counter.empty())
-      PPO_ASSERT(length.offset >= 1 && length.offset <= S, op, ": length ", length.offset, " outside [1,", S, "]");
     cuda::attention_decode(*cuda_, out.ptr<bf16>(), qkv.ptr<bf16>(), kcache.ptr<bf16>(), vcache.ptr<bf16>(),
                            mask.ptr<int32_t>(), B, S, counter_ptr(op, "length", length.counter, device_), length.offset,
                            NH, NKV, HS);
 #endif
     return;
   }
-  const int64_t L = host_value(op, "length", length);
-  PPO_ASSERT(L >= 1 && L <= S, op, ": length ", L, " outside [1,", S, "]");
   with_cpu_float(precision_, [&](auto z) {
     using F = decltype(z);
     cpu::attention_decode<F>(out.ptr<F>(), qkv.ptr<F>(), kcache.ptr<F>(), vcache.ptr<F>(), mask.ptr<int32_t>(), B, S, L,

@@ -328,7 +328,8 @@ class Backend {
     int64_t bound = 0;
   };
   RangeCheckSite range_sites_[7];
-  // The value of an index on a CPU backend (its counter read in place).
+  // The value of an index the host can know: its offset, plus its counter read in place on a CPU
+  // backend.
   int64_t host_value(const char* op, const char* what, const DeviceIndex& index);
 };
 
