@@ -46,6 +46,29 @@ GenerationBuffers GenerationBuffers::carve(Carver& carver, int64_t G, int64_t P,
   return b;
 }
 
+void start_chunk(Backend& be, const GenerationBuffers& buf, const std::vector<std::vector<int32_t>>& prompts,
+                 int32_t pad) {
+  const int64_t n = int64_t(prompts.size()), P = buf.prompt_tokens.dim(1), T = buf.mask.dim(1);
+  PPO_ASSERT(n >= 1 && n <= buf.prompt_tokens.dim(0), "generate: ", n, " prompts for ", buf.prompt_tokens.dim(0),
+             " rows");
+  const SequenceBatch rows = pack_sequences(prompts, std::vector<std::vector<int32_t>>(size_t(n)), P, T - P, pad);
+  // the prompt columns [0,P); the mask covers prompt + response
+  std::vector<int32_t> tok, pos, mask(size_t(n * T), 1);
+  for (int64_t b = 0; b < n; ++b) {
+    tok.insert(tok.end(), rows.tokens.begin() + b * T, rows.tokens.begin() + b * T + P);
+    pos.insert(pos.end(), rows.pos.begin() + b * T, rows.pos.begin() + b * T + P);
+    std::copy(rows.mask.begin() + b * T, rows.mask.begin() + b * T + P, mask.begin() + b * T);
+  }
+  be.from_host_ids(buf.prompt_tokens.slice0(0, n), tok);
+  be.from_host_ids(buf.prompt_pos.slice0(0, n), pos);
+  be.from_host_ids(buf.mask.slice0(0, n), mask);
+  std::vector<int32_t> before_first(static_cast<size_t>(n));  // append_sampled advances it to prompt length + t
+  for (int64_t b = 0; b < n; ++b) before_first[size_t(b)] = int32_t(rows.prompt_len[size_t(b)] - 1);
+  be.from_host_ids(buf.step_pos.slice0(0, n), before_first);
+  be.fill(buf.done.slice0(0, n), 0.0f);
+  be.fill(buf.step, 0.0f);
+}
+
 SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuffers& buf,
                     const std::vector<std::vector<int32_t>>& prompts, int32_t pad, const SamplingSettings& s) {
   const int64_t G = buf.prompt_tokens.dim(0), P = buf.prompt_tokens.dim(1), T = buf.mask.dim(1);
@@ -59,28 +82,12 @@ SampledResponses generate(Backend& be, Transformer& policy, const GenerationBuff
   SampledResponses out;
   for (int64_t first = 0, chunk = 0; first < int64_t(prompts.size()); first += G, ++chunk) {
     const int64_t n = std::min<int64_t>(G, int64_t(prompts.size()) - first);
-    const std::vector<std::vector<int32_t>> part(prompts.begin() + first, prompts.begin() + first + n);
-    const SequenceBatch rows = pack_sequences(part, std::vector<std::vector<int32_t>>(size_t(n)), P, T - P, pad);
-    // the prompt columns [0,P); the mask covers prompt + response
-    std::vector<int32_t> tok, pos, mask(size_t(n * T), 1);
-    for (int64_t b = 0; b < n; ++b) {
-      tok.insert(tok.end(), rows.tokens.begin() + b * T, rows.tokens.begin() + b * T + P);
-      pos.insert(pos.end(), rows.pos.begin() + b * T, rows.pos.begin() + b * T + P);
-      std::copy(rows.mask.begin() + b * T, rows.mask.begin() + b * T + P, mask.begin() + b * T);
-    }
+    start_chunk(be, buf, std::vector<std::vector<int32_t>>(prompts.begin() + first, prompts.begin() + first + n), pad);
     const Tensor tokens = buf.prompt_tokens.slice0(0, n), positions = buf.prompt_pos.slice0(0, n);
     const Tensor gen_mask = buf.mask.slice0(0, n);
     const Tensor step_tokens = buf.step_tokens.slice0(0, n), step_pos = buf.step_pos.slice0(0, n);
     const Tensor step_logp = buf.step_logp.slice0(0, n), done = buf.done.slice0(0, n);
     const Tensor sampled = buf.tokens.slice0(0, n), sampled_logp = buf.logp.slice0(0, n);
-    be.from_host_ids(tokens, tok);
-    be.from_host_ids(positions, pos);
-    be.from_host_ids(gen_mask, mask);
-    std::vector<int32_t> before_first(static_cast<size_t>(n));  // append_sampled advances it to prompt length + t
-    for (int64_t b = 0; b < n; ++b) before_first[size_t(b)] = int32_t(rows.prompt_len[size_t(b)] - 1);
-    be.from_host_ids(step_pos, before_first);
-    be.fill(done, 0.0f);
-    be.fill(buf.step, 0.0f);
 
     // One token: sample from `logits` at step t = step[0] and append it (step becomes t + 1). Row
     // b draws from Philox stream (stream + c*R + t)*stride + first_row + b.

@@ -75,6 +75,12 @@ struct SampledResponses {
   std::vector<std::vector<float>> logp;         // the sampler's log-prob of each response token
 };
 
+// A chunk's start: its prompts (at most G, token ids padded with `pad` to P) in the buffers'
+// first rows with their positions and mask, each row's position before its first response token,
+// the done flags and the step counter cleared. generate() calls it per chunk.
+void start_chunk(Backend& backend, const GenerationBuffers& buffers, const std::vector<std::vector<int32_t>>& prompts,
+                 int32_t pad);
+
 // Samples a response to each prompt (token ids, padded with `pad` to the buffers' P).
 SampledResponses generate(Backend& backend, Transformer& policy, const GenerationBuffers& buffers,
                     const std::vector<std::vector<int32_t>>& prompts, int32_t pad, const SamplingSettings& settings);

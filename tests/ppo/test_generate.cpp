@@ -8,7 +8,6 @@
 #include "helpers.h"
 #include "models/transformer.h"
 #include "ppo/generate.h"
-#include "ppo/sequences.h"
 #include "ppo/trainer.h"
 
 using namespace ppo;
@@ -46,27 +45,14 @@ SamplingSettings settings(int64_t R, int64_t min_new_tokens) {
 std::pair<std::vector<int32_t>, std::vector<float>> token_by_token(Backend& be, Transformer& policy,
                                                                    const GenerationBuffers& buf,
                                                                    const SamplingSettings& s) {
-  const int64_t B = int64_t(kPrompts.size()), P = buf.prompt_tokens.dim(1), T = buf.mask.dim(1);
+  const int64_t B = int64_t(kPrompts.size()), P = buf.prompt_tokens.dim(1);
   const int64_t R = s.max_new_tokens, G = buf.prompt_tokens.dim(0);
-  const SequenceBatch rows = pack_sequences(kPrompts, std::vector<std::vector<int32_t>>(size_t(B)), P, T - P, kPad);
-  std::vector<int32_t> tok, pos, mask(size_t(B * T), 1), before_first;
-  for (int64_t b = 0; b < B; ++b) {
-    tok.insert(tok.end(), rows.tokens.begin() + b * T, rows.tokens.begin() + b * T + P);
-    pos.insert(pos.end(), rows.pos.begin() + b * T, rows.pos.begin() + b * T + P);
-    std::copy(rows.mask.begin() + b * T, rows.mask.begin() + b * T + P, mask.begin() + b * T);
-    before_first.push_back(int32_t(rows.prompt_len[size_t(b)] - 1));
-  }
   const Tensor tokens = buf.prompt_tokens.slice0(0, B), positions = buf.prompt_pos.slice0(0, B);
   const Tensor gen_mask = buf.mask.slice0(0, B), done = buf.done.slice0(0, B);
   const Tensor step_tokens = buf.step_tokens.slice0(0, B), step_pos = buf.step_pos.slice0(0, B);
   const Tensor step_logp = buf.step_logp.slice0(0, B);
   const Tensor sampled = buf.tokens.slice0(0, B), sampled_logp = buf.logp.slice0(0, B);
-  be.from_host_ids(tokens, tok);
-  be.from_host_ids(positions, pos);
-  be.from_host_ids(gen_mask, mask);
-  be.from_host_ids(step_pos, before_first);
-  be.fill(done, 0.0f);
-  be.fill(buf.step, 0.0f);
+  start_chunk(be, buf, kPrompts, kPad);
   be.fill(sampled, -1.0f);
   Tensor logits = policy.prefill(tokens, positions, gen_mask);
   for (int64_t t = 0; t < R; ++t) {
